@@ -1,0 +1,30 @@
+# The relay: gunicorn serving wsgi:app, migrations applied at start. SQLite in /app/instance by default;
+# set DATABASE_URL=postgresql+psycopg://… for PostgreSQL.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    RELAY_BIND=0.0.0.0:8080
+
+WORKDIR /app
+
+# Dependencies in their own layer: rebuilt only when requirements.txt changes.
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+RUN useradd --system --uid 10001 --home-dir /app relay \
+    && mkdir -p /app/instance && chown relay:relay /app/instance
+COPY --chown=relay:relay config.py wsgi.py gunicorn.conf.py ./
+COPY --chown=relay:relay relay ./relay
+COPY --chown=relay:relay migrations ./migrations
+
+USER relay
+VOLUME ["/app/instance"]
+EXPOSE 8080
+
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
+
+CMD ["sh", "-c", "flask --app wsgi db upgrade && exec gunicorn -c gunicorn.conf.py wsgi:app"]

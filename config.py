@@ -1,0 +1,47 @@
+"""Relay settings: one Config class, every value from the environment with a safe default."""
+import os
+
+
+def _env_float(name, default):
+    """Read a float from the environment."""
+    return float(os.environ.get(name, default))
+
+
+def _env_int(name, default):
+    """Read an int from the environment."""
+    return int(os.environ.get(name, default))
+
+
+def _database_url():
+    """Read DATABASE_URL, steering plain postgres URLs to the psycopg 3 driver we ship."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return None  # create_app puts a SQLite file in the instance folder
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Config:
+    """Settings read once at start-up; tests subclass or override them."""
+
+    # Store: a SQLite file under instance/ unless DATABASE_URL names another database.
+    SQLALCHEMY_DATABASE_URI = _database_url()
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    # PagerDuty Events API v2. EU accounts: https://events.eu.pagerduty.com/v2/enqueue
+    PAGERDUTY_EVENTS_URL = os.environ.get(
+        "PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"
+    )
+    # A REST API key; the Events API does not use it. Kept for the seed job's settings and
+    # for future REST calls (e.g. looking up services); never sent with events, never logged.
+    PAGERDUTY_API_KEY = os.environ.get("PAGERDUTY_API_KEY", "")
+    PAGERDUTY_CONNECT_TIMEOUT = _env_float("PAGERDUTY_CONNECT_TIMEOUT", 3.05)
+    PAGERDUTY_READ_TIMEOUT = _env_float("PAGERDUTY_READ_TIMEOUT", 10)
+
+    # What the relay puts in payload.source when the caller gives none.
+    RELAY_EVENT_SOURCE = os.environ.get("RELAY_EVENT_SOURCE", "relay")
+    # Largest request body accepted, in bytes (413 above it).
+    MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
+    LOG_LEVEL = os.environ.get("RELAY_LOG_LEVEL", "INFO").upper()

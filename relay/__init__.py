@@ -1,0 +1,54 @@
+"""The relay: receives alerts, logs them as PagerDuty events, and delivers them."""
+import logging
+import os
+import sqlite3
+
+from flask import Flask
+from flask_migrate import Migrate
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from config import Config
+from relay import api, cli, errors, health
+from relay.models import db
+from relay.pagerduty import PagerDutyClient
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+migrate = Migrate()
+
+
+def create_app(test_config=None):
+    """Build the relay app from Config, overridden by test_config."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(Config)
+    if test_config:
+        app.config.from_mapping(test_config)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "relay.sqlite3")
+    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    app.extensions["relay.pagerduty"] = PagerDutyClient(
+        app.config["PAGERDUTY_EVENTS_URL"],
+        app.config["PAGERDUTY_CONNECT_TIMEOUT"],
+        app.config["PAGERDUTY_READ_TIMEOUT"],
+    )
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    cli.init_app(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _tune_sqlite(dbapi_connection, _record):
+    """Use WAL and wait on locks, so several gunicorn workers can share one SQLite file."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

@@ -1,0 +1,72 @@
+"""The `flask --app wsgi relay …` commands: the create-incident job from a shell."""
+import json
+import sys
+
+import click
+from flask.cli import AppGroup
+from marshmallow import ValidationError
+
+from relay import incidents
+from relay.errors import error_body
+
+relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
+
+
+def _emit(run):
+    """Run a job, print its JSON answer, and exit 0 on success, 1 if PagerDuty failed, 2 on bad input."""
+    try:
+        result = run()
+    except ValidationError as exc:
+        fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        click.echo(json.dumps(error_body("invalid_input", "invalid input", fields)))
+        sys.exit(2)
+    click.echo(json.dumps(result.body))
+    sys.exit(0 if result.ok else 1)
+
+
+@relay_cli.command("trigger")
+@click.option("--title", required=True, help="The incident's summary.")
+@click.option("--service-key", required=True, help="The PagerDuty integration (routing) key.")
+@click.option("--urgency", type=click.Choice(["high", "low"]), default="high", show_default=True)
+@click.option("--body", default="", help="Details shown on the incident.")
+@click.option("--dedup-key", default=None, help="Key for later acknowledge/resolve (generated if absent).")
+def trigger(title, service_key, urgency, body, dedup_key):
+    """Create a PagerDuty incident."""
+    data = {"title": title, "service_key": service_key, "urgency": urgency, "body": body}
+    if dedup_key:
+        data["dedup_key"] = dedup_key
+    _emit(lambda: incidents.trigger(data, source="cli"))
+
+
+@relay_cli.command("run-job")
+@click.argument("job_file", type=click.File("r"))
+def run_job(job_file):
+    """Run the create-incident job from a JSON file holding its input block."""
+    try:
+        data = json.load(job_file)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="JOB_FILE") from None
+    if isinstance(data, dict) and isinstance(data.get("input"), dict):
+        data = data["input"]  # a whole job document: take its input block
+    if not isinstance(data, dict):
+        raise click.BadParameter("must hold a JSON object", param_hint="JOB_FILE")
+    _emit(lambda: incidents.trigger(data, source="cli"))
+
+
+def _follow_up_command(action):
+    @click.argument("dedup_key")
+    @click.option("--service-key", required=True, help="The routing key the incident was opened with.")
+    def command(dedup_key, service_key):
+        _emit(lambda: incidents.follow_up(action, dedup_key, {"service_key": service_key}, source="cli"))
+
+    command.__doc__ = f"{action.capitalize()} a PagerDuty incident by its dedup key."
+    return relay_cli.command(action)(command)
+
+
+acknowledge = _follow_up_command("acknowledge")
+resolve = _follow_up_command("resolve")
+
+
+def init_app(app):
+    """Register the relay command group."""
+    app.cli.add_command(relay_cli)

@@ -1,0 +1,159 @@
+"""The outbound PagerDuty Events API v2 event: its schema, and trimming to PagerDuty's limits.
+
+Limits cite PagerDuty/developer-docs docs/events-API-v2/02-Trigger-Events.md and 01-Overview.md.
+An event is trimmed to fit, never refused for being long: a truncated page beats a lost one.
+"""
+import json
+from datetime import datetime
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+
+ACTIONS = ("trigger", "acknowledge", "resolve")
+SEVERITIES = ("critical", "error", "warning", "info")
+SUMMARY_MAX = 1024  # payload.summary: 1024 characters
+DEDUP_KEY_MAX = 255  # dedup_key: 255 characters
+EVENT_MAX_BYTES = 512 * 1024  # the whole event: under 512 KB
+ELLIPSIS = "…"
+TRIM_MARGIN = 64  # bytes kept free below the limit, for the ellipsis and JSON quoting
+FIELD_MAX = 1024  # source, component, group, class: no documented limit; bounded so the event fits
+TRIM_NOTE = "custom_details trimmed by relay: the event exceeded PagerDuty's 512 KB limit"
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut text to at most limit characters, marking the cut with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + ELLIPSIS
+
+
+def _iso8601(value):
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError("not an ISO 8601 timestamp") from None
+
+
+class ImageSchema(Schema):
+    """An image on the alert; PagerDuty shows https images only."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    src = fields.Url(required=True, schemes={"https"}, require_tld=False)
+    href = fields.Url(schemes={"http", "https"}, require_tld=False)
+    alt = fields.Str()
+
+
+class LinkSchema(Schema):
+    """A link on the alert."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    href = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    text = fields.Str()
+
+
+class PayloadSchema(Schema):
+    """The trigger payload."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    summary = fields.Str(required=True, validate=validate.Length(min=1))
+    source = fields.Str(required=True, validate=validate.Length(min=1))
+    severity = fields.Str(required=True, validate=validate.OneOf(SEVERITIES))
+    timestamp = fields.Str(validate=_iso8601)
+    component = fields.Str()
+    group = fields.Str()
+    class_ = fields.Str(data_key="class", attribute="class")
+    custom_details = fields.Dict(keys=fields.Str())
+
+    @pre_load
+    def truncate_texts(self, data, **kwargs):
+        """Trim an over-long summary or text field instead of refusing it."""
+        if not isinstance(data, dict):
+            return data
+        limits = {"summary": SUMMARY_MAX, "source": FIELD_MAX, "component": FIELD_MAX,
+                  "group": FIELD_MAX, "class": FIELD_MAX}
+        return {k: truncate(v, limits[k]) if k in limits and isinstance(v, str) else v
+                for k, v in data.items()}
+
+
+class EventSchema(Schema):
+    """An Events API v2 event, validated and trimmed to what PagerDuty accepts."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    routing_key = fields.Str(required=True, validate=validate.Length(min=1))
+    event_action = fields.Str(required=True, validate=validate.OneOf(ACTIONS))
+    dedup_key = fields.Str(validate=validate.Length(min=1, max=DEDUP_KEY_MAX))
+    payload = fields.Nested(PayloadSchema)
+    images = fields.List(fields.Nested(ImageSchema))
+    links = fields.List(fields.Nested(LinkSchema))
+    client = fields.Str()
+    client_url = fields.Url(schemes={"http", "https"}, require_tld=False)
+
+    @pre_load
+    def keep_https_images(self, data, **kwargs):
+        """Drop images PagerDuty would refuse (non-https) rather than the whole event."""
+        if isinstance(data, dict) and isinstance(data.get("images"), list):
+            images = [i for i in data["images"] if _is_https_image(i)]
+            data = {**data, "images": images}
+        return data
+
+    @post_load
+    def check_action_fields(self, data, **kwargs):
+        """Require a payload on triggers and a dedup key on follow-ups."""
+        if data["event_action"] == "trigger" and "payload" not in data:
+            raise ValidationError("a trigger needs a payload", "payload")
+        if data["event_action"] != "trigger" and not data.get("dedup_key"):
+            raise ValidationError(f"{data['event_action']} needs a dedup_key", "dedup_key")
+        if data["event_action"] != "trigger":
+            data.pop("payload", None)  # PagerDuty reads payload on triggers only
+        return fit_size(data)
+
+
+def _is_https_image(image):
+    return isinstance(image, dict) and str(image.get("src", "")).startswith("https://")
+
+
+def event_size(event) -> int:
+    """Return the size in bytes of the event as sent."""
+    return len(json.dumps(event, ensure_ascii=False).encode())
+
+
+def _cut_bytes(value, excess: int) -> str:
+    """Render value as text and cut excess UTF-8 bytes off its end, marking the cut."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    keep = len(text.encode()) - excess - len(ELLIPSIS.encode())
+    if keep <= 0:
+        return ELLIPSIS
+    return text.encode()[:keep].decode(errors="ignore") + ELLIPSIS
+
+
+def fit_size(event, limit=EVENT_MAX_BYTES):
+    """Trim custom_details, largest value first, until the event is under the limit."""
+    payload = event.get("payload") or {}
+    details = payload.get("custom_details")
+    if not details or event_size(event) < limit:
+        return event
+    trimmed = {**details, "relay_note": TRIM_NOTE}
+    event = {**event, "payload": {**payload, "custom_details": trimmed}}
+    for key in sorted(details, key=lambda k: event_size(details[k]), reverse=True):
+        if event_size(event) < limit:
+            break
+        # JSON escaping only makes a cut worth more bytes, so one cut per value is enough.
+        trimmed[key] = _cut_bytes(details[key], event_size(event) - limit + TRIM_MARGIN)
+    if event_size(event) >= limit:  # only when the other fields alone are near the limit
+        event["payload"]["custom_details"] = {"relay_note": TRIM_NOTE}
+    return event
+
+
+event_schema = EventSchema()
+
+
+def load_event(data) -> dict:
+    """Validate and trim an event; raise ValidationError naming each bad field."""
+    return event_schema.load(data)

@@ -1,0 +1,89 @@
+"""The store: incident_log (the log of every event and the delivery outbox) and its attempts."""
+from datetime import datetime, timezone
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import JSON, BigInteger, Integer
+
+from relay.masking import mask
+
+db = SQLAlchemy()
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Delivery states of a row: pending → delivered | retrying → failed | dead.
+PENDING = "pending"
+RETRYING = "retrying"
+DELIVERED = "delivered"
+FAILED = "failed"  # PagerDuty refused the event (400): retrying cannot help
+DEAD = "dead"  # retried until the give-up age
+UNROUTED = "unrouted"  # matched no route: kept so it is never silently dropped
+
+
+def utcnow():
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class IncidentLog(db.Model):
+    """One event the relay sends or tries to send to PagerDuty."""
+
+    __tablename__ = "incident_log"
+
+    id = db.Column(BigId, primary_key=True)
+    created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+    updated_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+    source = db.Column(db.String(32), nullable=False)  # api, cli, alertmanager, grafana, …
+    route = db.Column(db.String(128))
+    event_action = db.Column(db.String(16), nullable=False)
+    dedup_key = db.Column(db.String(255))
+    summary = db.Column(db.String(1024))
+    severity = db.Column(db.String(16))
+    # The full key is needed to deliver from the outbox; only routing_key_masked is ever shown.
+    routing_key = db.Column(db.String(255), nullable=False)
+    routing_key_masked = db.Column(db.String(16), nullable=False)
+    event = db.Column(JSON, nullable=False)  # the Events API body without routing_key
+    status = db.Column(db.String(16), nullable=False, default=PENDING, index=True)
+    attempts = db.Column(db.Integer, nullable=False, default=0)
+    next_attempt_at = db.Column(db.DateTime(timezone=True), default=utcnow)
+    delivered_at = db.Column(db.DateTime(timezone=True))
+    # PagerDuty's last answer: HTTP status, its status/message/errors, or our transport error.
+    http_status = db.Column(db.Integer)
+    pd_status = db.Column(db.String(64))
+    pd_message = db.Column(db.String(1024))
+    pd_errors = db.Column(JSON)
+    error = db.Column(db.Text)
+
+    attempt_rows = db.relationship(
+        "DeliveryAttempt", back_populates="log", order_by="DeliveryAttempt.id", lazy="select"
+    )
+
+    __table_args__ = (
+        db.Index("ix_incident_log_created_at", "created_at"),
+        db.Index("ix_incident_log_dedup_key", "dedup_key"),
+    )
+
+    def set_routing_key(self, routing_key):
+        """Store the routing key and the only form of it that may be shown."""
+        self.routing_key = routing_key
+        self.routing_key_masked = mask(routing_key)
+
+    def outbound_event(self):
+        """Return the Events API body to POST, routing key included."""
+        return {"routing_key": self.routing_key, **self.event}
+
+
+class DeliveryAttempt(db.Model):
+    """One try at delivering an incident_log row to PagerDuty."""
+
+    __tablename__ = "delivery_attempt"
+
+    id = db.Column(BigId, primary_key=True)
+    log_id = db.Column(BigId, db.ForeignKey("incident_log.id", ondelete="CASCADE"), nullable=False, index=True)
+    started_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+    duration_ms = db.Column(db.Float)
+    outcome = db.Column(db.String(16), nullable=False)  # delivered, retry, failed
+    http_status = db.Column(db.Integer)
+    error = db.Column(db.Text)
+
+    log = db.relationship("IncidentLog", back_populates="attempt_rows")

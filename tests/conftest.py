@@ -1,0 +1,113 @@
+"""Shared fixtures: the relay app on a real SQLite file and on the real PostgreSQL, and the simulator."""
+import os
+import secrets
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from relay import create_app
+from relay.models import db
+from relay.simulator import PagerDutySimulator
+
+POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    """One PagerDuty simulator on a real socket for the whole run; reset before each test that uses it."""
+    with PagerDutySimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def pd(simulator):
+    """The simulator, emptied of earlier tests' events, faults and keys."""
+    simulator.reset()
+    return simulator
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL database for this run, dropped at the end."""
+    name = f"relay_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield admin.url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_urls(tmp_path_factory, request):
+    """Map each backend to its database URL, migrated once per run."""
+    urls = {}
+
+    def url_for(backend):
+        if backend not in urls:
+            if backend == "sqlite":
+                urls[backend] = "sqlite:///" + str(tmp_path_factory.mktemp("db") / "relay.sqlite3")
+            else:
+                urls[backend] = request.getfixturevalue("postgres_url")
+            app = create_app({"SQLALCHEMY_DATABASE_URI": urls[backend]})
+            with app.app_context():
+                upgrade()
+                db.engine.dispose()
+        return urls[backend]
+
+    return url_for
+
+
+def app_config(database_url, events_url, **overrides):
+    """Settings for a test app: the given store and PagerDuty endpoint, short timeouts."""
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "PAGERDUTY_EVENTS_URL": events_url,
+        "PAGERDUTY_CONNECT_TIMEOUT": 1.0,
+        "PAGERDUTY_READ_TIMEOUT": 2.0,
+        **overrides,
+    }
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The store under test: every app test runs on SQLite and on PostgreSQL."""
+    return request.param
+
+
+@pytest.fixture
+def app(backend, database_urls, pd):
+    """A relay app on an emptied, migrated store, sending to the simulator."""
+    app = create_app(app_config(database_urls(backend), pd.events_url))
+    with app.app_context():
+        db.session.execute(sa.text("DELETE FROM delivery_attempt"))
+        db.session.execute(sa.text("DELETE FROM incident_log"))
+        db.session.commit()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    app.extensions["relay.pagerduty"].close()
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A CLI runner for the app's commands."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def routing_key():
+    """A fresh 32-character integration key, as PagerDuty issues them."""
+    return secrets.token_hex(16)

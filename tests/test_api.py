@@ -1,0 +1,145 @@
+"""POST /api/v1/incidents and its follow-ups, end to end to the simulator, on both stores."""
+import pytest
+
+from relay.models import DeliveryAttempt, IncidentLog, db
+
+
+def create(client, **fields):
+    return client.post("/api/v1/incidents", json=fields)
+
+
+def log_row(app, log_id):
+    with app.app_context():
+        row = db.session.get(IncidentLog, log_id)
+        db.session.expunge(row)
+        return row
+
+
+def test_create_incident_sends_trigger_and_logs_it(app, client, pd, routing_key):
+    response = create(client, title="Checkout is down", service_key=routing_key, urgency="high", body="5xx > 50%")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["success"] is True and body["status"] == "success" and body["message"] == "Event processed"
+    sent = pd.accepted()[0]
+    assert sent["routing_key"] == routing_key and sent["event_action"] == "trigger"
+    assert sent["payload"]["summary"] == "Checkout is down"
+    assert sent["payload"]["severity"] == "critical"
+    assert sent["payload"]["custom_details"]["body"] == "5xx > 50%"
+    assert body["dedup_key"] == sent.get("dedup_key", body["dedup_key"]) and len(body["dedup_key"]) == 32
+    row = log_row(app, body["log_id"])
+    assert (row.status, row.http_status, row.attempts, row.source) == ("delivered", 202, 1, "api")
+    assert row.dedup_key == body["dedup_key"] and row.routing_key_masked == "…" + routing_key[-4:]
+    assert "routing_key" not in row.event and row.delivered_at is not None
+
+
+def test_low_urgency_maps_to_warning_and_defaults_apply(client, pd, routing_key):
+    assert create(client, title="Disk 80%", service_key=routing_key, urgency="low").status_code == 200
+    payload = pd.accepted()[0]["payload"]
+    assert payload["severity"] == "warning" and payload["custom_details"]["body"] == ""
+    assert payload["source"] == "relay"
+
+
+def test_given_dedup_key_is_used(client, pd, routing_key):
+    body = create(client, title="t", service_key=routing_key, dedup_key="db/primary").get_json()
+    assert body["dedup_key"] == "db/primary" and pd.accepted()[0]["dedup_key"] == "db/primary"
+
+
+def test_acknowledge_and_resolve_follow_the_trigger(client, pd, routing_key):
+    dedup_key = create(client, title="t", service_key=routing_key).get_json()["dedup_key"]
+    ack = client.post(f"/api/v1/incidents/{dedup_key}/acknowledge", json={"service_key": routing_key})
+    assert ack.status_code == 200 and ack.get_json()["dedup_key"] == dedup_key
+    assert pd.alerts()[0]["status"] == "acknowledged"
+    res = client.post(f"/api/v1/incidents/{dedup_key}/resolve", json={"service_key": routing_key})
+    assert res.status_code == 200
+    assert [e["event_action"] for e in pd.accepted()] == ["trigger", "acknowledge", "resolve"]
+    assert pd.alerts()[0]["status"] == "resolved"
+
+
+def test_pagerduty_refusal_is_a_pagerduty_error_and_logged(app, client, pd, routing_key):
+    pd.set_routing_keys(["f" * 32])
+    response = create(client, title="t", service_key=routing_key)
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["name"] == "PagerDutyError"
+    assert body["value"] == "PagerDuty API error: Event object is invalid: Invalid routing key"
+    row = log_row(app, body["log_id"])
+    assert (row.status, row.http_status, row.pd_errors) == ("failed", 400, ["Invalid routing key"])
+    assert routing_key not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("fault, expected_status", [(503, 502), (500, 502), (429, 429)])
+def test_pagerduty_server_trouble_maps_to_gateway_statuses(app, client, pd, routing_key, fault, expected_status):
+    pd.inject(fault, count=1)
+    response = create(client, title="t", service_key=routing_key)
+    assert response.status_code == expected_status
+    assert response.get_json()["value"].startswith("PagerDuty API error: ")
+    row = log_row(app, response.get_json()["log_id"])
+    assert (row.status, row.http_status) == ("retrying", fault)
+
+
+def test_unreachable_pagerduty_is_502_and_logged_with_attempt(app, client, pd, routing_key):
+    pd.set_outage("refuse")
+    response = create(client, title="t", service_key=routing_key)
+    assert response.status_code == 502
+    assert "could not connect to PagerDuty" in response.get_json()["value"] or \
+        "PagerDuty API error" in response.get_json()["value"]
+    with app.app_context():
+        attempts = db.session.query(DeliveryAttempt).filter_by(log_id=response.get_json()["log_id"]).all()
+        assert len(attempts) == 1 and attempts[0].outcome == "retry" and attempts[0].error
+
+
+def test_timeout_is_504(app, client, pd, routing_key):
+    pd.set_latency(2.5)
+    response = create(client, title="t", service_key=routing_key)
+    assert response.status_code == 504
+
+
+@pytest.mark.parametrize("fields, bad", [
+    ({"service_key": "k" * 32}, {"title"}),
+    ({"title": "t"}, {"service_key"}),
+    ({"title": "t", "service_key": "k" * 32, "urgency": "urgent"}, {"urgency"}),
+    ({"title": "", "service_key": "k" * 32}, {"title"}),
+    ({"title": 5, "service_key": ["x"]}, {"title", "service_key"}),
+    ({"title": "t", "service_key": "has space"}, {"service_key"}),
+    ({"title": "t", "service_key": "k" * 32, "dedup_key": "d" * 256}, {"dedup_key"}),
+    ({"title": "t", "service_key": "k" * 32, "body": {"nested": 1}}, {"body"}),
+])
+def test_invalid_input_is_400_naming_each_field(client, pd, fields, bad):
+    response = create(client, **fields)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_input" and set(error["fields"]) == bad
+    assert pd.received() == []
+
+
+@pytest.mark.parametrize("data, content_type", [
+    ("not json", "application/json"),
+    ("[1, 2]", "application/json"),
+    ("", "application/json"),
+    ("\"title\"", "text/plain"),
+])
+def test_non_object_body_is_400(client, data, content_type):
+    response = client.post("/api/v1/incidents", data=data, content_type=content_type)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == "the request body must be a JSON object"
+
+
+def test_oversized_body_is_413_in_the_error_shape(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    response = client.post("/api/v1/incidents", data="x" * 2000, content_type="application/json")
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "request_entity_too_large"
+
+
+def test_unknown_route_and_method_use_the_error_shape(client):
+    assert client.get("/api/v1/nope").get_json()["error"]["code"] == "not_found"
+    response = client.get("/api/v1/incidents")
+    assert response.status_code == 405 and response.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_follow_up_requires_service_key(client):
+    response = client.post("/api/v1/incidents/abc/resolve", json={})
+    assert response.status_code == 400 and "service_key" in response.get_json()["error"]["fields"]
+
+
+def test_healthz(client):
+    assert client.get("/healthz").status_code == 200

@@ -1,0 +1,70 @@
+"""The relay CLI: trigger, run-job, acknowledge, resolve against the simulator."""
+import json
+
+from relay.models import IncidentLog, db
+
+
+def run(runner, *args):
+    result = runner.invoke(args=["relay", *args])
+    return result, (json.loads(result.output) if result.output.strip().startswith("{") else None)
+
+
+def test_trigger_prints_job_output_and_logs(app, runner, pd, routing_key):
+    result, body = run(runner, "trigger", "--title", "Queue stuck", "--service-key", routing_key,
+                       "--urgency", "low", "--body", "depth 10k")
+    assert result.exit_code == 0, result.output
+    assert body["success"] is True and body["status"] == "success"
+    assert pd.accepted()[0]["payload"]["severity"] == "warning"
+    with app.app_context():
+        row = db.session.get(IncidentLog, body["log_id"])
+        assert (row.source, row.status) == ("cli", "delivered")
+
+
+def test_run_job_reads_input_block(tmp_path, runner, pd, routing_key):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"title": "From a file", "service_key": routing_key, "urgency": "high", "body": "b"}))
+    result, body = run(runner, "run-job", str(job))
+    assert result.exit_code == 0 and body["success"] is True
+    assert pd.accepted()[0]["payload"]["summary"] == "From a file"
+
+
+def test_run_job_accepts_whole_job_document(tmp_path, runner, pd, routing_key):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"input": {"title": "Wrapped", "service_key": routing_key}}))
+    result, body = run(runner, "run-job", str(job))
+    assert result.exit_code == 0 and pd.accepted()[0]["payload"]["summary"] == "Wrapped"
+
+
+def test_run_job_failure_exits_nonzero_with_pagerduty_error(tmp_path, runner, pd, routing_key):
+    pd.set_routing_keys(["e" * 32])
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"title": "x", "service_key": routing_key}))
+    result, body = run(runner, "run-job", str(job))
+    assert result.exit_code == 1
+    assert body["name"] == "PagerDutyError" and "Invalid routing key" in body["value"]
+    assert routing_key not in result.output
+
+
+def test_run_job_invalid_input_exits_2_naming_fields(tmp_path, runner, pd):
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"urgency": "medium"}))
+    result, body = run(runner, "run-job", str(job))
+    assert result.exit_code == 2
+    assert set(body["error"]["fields"]) == {"title", "service_key", "urgency"}
+    assert pd.received() == []
+
+
+def test_run_job_rejects_non_json_file(tmp_path, runner):
+    job = tmp_path / "job.json"
+    job.write_text("title: yaml?")
+    result, _ = run(runner, "run-job", str(job))
+    assert result.exit_code == 2 and "not JSON" in result.output
+
+
+def test_acknowledge_and_resolve(runner, pd, routing_key):
+    _, body = run(runner, "trigger", "--title", "t", "--service-key", routing_key, "--dedup-key", "cli-1")
+    assert body["dedup_key"] == "cli-1"
+    ack, _ = run(runner, "acknowledge", "cli-1", "--service-key", routing_key)
+    res, _ = run(runner, "resolve", "cli-1", "--service-key", routing_key)
+    assert ack.exit_code == 0 and res.exit_code == 0
+    assert [e["event_action"] for e in pd.accepted()] == ["trigger", "acknowledge", "resolve"]

@@ -1,0 +1,119 @@
+"""The Events API client: which answers retry, and real sends to the simulator."""
+import socket
+
+import pytest
+
+from relay.pagerduty import DELIVERED, FAILED, RETRY, PagerDutyClient, classify, parse_retry_after
+
+
+@pytest.mark.parametrize("http_status, outcome", [
+    (202, DELIVERED),
+    (200, DELIVERED),
+    (400, FAILED),
+    (401, FAILED),
+    (403, FAILED),
+    (404, FAILED),
+    (413, FAILED),
+    (408, RETRY),
+    (429, RETRY),
+    (500, RETRY),
+    (502, RETRY),
+    (503, RETRY),
+    (504, RETRY),
+])
+def test_classify_status(http_status, outcome):
+    assert classify(http_status, None).outcome == outcome
+
+
+def test_classify_keeps_pagerduty_errors_array():
+    body = {"status": "invalid event", "message": "Event object is invalid",
+            "errors": ["'payload.severity' is invalid", "Invalid routing key"]}
+    delivery = classify(400, body)
+    assert delivery.outcome == FAILED
+    assert delivery.errors == ["'payload.severity' is invalid", "Invalid routing key"]
+    assert delivery.message == "Event object is invalid"
+
+
+def test_classify_reads_accepted_body():
+    delivery = classify(202, {"status": "success", "message": "Event processed", "dedup_key": "k1"})
+    assert (delivery.ok, delivery.status, delivery.dedup_key) == (True, "success", "k1")
+
+
+def test_classify_without_json_body_names_the_status():
+    assert classify(503, None).message == "HTTP 503"
+
+
+@pytest.mark.parametrize("header, seconds", [
+    ("5", 5.0), ("0.5", 0.5), ("0", 0.0), ("-3", None), ("soon", None), (None, None),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+])
+def test_parse_retry_after(header, seconds):
+    assert parse_retry_after(header) == seconds
+
+
+def test_classify_reads_retry_after_header():
+    assert classify(429, {}, {"Retry-After": "7"}).retry_after == 7.0
+
+
+def _trigger(routing_key, **extra):
+    return {"routing_key": routing_key, "event_action": "trigger",
+            "payload": {"summary": "disk full", "source": "db-1", "severity": "error"}, **extra}
+
+
+@pytest.fixture
+def pd_client(pd):
+    client = PagerDutyClient(pd.events_url, connect_timeout=1, read_timeout=1)
+    yield client
+    client.close()
+
+
+def test_send_accepted_event_returns_generated_dedup_key(pd, pd_client, routing_key):
+    delivery = pd_client.send(_trigger(routing_key))
+    assert delivery.outcome == DELIVERED and delivery.http_status == 202
+    assert len(delivery.dedup_key) == 32
+    assert pd.accepted()[0]["routing_key"] == routing_key
+    assert delivery.duration_ms > 0
+
+
+def test_send_refused_event_is_failed_with_errors(pd, pd_client, routing_key):
+    pd.set_routing_keys([routing_key])
+    delivery = pd_client.send(_trigger("b" * 32))
+    assert delivery.outcome == FAILED and delivery.http_status == 400
+    assert delivery.errors == ["Invalid routing key"]
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_send_injected_fault_is_retryable(pd, pd_client, routing_key, status):
+    pd.inject(status, count=1, retry_after="3")
+    delivery = pd_client.send(_trigger(routing_key))
+    assert (delivery.outcome, delivery.http_status, delivery.retry_after) == (RETRY, status, 3.0)
+    assert pd_client.send(_trigger(routing_key)).ok
+
+
+def test_send_timeout_is_retryable(pd, routing_key):
+    pd.set_latency(1.0)
+    client = PagerDutyClient(pd.events_url, connect_timeout=1, read_timeout=0.2)
+    delivery = client.send(_trigger(routing_key))
+    assert (delivery.outcome, delivery.error) == (RETRY, "timeout")
+    assert delivery.duration_ms < 900
+
+
+def test_send_connection_refused_is_retryable(routing_key):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        client = PagerDutyClient(f"http://127.0.0.1:{port}/v2/enqueue", connect_timeout=1, read_timeout=1)
+        delivery = client.send(_trigger(routing_key))
+    assert delivery.outcome == RETRY and delivery.http_status is None
+    assert delivery.error.startswith("ConnectionError")
+
+
+def test_send_outage_that_drops_connections_is_retryable(pd, pd_client, routing_key):
+    pd.set_outage("refuse")
+    assert pd_client.send(_trigger(routing_key)).outcome == RETRY
+
+
+def test_send_never_returns_the_routing_key(pd, pd_client, routing_key):
+    pd.set_routing_keys(["c" * 32])
+    delivery = pd_client.send(_trigger(routing_key))
+    assert routing_key not in repr(delivery)
