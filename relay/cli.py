@@ -8,6 +8,8 @@ from marshmallow import ValidationError
 
 from relay import incidents
 from relay.errors import error_body
+from relay.models import IncidentLog, db
+from relay.views import log_entry
 
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
 
@@ -65,6 +67,21 @@ def _follow_up_command(action):
 
 acknowledge = _follow_up_command("acknowledge")
 resolve = _follow_up_command("resolve")
+
+
+@relay_cli.command("log")
+@click.option("--limit", default=20, show_default=True, help="How many of the newest rows to show.")
+@click.option("--id", "log_id", type=int, default=None, help="Show one row in full, with its attempts.")
+def show_log(limit, log_id):
+    """Print incident_log rows as JSON lines, newest first (routing keys masked)."""
+    if log_id is not None:
+        row = db.session.get(IncidentLog, log_id)
+        if row is None:
+            raise click.ClickException(f"no incident_log row with id {log_id}")
+        click.echo(json.dumps(log_entry(row, with_attempts=True), indent=2, ensure_ascii=False))
+        return
+    for row in db.session.query(IncidentLog).order_by(IncidentLog.id.desc()).limit(limit):
+        click.echo(json.dumps(log_entry(row), ensure_ascii=False))
 
 
 def init_app(app):

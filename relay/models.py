@@ -2,7 +2,8 @@
 from datetime import datetime, timezone
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, BigInteger, Integer
+from sqlalchemy import JSON, BigInteger, DateTime, Integer
+from sqlalchemy.types import TypeDecorator
 
 from relay.masking import mask
 
@@ -20,6 +21,19 @@ DEAD = "dead"  # retried until the give-up age
 UNROUTED = "unrouted"  # matched no route: kept so it is never silently dropped
 
 
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC timestamp on every store (SQLite hands back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        """Mark naive values read back from SQLite as the UTC they were written in."""
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
 def utcnow():
     """Return the current time, timezone-aware, in UTC."""
     return datetime.now(timezone.utc)
@@ -31,8 +45,8 @@ class IncidentLog(db.Model):
     __tablename__ = "incident_log"
 
     id = db.Column(BigId, primary_key=True)
-    created_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
-    updated_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow, onupdate=utcnow)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at = db.Column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
     source = db.Column(db.String(32), nullable=False)  # api, cli, alertmanager, grafana, …
     route = db.Column(db.String(128))
     event_action = db.Column(db.String(16), nullable=False)
@@ -45,8 +59,8 @@ class IncidentLog(db.Model):
     event = db.Column(JSON, nullable=False)  # the Events API body without routing_key
     status = db.Column(db.String(16), nullable=False, default=PENDING, index=True)
     attempts = db.Column(db.Integer, nullable=False, default=0)
-    next_attempt_at = db.Column(db.DateTime(timezone=True), default=utcnow)
-    delivered_at = db.Column(db.DateTime(timezone=True))
+    next_attempt_at = db.Column(UTCDateTime, default=utcnow)
+    delivered_at = db.Column(UTCDateTime)
     # PagerDuty's last answer: HTTP status, its status/message/errors, or our transport error.
     http_status = db.Column(db.Integer)
     pd_status = db.Column(db.String(64))
@@ -80,7 +94,7 @@ class DeliveryAttempt(db.Model):
 
     id = db.Column(BigId, primary_key=True)
     log_id = db.Column(BigId, db.ForeignKey("incident_log.id", ondelete="CASCADE"), nullable=False, index=True)
-    started_at = db.Column(db.DateTime(timezone=True), nullable=False, default=utcnow)
+    started_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     duration_ms = db.Column(db.Float)
     outcome = db.Column(db.String(16), nullable=False)  # delivered, retry, failed
     http_status = db.Column(db.Integer)

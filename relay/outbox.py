@@ -18,6 +18,7 @@ def record(event: dict, source: str, route: str | None = None) -> IncidentLog:
         severity=payload.get("severity"),
         event={k: v for k, v in event.items() if k != "routing_key"},
         status=models.PENDING,
+        attempts=0,
     )
     row.set_routing_key(event["routing_key"])
     db.session.add(row)

@@ -68,3 +68,21 @@ def test_acknowledge_and_resolve(runner, pd, routing_key):
     res, _ = run(runner, "resolve", "cli-1", "--service-key", routing_key)
     assert ack.exit_code == 0 and res.exit_code == 0
     assert [e["event_action"] for e in pd.accepted()] == ["trigger", "acknowledge", "resolve"]
+
+
+def test_log_lists_rows_masked_and_shows_one_with_attempts(runner, pd, routing_key):
+    _, body = run(runner, "trigger", "--title", "Shown in the log", "--service-key", routing_key)
+    listed = runner.invoke(args=["relay", "log", "--limit", "5"])
+    entry = json.loads(listed.output.splitlines()[0])
+    assert entry["id"] == body["log_id"] and entry["summary"] == "Shown in the log"
+    assert entry["routing_key"] == "…" + routing_key[-4:] and entry["status"] == "delivered"
+    one = runner.invoke(args=["relay", "log", "--id", str(body["log_id"])])
+    detail = json.loads(one.output)
+    assert detail["event"]["payload"]["summary"] == "Shown in the log"
+    assert [a["http_status"] for a in detail["attempt_log"]] == [202]
+    assert routing_key not in listed.output + one.output
+
+
+def test_log_unknown_id_fails(runner):
+    result = runner.invoke(args=["relay", "log", "--id", "999999"])
+    assert result.exit_code == 1 and "no incident_log row" in result.output

@@ -1,0 +1,35 @@
+"""How an incident_log row is shown to people and API clients: never with the full routing key."""
+from relay.models import IncidentLog
+
+
+def _iso(moment):
+    return moment.isoformat() if moment else None
+
+
+def log_entry(row: IncidentLog, with_attempts: bool = False) -> dict:
+    """Render a row as JSON-ready data, routing key masked."""
+    entry = {
+        "id": row.id,
+        "created_at": _iso(row.created_at),
+        "source": row.source,
+        "route": row.route,
+        "event_action": row.event_action,
+        "dedup_key": row.dedup_key,
+        "summary": row.summary,
+        "severity": row.severity,
+        "routing_key": row.routing_key_masked,
+        "status": row.status,
+        "attempts": row.attempts,
+        "delivered_at": _iso(row.delivered_at),
+        "http_status": row.http_status,
+        "pagerduty": {"status": row.pd_status, "message": row.pd_message, "errors": row.pd_errors or []},
+        "error": row.error,
+    }
+    if with_attempts:
+        entry["event"] = {"routing_key": row.routing_key_masked, **row.event}
+        entry["attempt_log"] = [
+            {"started_at": _iso(a.started_at), "duration_ms": a.duration_ms, "outcome": a.outcome,
+             "http_status": a.http_status, "error": a.error}
+            for a in row.attempt_rows
+        ]
+    return entry
