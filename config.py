@@ -42,6 +42,27 @@ class Config:
 
     # What the relay puts in payload.source when the caller gives none.
     RELAY_EVENT_SOURCE = os.environ.get("RELAY_EVENT_SOURCE", "relay")
-    # Largest request body accepted, in bytes (413 above it).
+    # Largest request body accepted, in bytes (413 above it), and deepest JSON nesting (400 beyond it).
     MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
+    RELAY_MAX_JSON_DEPTH = _env_int("RELAY_MAX_JSON_DEPTH", 64)
     LOG_LEVEL = os.environ.get("RELAY_LOG_LEVEL", "INFO").upper()
+
+    # Routes, tried in order: the first whose matchers all hold takes the alert ("continue": True goes on
+    # to the next). Each route: name, matchers (Alertmanager syntax), one of routing_key /
+    # routing_key_env / routing_key_template, severity_label, severity_map, default_severity,
+    # dedup ("alert", "group" or a template), templates, custom_details, continue. See the README.
+    ROUTES = [
+        # {
+        #     "name": "database",
+        #     "matchers": ['team="db"', 'env=~"prod|staging"'],
+        #     "routing_key_env": "PD_DATABASE_KEY",
+        #     "severity_map": {"page": "critical", "ticket": "warning"},
+        # },
+    ]
+    # Alerts no route takes; with PAGERDUTY_ROUTING_KEY unset they are logged as "unrouted", not sent.
+    DEFAULT_ROUTE = (
+        {"name": "default", "routing_key_env": "PAGERDUTY_ROUTING_KEY"}
+        if os.environ.get("PAGERDUTY_ROUTING_KEY") else None
+    )
+    # Where the generic webhook finds each field: dotted paths, or lists of them tried in order.
+    GENERIC_WEBHOOK = {}

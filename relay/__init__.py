@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from config import Config
-from relay import api, cli, errors, health
+from relay import api, cli, configure, errors, health, webhooks
 from relay.models import db
 from relay.pagerduty import PagerDutyClient
 
@@ -21,6 +21,8 @@ def create_app(test_config=None):
     """Build the relay app from Config, overridden by test_config."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_object(Config)
+    if os.environ.get("RELAY_CONFIG"):
+        app.config.from_pyfile(os.path.abspath(os.environ["RELAY_CONFIG"]))
     if test_config:
         app.config.from_mapping(test_config)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
@@ -35,9 +37,11 @@ def create_app(test_config=None):
         app.config["PAGERDUTY_CONNECT_TIMEOUT"],
         app.config["PAGERDUTY_READ_TIMEOUT"],
     )
+    configure.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(webhooks.bp)
     cli.init_app(app)
     return app
 

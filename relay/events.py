@@ -4,6 +4,7 @@ Limits cite PagerDuty/developer-docs docs/events-API-v2/02-Trigger-Events.md and
 An event is trimmed to fit, never refused for being long: a truncated page beats a lost one.
 """
 import json
+import re
 from datetime import datetime
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
@@ -26,11 +27,23 @@ def truncate(text: str, limit: int) -> str:
     return text[: limit - 1] + ELLIPSIS
 
 
-def _iso8601(value):
+# Go and Grafana send nanoseconds ("…:00.123456789Z"); Python parses at most microseconds.
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def parse_iso8601(text) -> datetime | None:
+    """Parse an ISO 8601 timestamp (nanoseconds and Z allowed); None when it is not one."""
+    if not isinstance(text, str):
+        return None
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip()).replace("Z", "+00:00"))
     except ValueError:
-        raise ValidationError("not an ISO 8601 timestamp") from None
+        return None
+
+
+def _iso8601(value):
+    if parse_iso8601(value) is None:
+        raise ValidationError("not an ISO 8601 timestamp")
 
 
 class ImageSchema(Schema):

@@ -57,6 +57,7 @@ class IncidentLog(db.Model):
     routing_key = db.Column(db.String(255), nullable=False)
     routing_key_masked = db.Column(db.String(16), nullable=False)
     event = db.Column(JSON, nullable=False)  # the Events API body without routing_key
+    alert = db.Column(JSON)  # the inbound alert the event was mapped from, for "what it sent and why"
     status = db.Column(db.String(16), nullable=False, default=PENDING, index=True)
     attempts = db.Column(db.Integer, nullable=False, default=0)
     next_attempt_at = db.Column(UTCDateTime, default=utcnow)

@@ -6,8 +6,9 @@ from relay.models import DeliveryAttempt, IncidentLog, db, utcnow
 from relay.pagerduty import DELIVERED, FAILED, Delivery
 
 
-def record(event: dict, source: str, route: str | None = None) -> IncidentLog:
-    """Add a pending row for a validated event; the caller commits."""
+def record(event: dict, source: str, route: str | None = None, alert: dict | None = None,
+           status: str = models.PENDING, error: str | None = None) -> IncidentLog:
+    """Add a row (pending unless told otherwise) for a validated event; the caller commits."""
     payload = event.get("payload") or {}
     row = IncidentLog(
         source=source,
@@ -17,8 +18,10 @@ def record(event: dict, source: str, route: str | None = None) -> IncidentLog:
         summary=payload.get("summary"),
         severity=payload.get("severity"),
         event={k: v for k, v in event.items() if k != "routing_key"},
-        status=models.PENDING,
+        alert=alert,
+        status=status,
         attempts=0,
+        error=error,
     )
     row.set_routing_key(event["routing_key"])
     db.session.add(row)

@@ -112,16 +112,19 @@ def test_invalid_input_is_400_naming_each_field(client, pd, fields, bad):
     assert pd.received() == []
 
 
-@pytest.mark.parametrize("data, content_type", [
-    ("not json", "application/json"),
-    ("[1, 2]", "application/json"),
-    ("", "application/json"),
-    ("\"title\"", "text/plain"),
+@pytest.mark.parametrize("data, message", [
+    ("not json", "the request body is not valid JSON: Expecting value: line 1 column 1 (char 0)"),
+    ("[1, 2]", "the request body must be a JSON object"),
+    ("", "the request body is empty; send a JSON object"),
+    ("\"title\"", "the request body must be a JSON object"),
+    (b"\xff\xfe{}", "the request body is not valid JSON: not UTF-8"),
+    ("[" * 100_000 + "]" * 100_000, "the request body is not valid JSON: nested too deeply"),
+    ('{"title": ' + "[" * 70 + "]" * 70 + "}", "the request body nests deeper than 64 levels"),
 ])
-def test_non_object_body_is_400(client, data, content_type):
-    response = client.post("/api/v1/incidents", data=data, content_type=content_type)
+def test_unreadable_body_is_400_saying_why(client, data, message):
+    response = client.post("/api/v1/incidents", data=data, content_type="application/json")
     assert response.status_code == 400
-    assert response.get_json()["error"]["message"] == "the request body must be a JSON object"
+    assert response.get_json()["error"]["message"] == message
 
 
 def test_oversized_body_is_413_in_the_error_shape(app, client):

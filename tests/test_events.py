@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from marshmallow import ValidationError
 
-from relay.events import EVENT_MAX_BYTES, SUMMARY_MAX, TRIM_NOTE, event_size, load_event
+from relay.events import EVENT_MAX_BYTES, SUMMARY_MAX, TRIM_NOTE, event_size, load_event, parse_iso8601
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "0123456789abcdef0123456789abcdef"
@@ -88,3 +88,11 @@ def test_oversized_event_is_trimmed_under_512_kb_keeping_small_details():
 def test_event_under_the_limit_keeps_its_details():
     details = {"description": "d" * 400_000}
     assert load_event(trigger(custom_details=details))["payload"]["custom_details"] == details
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("2024-05-01T12:00:00.123456789Z", True), ("2024-05-01T12:00:00Z", True), ("2024-05-01", True),
+    ("2024-13-01T00:00:00Z", False), ("", False), (None, False), ("12:00", False),
+])
+def test_parse_iso8601_accepts_go_nanoseconds(text, ok):
+    assert (parse_iso8601(text) is not None) == ok

@@ -1,0 +1,47 @@
+"""Start-up checks of config.py's routes and source settings; a bad one stops the relay, named."""
+import logging
+import os
+
+from marshmallow import ValidationError
+
+from relay.routing import ConfigError, Routing, load_routing
+from relay.sources import generic
+
+log = logging.getLogger(__name__)
+
+
+def load_source_settings(config) -> dict:
+    """Check each source's settings from config; only the generic source takes any."""
+    try:
+        return {generic.NAME: generic.load_settings(config.get("GENERIC_WEBHOOK") or {})}
+    except ValidationError as exc:
+        raise ConfigError(f"GENERIC_WEBHOOK: {exc.messages}") from None
+
+
+def load(config, environ=os.environ) -> tuple[Routing, dict]:
+    """Load and check the routing and source settings; raise ConfigError on the first problem."""
+    routing = load_routing(config.get("ROUTES") or [], config.get("DEFAULT_ROUTE"), environ)
+    return routing, load_source_settings(config)
+
+
+def describe(routing: Routing) -> list[str]:
+    """One line per route, for people checking their configuration."""
+    lines = []
+    for route in [*routing.routes, routing.default]:
+        if route is None:
+            continue
+        key = "templated" if route.routing_key_template else "…" + (route.routing_key or "")[-4:]
+        matchers = ", ".join(map(str, route.matchers)) or "(everything)"
+        lines.append(f"{route.name}: {matchers} → key {key}, dedup {route.dedup}"
+                     f"{', continue' if route.continue_ else ''}")
+    return lines
+
+
+def init_app(app):
+    """Load the routing into the app, warning when unmatched alerts have nowhere to go."""
+    routing, settings = load(app.config)
+    app.extensions["relay.routing"] = routing
+    app.extensions["relay.source_settings"] = settings
+    if routing.default is None:
+        log.warning("no default route (PAGERDUTY_ROUTING_KEY is not set): alerts matching no route "
+                    "are logged as unrouted and not sent")

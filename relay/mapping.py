@@ -1,0 +1,168 @@
+"""From normalized alerts to PagerDuty events: routes, templates, severity, dedup keys."""
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+from marshmallow import ValidationError
+
+from relay.alerts import Alert
+from relay.events import DEDUP_KEY_MAX, load_event, parse_iso8601
+from relay.routing import DEDUP_GROUP, Route, Routing, default_templates
+from relay.sources.alertmanager import is_http_url
+from relay.templates import alert_context, render
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATES = default_templates()
+OPTIONAL_PAYLOAD_FIELDS = ("component", "group", "class")
+UNROUTED_KEY = "unrouted"  # stands in for the missing key while an unrouted event is validated
+
+
+@dataclass
+class Planned:
+    """One event to store (and send), or an alert no route takes (route None, with the reason)."""
+
+    alert: Alert
+    route: str | None
+    event: dict
+    problem: str | None = None
+
+    @property
+    def routed(self) -> bool:
+        """Tell whether the event has a routing key to be delivered with."""
+        return self.problem is None
+
+
+def sha256_hex(text: str) -> str:
+    """Return the lowercase hex SHA-256 of text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def alert_dedup_key(route: Route, alert: Alert) -> str:
+    """A key stable for every repeat of the alert and its resolve, distinct per route and source."""
+    identity = json.dumps([route.name, alert.source, sorted(alert.labels.items())], ensure_ascii=False)
+    return sha256_hex(identity)
+
+
+def dedup_key_for(route: Route, alert: Alert, context: dict) -> str:
+    """Choose the event's dedup key by the route's strategy."""
+    if route.dedup == DEDUP_GROUP and alert.group_key:
+        # Alertmanager notify/pagerduty/pagerduty.go: hashKey(groupKey), so migrating keeps open incidents.
+        return sha256_hex(alert.group_key)
+    if route.dedup_template is not None:
+        rendered = render(route.dedup_template, context)
+        if rendered:
+            return rendered if len(rendered) <= DEDUP_KEY_MAX else sha256_hex(rendered)
+    if alert.dedup_key:
+        return alert.dedup_key if len(alert.dedup_key) <= DEDUP_KEY_MAX else sha256_hex(alert.dedup_key)
+    return alert_dedup_key(route, alert)
+
+
+def _texts(route: Route | None, context: dict) -> dict:
+    """Render the route's templated fields, each falling back to the default when it fails."""
+    texts = {}
+    for name, default in DEFAULT_TEMPLATES.items():
+        custom = route.templates.get(name) if route else None
+        text = render(custom, context) if custom else None
+        texts[name] = text if text is not None else (render(default, context) or "")
+    return texts
+
+
+def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
+    if route and route.custom_details is not None:
+        return {name: render(template, context) or "" for name, template in route.custom_details.items()}
+    details = {"labels": alert.labels, "annotations": alert.annotations, "firing_since": alert.starts_at}
+    if alert.ends_at:
+        details["resolved_at"] = alert.ends_at
+    return {**details, **alert.details}
+
+
+def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key: str | None) -> dict:
+    """Build the trigger for a firing alert (not yet validated)."""
+    context = alert_context(alert)
+    texts = _texts(route, context)
+    payload = {
+        "summary": texts["summary"] or "Alert",
+        "source": texts["source"] or alert.source,
+        "severity": route.severity(alert) if route else "error",
+        "custom_details": _custom_details(route, alert, context),
+    }
+    payload.update({f: texts[f] for f in OPTIONAL_PAYLOAD_FIELDS if texts[f]})
+    started = parse_iso8601(alert.starts_at)
+    if started:
+        payload["timestamp"] = started.isoformat()
+    event = {"routing_key": routing_key, "event_action": "trigger", "payload": payload,
+             "links": [{"href": link.href, "text": link.text} for link in alert.links]}
+    if dedup_key:
+        event["dedup_key"] = dedup_key
+    if alert.image_url and alert.image_url.startswith("https://"):
+        event["images"] = [{"src": alert.image_url, "alt": texts["summary"][:200]}]
+    if texts["client"]:
+        event["client"] = texts["client"]
+    if is_http_url(texts["client_url"]):
+        event["client_url"] = texts["client_url"]
+    return event
+
+
+def _validated(event: dict) -> dict:
+    """Validate an event; if an optional extra breaks it, send the page without the extras."""
+    try:
+        return load_event(event)
+    except ValidationError as exc:
+        log.warning("event extras invalid, sending without them: %s", sorted(exc.messages))
+        bare = {k: event[k] for k in ("routing_key", "event_action", "dedup_key") if k in event}
+        if "payload" in event:
+            bare["payload"] = {k: event["payload"][k] for k in ("summary", "source", "severity", "custom_details")}
+        return load_event(bare)
+
+
+def event_for(alert: Alert, route: Route) -> Planned:
+    """Map one alert on one route to its event."""
+    context = alert_context(alert)
+    routing_key = route.routing_key or render(route.routing_key_template, context)
+    if not routing_key:
+        return unrouted(alert, f"the routing key template of route {route.name!r} rendered empty")
+    dedup_key = dedup_key_for(route, alert, context)
+    if alert.firing:
+        event = trigger_event(alert, route, routing_key, dedup_key)
+    else:
+        event = {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
+    return Planned(alert, route.name, _validated(event))
+
+
+def unrouted(alert: Alert, problem: str) -> Planned:
+    """Keep an alert no route takes as an event without a key, so it is logged and never dropped."""
+    event = trigger_event(alert, None, UNROUTED_KEY, None)
+    if not alert.firing:
+        event = {**event, "event_action": "resolve", "dedup_key": alert.fingerprint or "unrouted"}
+    event = _validated(event)
+    event["routing_key"] = ""
+    return Planned(alert, None, event, problem)
+
+
+def collapse_groups(planned: list[Planned], routing: Routing) -> list[Planned]:
+    """Send one event per group on group-dedup routes: a trigger while any alert fires, else one resolve."""
+    group_routes = {r.name for r in [*routing.routes, routing.default] if r and r.dedup == DEDUP_GROUP}
+    firing_groups = {(p.route, p.event["dedup_key"]) for p in planned
+                     if p.route in group_routes and p.event["event_action"] == "trigger"}
+    kept, seen = [], set()
+    for item in planned:
+        group = (item.route, item.event.get("dedup_key"))
+        if item.route not in group_routes:
+            kept.append(item)
+        elif group not in seen and (group not in firing_groups or item.event["event_action"] == "trigger"):
+            seen.add(group)
+            kept.append(item)
+    return kept
+
+
+def plan(alerts: list[Alert], routing: Routing) -> list[Planned]:
+    """Map every alert of a notification to its events, in order."""
+    planned = []
+    for alert in alerts:
+        routes = routing.routes_for(alert)
+        if not routes:
+            planned.append(unrouted(alert, "no route matches and there is no default route"))
+        planned.extend(event_for(alert, route) for route in routes)
+    return collapse_groups(planned, routing)

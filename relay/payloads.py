@@ -1,0 +1,44 @@
+"""Reading JSON request bodies safely: syntax, shape and nesting depth, each refused with a clear 400."""
+import json
+
+from flask import current_app, request
+
+from relay.errors import BadInput
+
+
+def nesting_depth(value) -> int:
+    """Return how deeply arrays and objects nest in a JSON value (a scalar is 0)."""
+    depth, level = 0, [value]
+    while level:
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            break
+        depth += 1
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return depth
+
+
+def read_json(allow_array=False):
+    """Return the request body as a JSON object (or array, if allowed), or raise BadInput saying why."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise BadInput("the request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw.decode("utf-8"))  # RFC 8259: JSON between systems is UTF-8
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+        raise BadInput(f"the request body is not valid JSON: {_reason(exc)}") from None
+    if not isinstance(data, dict) and not (allow_array and isinstance(data, list)):
+        wanted = "a JSON object or an array of objects" if allow_array else "a JSON object"
+        raise BadInput(f"the request body must be {wanted}")
+    limit = current_app.config["RELAY_MAX_JSON_DEPTH"]
+    if nesting_depth(data) > limit:
+        raise BadInput(f"the request body nests deeper than {limit} levels")
+    return data
+
+
+def _reason(exc):
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8"
+    return str(exc)

@@ -1,0 +1,83 @@
+"""Grafana-managed alerting webhooks (version "1"): the payload schema and its mapping onto alerts."""
+from marshmallow import fields, validate
+
+from relay.alerts import Alert
+from relay.sources import alertmanager as am
+
+NAME = "grafana"
+VERSION = "1"
+
+
+class Number(fields.Field):
+    """A JSON number, kept as sent; strings and booleans are refused (fields.Float would cast "1")."""
+
+    default_error_messages = {"invalid": "Not a valid number."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Return value when it is an int or float, not a bool."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return value
+
+
+class AlertSchema(am.AlertSchema):
+    """One entry of alerts[]: grafana/alerting templates/template_data.go ExtendedAlert."""
+
+    silence_url = fields.String(data_key="silenceURL", load_default="")
+    dashboard_url = fields.String(data_key="dashboardURL", load_default="")
+    panel_url = fields.String(data_key="panelURL", load_default="")
+    # map[string]float64 in Go: null when the rule has no values annotation.
+    values = fields.Dict(keys=fields.String(), values=Number(), load_default=None, allow_none=True)
+    value_string = fields.String(data_key="valueString", load_default="")
+    image_url = fields.String(data_key="imageURL", load_default="")
+    org_id = fields.Integer(data_key="orgId", strict=True, load_default=None)
+    rule_uid = fields.String(data_key="ruleUID", load_default=None)
+
+
+class WebhookSchema(am.WebhookSchema):
+    """The notification body: grafana/alerting receivers/webhook/v1 webhookMessage."""
+
+    version = fields.String(
+        required=True,
+        validate=validate.Equal(VERSION, error='Must be "{other}" (Grafana webhook), got "{input}".'),
+    )
+    alerts = fields.List(fields.Nested(AlertSchema), required=True)
+    org_id = fields.Integer(data_key="orgId", strict=True, load_default=None)
+    title = fields.String(load_default=None)
+    message = fields.String(load_default=None)
+    state = fields.String(load_default=None)  # "alerting" or "ok", derived from status
+
+
+SCHEMA = WebhookSchema()
+
+
+def details_of(data: dict, entry: dict) -> dict:
+    """Collect the Grafana extras worth showing on the incident, leaving out empty ones."""
+    extras = {
+        "values": entry["values"],
+        "valueString": entry["value_string"],
+        "orgId": entry["org_id"] if entry["org_id"] is not None else data["org_id"],
+        "ruleUID": entry["rule_uid"],
+        "truncatedAlerts": data["truncated_alerts"],
+    }
+    return {key: value for key, value in extras.items() if value not in (None, "", 0, {})}
+
+
+def to_alert(data: dict, entry: dict) -> Alert:
+    """Map one alert of a loaded Grafana notification."""
+    links = am.http_links(
+        (entry["generator_url"], "Source"),
+        (entry["annotations"].get("runbook_url"), "Runbook"),  # the runbook first: responders read it first
+        (entry["dashboard_url"], "Dashboard"),
+        (entry["panel_url"], "Panel"),
+        (entry["silence_url"], "Silence"),
+    )
+    alert = am.base_alert(NAME, data, entry, links, details_of(data, entry))
+    alert.image_url = entry["image_url"] or None
+    return alert
+
+
+def to_alerts(payload, settings: dict | None = None) -> list[Alert]:
+    """Load a Grafana webhook payload and map each of its alerts; settings are not used."""
+    data = SCHEMA.load(payload)
+    return [to_alert(data, entry) for entry in data["alerts"]]

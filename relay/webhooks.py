@@ -1,0 +1,66 @@
+"""POST /webhooks/<source>: read, map and store the alerts of a notification, then answer 202."""
+from dataclasses import asdict
+
+from flask import Blueprint, current_app, jsonify
+
+from relay import models, outbox
+from relay.errors import RelayError
+from relay.mapping import Planned, plan
+from relay.masking import mask
+from relay.models import db
+from relay.payloads import read_json
+from relay.sources import get_source
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+
+class UnknownSource(RelayError):
+    """The URL names a source the relay does not have."""
+
+    status_code = 404
+    code = "unknown_source"
+
+
+def alerts_from_request(source_name: str):
+    """Load the request body through the named source's schema into normalized alerts."""
+    source = get_source(source_name)
+    if source is None:
+        raise UnknownSource(f"no source named {source_name!r}; known: alertmanager, grafana, generic")
+    settings = current_app.extensions["relay.source_settings"].get(source_name)
+    return source.to_alerts(read_json(allow_array=True), settings)
+
+
+def planned_events(source_name: str) -> list[Planned]:
+    """Map the request's alerts to the events they call for (nothing stored)."""
+    return plan(alerts_from_request(source_name), current_app.extensions["relay.routing"])
+
+
+def describe(item: Planned, log_id=None) -> dict:
+    """Summarize one planned event for an answer, routing key masked."""
+    entry = {"route": item.route, "event_action": item.event["event_action"],
+             "dedup_key": item.event.get("dedup_key"), "routing_key": mask(item.event["routing_key"])}
+    if log_id is not None:
+        entry = {"log_id": log_id, **entry}
+    if item.problem:
+        entry.update(status=models.UNROUTED, problem=item.problem)
+    return entry
+
+
+def store(source_name: str, planned: list[Planned]) -> list:
+    """Write one incident_log row per planned event and commit them together."""
+    rows = [
+        outbox.record(item.event, source=source_name, route=item.route, alert=asdict(item.alert),
+                      status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
+        for item in planned
+    ]
+    db.session.commit()
+    return rows
+
+
+@bp.post("/<source_name>")
+def receive(source_name):
+    """Accept a notification: every alert becomes a stored event before the 202."""
+    planned = planned_events(source_name)
+    rows = store(source_name, planned)
+    events = [describe(item, row.id) for item, row in zip(planned, rows)]
+    return jsonify({"accepted": len(events), "events": events}), 202
