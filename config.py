@@ -40,6 +40,19 @@ class Config:
     PAGERDUTY_CONNECT_TIMEOUT = _env_float("PAGERDUTY_CONNECT_TIMEOUT", 3.05)
     PAGERDUTY_READ_TIMEOUT = _env_float("PAGERDUTY_READ_TIMEOUT", 10)
 
+    # Delivery: a worker in every relay process (RELAY_DELIVERY=0 leaves it to `flask relay worker`).
+    RELAY_DELIVERY = os.environ.get("RELAY_DELIVERY", "1") == "1"
+    RELAY_DELIVERY_CONCURRENCY = _env_int("RELAY_DELIVERY_CONCURRENCY", 16)  # requests in flight per process
+    RELAY_DELIVERY_POLL_SECONDS = _env_float("RELAY_DELIVERY_POLL_SECONDS", 1.0)  # fallback when not woken
+    RELAY_CLAIM_LEASE_SECONDS = _env_float("RELAY_CLAIM_LEASE_SECONDS", 60)  # a dead worker's rows wait this long
+    RELAY_RETRY_BASE_SECONDS = _env_float("RELAY_RETRY_BASE_SECONDS", 1.0)
+    RELAY_RETRY_MAX_SECONDS = _env_float("RELAY_RETRY_MAX_SECONDS", 300)
+    RELAY_GIVE_UP_AFTER_SECONDS = _env_float("RELAY_GIVE_UP_AFTER_SECONDS", 24 * 3600)
+    # PagerDuty allows about 120 events per minute per integration key (05-Rate-Limits.md); 0 turns it off.
+    RELAY_RATE_LIMIT_PER_MINUTE = _env_int("RELAY_RATE_LIMIT_PER_MINUTE", 120)
+    # How long POST /api/v1/incidents and the CLI wait for PagerDuty before answering "queued".
+    RELAY_SYNC_WAIT_SECONDS = _env_float("RELAY_SYNC_WAIT_SECONDS", 10)
+
     # What the relay puts in payload.source when the caller gives none.
     RELAY_EVENT_SOURCE = os.environ.get("RELAY_EVENT_SOURCE", "relay")
     # Largest request body accepted, in bytes (413 above it), and deepest JSON nesting (400 beyond it).

@@ -11,7 +11,6 @@ from sqlalchemy.engine import Engine
 from config import Config
 from relay import api, cli, configure, errors, health, webhooks
 from relay.models import db
-from relay.pagerduty import PagerDutyClient
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 migrate = Migrate()
@@ -32,11 +31,6 @@ def create_app(test_config=None):
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
-    app.extensions["relay.pagerduty"] = PagerDutyClient(
-        app.config["PAGERDUTY_EVENTS_URL"],
-        app.config["PAGERDUTY_CONNECT_TIMEOUT"],
-        app.config["PAGERDUTY_READ_TIMEOUT"],
-    )
     configure.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
@@ -50,9 +44,18 @@ def create_app(test_config=None):
 def _tune_sqlite(dbapi_connection, _record):
     """Use WAL and wait on locks, so several gunicorn workers can share one SQLite file."""
     if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.isolation_level = None  # transactions are begun in _begin_sqlite instead
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _begin_sqlite(conn):
+    """Take SQLite's write lock up front: a read-then-write transaction could otherwise fail with
+    SQLITE_BUSY when another process commits in between, which busy_timeout cannot wait out."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -3,10 +3,11 @@ import json
 import sys
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from relay import incidents
+from relay import configure, delivery, incidents
 from relay.errors import error_body
 from relay.models import IncidentLog, db
 from relay.views import log_entry
@@ -15,15 +16,21 @@ relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
 
 
 def _emit(run):
-    """Run a job, print its JSON answer, and exit 0 on success, 1 if PagerDuty failed, 2 on bad input."""
+    """Run a job with a delivery worker at hand, print its JSON answer, and exit with its code
+    (0 delivered, 1 refused or given up, 2 bad input, 3 stored but not yet confirmed)."""
+    started_here = delivery.current() is None
+    delivery.start(current_app._get_current_object())
     try:
         result = run()
     except ValidationError as exc:
         fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         click.echo(json.dumps(error_body("invalid_input", "invalid input", fields)))
         sys.exit(2)
+    finally:
+        if started_here:
+            delivery.stop()
     click.echo(json.dumps(result.body))
-    sys.exit(0 if result.ok else 1)
+    sys.exit(result.exit_code)
 
 
 @relay_cli.command("trigger")
@@ -82,6 +89,31 @@ def show_log(limit, log_id):
         return
     for row in db.session.query(IncidentLog).order_by(IncidentLog.id.desc()).limit(limit):
         click.echo(json.dumps(log_entry(row), ensure_ascii=False))
+
+
+@relay_cli.command("check-config")
+def check_config():
+    """Check config.py's routes and source settings (the app refuses to start when they are bad)."""
+    routing, _ = configure.load(current_app.config)
+    for line in configure.describe(routing):
+        click.echo(line)
+    if routing.default is None:
+        click.echo("warning: no default route: alerts matching no route are logged as unrouted, not sent")
+    click.echo(f"configuration OK: {len(routing.routes)} route(s)"
+               f"{' and a default route' if routing.default else ''}")
+
+
+@relay_cli.command("preview")
+@click.argument("source")
+@click.argument("payload_file", type=click.Path(exists=True, dir_okay=False))
+def preview(source, payload_file):
+    """Show the events a webhook payload would produce; nothing is stored or sent."""
+    with open(payload_file, "rb") as handle, current_app.test_request_context(
+            f"/api/v1/preview/{source}", method="POST", data=handle.read(),
+            content_type="application/json"):
+        response = current_app.full_dispatch_request()
+    click.echo(json.dumps(response.get_json(), indent=2, ensure_ascii=False))
+    sys.exit(0 if response.status_code < 400 else 2)
 
 
 def init_app(app):

@@ -4,10 +4,9 @@ from dataclasses import dataclass
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from relay import outbox
+from relay import delivery, models, outbox
 from relay.events import DEDUP_KEY_MAX, load_event
-from relay.models import db
-from relay.pagerduty import Delivery
+from relay.models import IncidentLog, db
 
 # Urgency is not an Events API field; dynamic notifications map severity to it
 # (support.pagerduty.com "Dynamic notifications": critical, error → high; warning, info → low).
@@ -47,9 +46,9 @@ class JobResult:
     http_status: int
 
     @property
-    def ok(self) -> bool:
-        """Tell whether PagerDuty accepted the event."""
-        return self.http_status < 300
+    def exit_code(self) -> int:
+        """The CLI's exit status: 0 delivered, 1 refused or given up, 3 still queued."""
+        return {200: 0, 202: 3}.get(self.http_status, 1)
 
 
 def trigger(data: dict, source: str) -> JobResult:
@@ -76,29 +75,24 @@ def follow_up(action: str, dedup_key: str, data: dict, source: str) -> JobResult
 
 def _send(event: dict, source: str) -> JobResult:
     row = outbox.record(load_event(event), source=source)
-    db.session.commit()  # on record before PagerDuty is asked, so no attempt goes unlogged
-    delivery = outbox.deliver_now(row)
-    return answer(delivery, row)
+    outbox.announce_new_rows(db.session)
+    db.session.commit()  # on record before PagerDuty is asked: nothing accepted is lost
+    delivery.wait_for_outcome(row.id, current_app.config["RELAY_SYNC_WAIT_SECONDS"])
+    db.session.refresh(row)
+    return answer(row)
 
 
-def answer(delivery: Delivery, row) -> JobResult:
-    """Shape a delivery of a row as the job's success JSON or its PagerDutyError."""
-    if delivery.ok:
-        return JobResult({
-            "success": True, "dedup_key": delivery.dedup_key or row.dedup_key,
-            "status": delivery.status, "message": delivery.message, "log_id": row.id,
-        }, 200)
-    detail = delivery.message or "no answer"
-    if delivery.errors:
-        detail += ": " + "; ".join(delivery.errors)
-    error = {"name": "PagerDutyError", "value": f"PagerDuty API error: {detail}", "log_id": row.id}
-    return JobResult(error, _failure_status(delivery))
-
-
-def _failure_status(delivery: Delivery) -> int:
-    """Pick our HTTP status for a refused or failed delivery."""
-    if delivery.http_status in (400, 429):
-        return delivery.http_status  # the event was invalid / PagerDuty is rate limiting this key
-    if delivery.error == "timeout":
-        return 504
-    return 502  # PagerDuty answered 5xx or could not be reached
+def answer(row: IncidentLog) -> JobResult:
+    """Shape a row's delivery as the job's success JSON, its PagerDutyError, or "queued"."""
+    if row.status == models.DELIVERED:
+        return JobResult({"success": True, "dedup_key": row.dedup_key, "status": row.pd_status,
+                          "message": row.pd_message, "log_id": row.id}, 200)
+    if row.status in (models.FAILED, models.DEAD):
+        detail = "; ".join(row.pd_errors or [])
+        detail = f"{row.pd_message or row.error or 'no answer'}{': ' + detail if detail else ''}"
+        error = {"name": "PagerDutyError", "value": f"PagerDuty API error: {detail}", "log_id": row.id}
+        return JobResult(error, row.http_status if row.status == models.FAILED and row.http_status else 502)
+    last = f" (last attempt: {row.pd_message or row.error})" if row.attempts else ""
+    return JobResult({"success": False, "status": "queued", "dedup_key": row.dedup_key, "log_id": row.id,
+                      "message": f"stored; PagerDuty has not confirmed it yet and the relay keeps trying{last}"},
+                     202)

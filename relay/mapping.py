@@ -2,12 +2,14 @@
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 
 from marshmallow import ValidationError
 
 from relay.alerts import Alert
-from relay.events import DEDUP_KEY_MAX, load_event, parse_iso8601
+from relay.events import DEDUP_KEY_MAX, LinkSchema, load_event, parse_iso8601
+from relay.masking import mask
 from relay.routing import DEDUP_GROUP, Route, Routing, default_templates
 from relay.sources.alertmanager import is_http_url
 from relay.templates import alert_context, render
@@ -16,6 +18,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = default_templates()
 OPTIONAL_PAYLOAD_FIELDS = ("component", "group", "class")
+REQUIRED_TEXTS = ("summary", "source")  # a trigger without them is refused, so an empty render is no answer
+ROUTING_KEY = re.compile(r"\S{1,255}")  # what PagerDuty and incident_log.routing_key can take
+link_schema = LinkSchema()
 UNROUTED_KEY = "unrouted"  # stands in for the missing key while an unrouted event is validated
 
 
@@ -65,8 +70,16 @@ def _texts(route: Route | None, context: dict) -> dict:
     for name, default in DEFAULT_TEMPLATES.items():
         custom = route.templates.get(name) if route else None
         text = render(custom, context) if custom else None
+        if name in REQUIRED_TEXTS and not text:
+            text = None  # "{{ annotations.title }}" without that annotation: the default says more than "Alert"
         texts[name] = text if text is not None else (render(default, context) or "")
     return texts
+
+
+def _links(alert: Alert) -> list[dict]:
+    """Keep the links PagerDuty accepts: one it would refuse must not cost the event its other extras."""
+    links = [{"href": link.href, "text": link.text} for link in alert.links]
+    return [link for link in links if not link_schema.validate(link)]
 
 
 def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
@@ -93,7 +106,7 @@ def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key
     if started:
         payload["timestamp"] = started.isoformat()
     event = {"routing_key": routing_key, "event_action": "trigger", "payload": payload,
-             "links": [{"href": link.href, "text": link.text} for link in alert.links]}
+             "links": _links(alert)}
     if dedup_key:
         event["dedup_key"] = dedup_key
     if alert.image_url and alert.image_url.startswith("https://"):
@@ -117,28 +130,48 @@ def _validated(event: dict) -> dict:
         return load_event(bare)
 
 
+def redacted(value, secret: str):
+    """Replace the secret by its masked form in every string of value, keys included."""
+    if isinstance(value, str):
+        return value.replace(secret, mask(secret))
+    if isinstance(value, dict):
+        return {redacted(k, secret): redacted(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v, secret) for v in value]
+    return value
+
+
+def _without_key(event: dict, routing_key: str) -> dict:
+    """Keep the routing key in its field only: a key taken from a label would show in custom_details."""
+    body = {k: v for k, v in event.items() if k != "routing_key"}
+    return {"routing_key": event["routing_key"], **redacted(body, routing_key)}
+
+
 def event_for(alert: Alert, route: Route) -> Planned:
     """Map one alert on one route to its event."""
     context = alert_context(alert)
     routing_key = route.routing_key or render(route.routing_key_template, context)
     if not routing_key:
         return unrouted(alert, f"the routing key template of route {route.name!r} rendered empty")
+    if not ROUTING_KEY.fullmatch(routing_key):
+        return unrouted(alert, f"the routing key template of route {route.name!r} rendered an invalid routing key",
+                        secret=routing_key)
     dedup_key = dedup_key_for(route, alert, context)
     if alert.firing:
         event = trigger_event(alert, route, routing_key, dedup_key)
     else:
         event = {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
-    return Planned(alert, route.name, _validated(event))
+    return Planned(alert, route.name, _without_key(_validated(event), routing_key))
 
 
-def unrouted(alert: Alert, problem: str) -> Planned:
+def unrouted(alert: Alert, problem: str, secret: str | None = None) -> Planned:
     """Keep an alert no route takes as an event without a key, so it is logged and never dropped."""
     event = trigger_event(alert, None, UNROUTED_KEY, None)
     if not alert.firing:
         event = {**event, "event_action": "resolve", "dedup_key": alert.fingerprint or "unrouted"}
     event = _validated(event)
     event["routing_key"] = ""
-    return Planned(alert, None, event, problem)
+    return Planned(alert, None, redacted(event, secret) if secret else event, problem)
 
 
 def collapse_groups(planned: list[Planned], routing: Routing) -> list[Planned]:

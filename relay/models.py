@@ -14,11 +14,13 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 # Delivery states of a row: pending → delivered | retrying → failed | dead.
 PENDING = "pending"
+SENDING = "sending"  # an attempt's outcome while its request is in flight (stays so if the sender died)
 RETRYING = "retrying"
 DELIVERED = "delivered"
 FAILED = "failed"  # PagerDuty refused the event (400): retrying cannot help
 DEAD = "dead"  # retried until the give-up age
 UNROUTED = "unrouted"  # matched no route: kept so it is never silently dropped
+OPEN = (PENDING, RETRYING)  # states the delivery worker still has to act on
 
 
 class UTCDateTime(TypeDecorator):
@@ -29,9 +31,16 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value, dialect):
         """Mark naive values read back from SQLite as the UTC they were written in."""
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
+        return as_utc(value)
+
+
+def as_utc(moment):
+    """Return a stored moment as an aware UTC datetime; SQLite gives naive ones, or text from min()."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
 
 
 def utcnow():
@@ -61,6 +70,9 @@ class IncidentLog(db.Model):
     status = db.Column(db.String(16), nullable=False, default=PENDING, index=True)
     attempts = db.Column(db.Integer, nullable=False, default=0)
     next_attempt_at = db.Column(UTCDateTime, default=utcnow)
+    # A delivery worker's lease on the row; once claimed_until passes, another worker may take it over.
+    claimed_by = db.Column(db.String(64))
+    claimed_until = db.Column(UTCDateTime)
     delivered_at = db.Column(UTCDateTime)
     # PagerDuty's last answer: HTTP status, its status/message/errors, or our transport error.
     http_status = db.Column(db.Integer)
@@ -76,6 +88,9 @@ class IncidentLog(db.Model):
     __table_args__ = (
         db.Index("ix_incident_log_created_at", "created_at"),
         db.Index("ix_incident_log_dedup_key", "dedup_key"),
+        db.Index("ix_incident_log_due", "status", "next_attempt_at"),
+        # Per-alert order: an event waits while an earlier one for the same key pair is still open.
+        db.Index("ix_incident_log_order", "routing_key", "dedup_key", "id"),
     )
 
     def set_routing_key(self, routing_key):
@@ -97,8 +112,12 @@ class DeliveryAttempt(db.Model):
     log_id = db.Column(BigId, db.ForeignKey("incident_log.id", ondelete="CASCADE"), nullable=False, index=True)
     started_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     duration_ms = db.Column(db.Float)
-    outcome = db.Column(db.String(16), nullable=False)  # delivered, retry, failed
+    outcome = db.Column(db.String(16), nullable=False)  # sending, then delivered, retry or failed
     http_status = db.Column(db.Integer)
     error = db.Column(db.Text)
+    # Which key the attempt spent rate-limit budget on (a hash: the key itself stays in one place).
+    routing_key_hash = db.Column(db.String(64))
+
+    __table_args__ = (db.Index("ix_delivery_attempt_rate", "routing_key_hash", "started_at"),)
 
     log = db.relationship("IncidentLog", back_populates="attempt_rows")

@@ -1,9 +1,23 @@
-"""Writing events into incident_log and recording what each delivery attempt did."""
-from flask import current_app
+"""incident_log as the outbox: writing rows, claiming due ones under a lease, recording what became of them.
+
+Claims are atomic: PostgreSQL locks candidate rows with FOR UPDATE SKIP LOCKED; SQLite runs every
+transaction as BEGIN IMMEDIATE (see relay/__init__.py), so one claimer at a time holds the write lock.
+"""
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.orm import aliased
 
 from relay import models
-from relay.models import DeliveryAttempt, IncidentLog, db, utcnow
-from relay.pagerduty import DELIVERED, FAILED, Delivery
+from relay.models import DeliveryAttempt, IncidentLog, db
+from relay.pagerduty import FAILED, Delivery
+from relay.retry import RetryPolicy
+
+CANDIDATES_PER_SLOT = 4  # look past rows held back by the rate limit, so other keys are not starved
+RATE_WINDOW = timedelta(seconds=60)  # PagerDuty 05-Rate-Limits.md: events per minute per integration key
+NOTIFY_CHANNEL = "relay_outbox"
 
 
 def record(event: dict, source: str, route: str | None = None, alert: dict | None = None,
@@ -11,55 +25,161 @@ def record(event: dict, source: str, route: str | None = None, alert: dict | Non
     """Add a row (pending unless told otherwise) for a validated event; the caller commits."""
     payload = event.get("payload") or {}
     row = IncidentLog(
-        source=source,
-        route=route,
-        event_action=event["event_action"],
-        dedup_key=event.get("dedup_key"),
-        summary=payload.get("summary"),
-        severity=payload.get("severity"),
+        source=source, route=route, event_action=event["event_action"], dedup_key=event.get("dedup_key"),
+        summary=payload.get("summary"), severity=payload.get("severity"),
         event={k: v for k, v in event.items() if k != "routing_key"},
-        alert=alert,
-        status=status,
-        attempts=0,
-        error=error,
+        alert=alert, status=status, attempts=0, error=error, next_attempt_at=models.utcnow(),
     )
     row.set_routing_key(event["routing_key"])
     db.session.add(row)
     return row
 
 
-def record_delivery(row: IncidentLog, delivery: Delivery) -> None:
-    """Store an attempt and move the row to the state its outcome calls for."""
-    row.attempts += 1
-    row.http_status = delivery.http_status
-    row.pd_status = delivery.status
-    row.pd_message = delivery.message
-    row.pd_errors = delivery.errors or None
-    row.error = delivery.error
-    if delivery.dedup_key and not row.dedup_key:
-        row.dedup_key = delivery.dedup_key  # PagerDuty generated it
-    row.status = _next_status(delivery.outcome)
-    if row.status == models.DELIVERED:
-        row.delivered_at = utcnow()
-    db.session.add(DeliveryAttempt(
-        log=row, duration_ms=round(delivery.duration_ms, 2), outcome=delivery.outcome,
-        http_status=delivery.http_status, error=delivery.error or _errors_text(delivery),
-    ))
+def announce_new_rows(session) -> None:
+    """Tell delivery workers on other instances that rows are waiting (PostgreSQL NOTIFY, sent at commit)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
 
 
-def _next_status(outcome: str) -> str:
-    return {DELIVERED: models.DELIVERED, FAILED: models.FAILED}.get(outcome, models.RETRYING)
+@dataclass
+class Claimed:
+    """A row this worker holds the lease on, with the attempt it opened."""
+
+    log_id: int
+    attempt_id: int
+    event: dict  # the outbound event, routing key included
+    created_at: datetime
+    attempts: int  # counting this one
 
 
-def _errors_text(delivery):
+def key_hash(routing_key: str) -> str:
+    """Hash a routing key for rate accounting, so the key itself lives in one column only."""
+    return hashlib.sha256(routing_key.encode()).hexdigest()
+
+
+def _ready(now: datetime):
+    """Open rows not leased to anyone, with no earlier open row for the same alert (per-alert order)."""
+    log = IncidentLog
+    earlier = aliased(IncidentLog)
+    blocked = select(earlier.id).where(
+        earlier.routing_key == log.routing_key, earlier.dedup_key == log.dedup_key,
+        earlier.id < log.id, earlier.status.in_(models.OPEN),
+    ).exists()
+    return (log.status.in_(models.OPEN), or_(log.claimed_until.is_(None), log.claimed_until < now), ~blocked)
+
+
+def _due(now: datetime):
+    """Ready rows whose time has come."""
+    return (*_ready(now), IncidentLog.next_attempt_at <= now)
+
+
+def next_due_at(conn, now: datetime) -> datetime | None:
+    """When a row next becomes claimable: its retry time, or a lease running out."""
+    log = IncidentLog
+    due = conn.execute(select(func.min(log.next_attempt_at)).where(*_ready(now))).scalar()
+    lease = conn.execute(select(func.min(log.claimed_until)).where(
+        log.status.in_(models.OPEN), log.claimed_until >= now)).scalar()
+    moments = [models.as_utc(m) for m in (due, lease) if m is not None]
+    return min(moments) if moments else None
+
+
+def _candidates(conn, now: datetime, count: int):
+    query = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.event, IncidentLog.created_at,
+                    IncidentLog.attempts)
+             .where(*_due(now)).order_by(IncidentLog.id).limit(count))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=IncidentLog)
+    return conn.execute(query).all()
+
+
+def _rate_window(conn, routing_key: str, now: datetime) -> tuple[int, datetime | None]:
+    """Count this key's attempts in the last minute, and the oldest of them."""
+    if conn.dialect.name == "postgresql":  # serialize budget checks for this key across instances
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key_hash(routing_key), 0))))
+    attempt = DeliveryAttempt
+    used, oldest = conn.execute(select(func.count(), func.min(attempt.started_at)).where(
+        attempt.routing_key_hash == key_hash(routing_key), attempt.started_at > now - RATE_WINDOW)).one()
+    return used, models.as_utc(oldest) if oldest else None
+
+
+def _within_rate_limit(conn, rows, now: datetime, per_minute: int):
+    """Split candidates into rows the per-key budget allows now, and rows deferred until it frees up."""
+    if not per_minute:
+        return rows, {}
+    by_key: dict[str, list] = {}
+    for row in rows:
+        by_key.setdefault(row.routing_key, []).append(row)
+    allowed, deferred = [], {}
+    for routing_key in sorted(by_key):  # sorted: instances take the advisory locks in one order
+        used, oldest = _rate_window(conn, routing_key, now)
+        free = max(0, per_minute - used)
+        allowed += by_key[routing_key][:free]
+        for row in by_key[routing_key][free:]:
+            deferred[row.id] = (oldest or now) + RATE_WINDOW
+    allowed.sort(key=lambda row: row.id)
+    return allowed, deferred
+
+
+def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float, per_minute: int):
+    """Lease up to `slots` due rows to this worker and open an attempt for each."""
+    rows = _candidates(conn, now, slots * CANDIDATES_PER_SLOT)
+    allowed, deferred = _within_rate_limit(conn, rows, now, per_minute)
+    allowed = allowed[:slots]
+    for log_id, moment in deferred.items():
+        conn.execute(update(IncidentLog).where(IncidentLog.id == log_id).values(next_attempt_at=moment))
+    if not allowed:
+        return []
+    ids = [row.id for row in allowed]
+    conn.execute(update(IncidentLog).where(IncidentLog.id.in_(ids)).values(
+        claimed_by=worker_id, claimed_until=now + timedelta(seconds=lease_seconds),
+        attempts=IncidentLog.attempts + 1))
+    # A lease that ran out means its sender died mid-request: say so rather than leave it "sending".
+    conn.execute(update(DeliveryAttempt).where(
+        DeliveryAttempt.log_id.in_(ids), DeliveryAttempt.outcome == models.SENDING).values(outcome="abandoned"))
+    attempt_ids = conn.execute(insert(DeliveryAttempt).returning(DeliveryAttempt.id, sort_by_parameter_order=True),
+                               [{"log_id": row.id, "started_at": now, "outcome": models.SENDING,
+                                 "routing_key_hash": key_hash(row.routing_key)} for row in allowed]).scalars().all()
+    return [Claimed(row.id, attempt_id, {"routing_key": row.routing_key, **row.event},
+                    models.as_utc(row.created_at), row.attempts + 1)
+            for row, attempt_id in zip(allowed, attempt_ids)]
+
+
+def _row_outcome(claimed: Claimed, delivery: Delivery, now: datetime, policy: RetryPolicy) -> dict:
+    """The row's new state after one attempt."""
+    if delivery.ok:
+        return {"status": models.DELIVERED, "delivered_at": now,
+                "dedup_key": func.coalesce(IncidentLog.dedup_key, delivery.dedup_key)}
+    if delivery.outcome == FAILED:
+        return {"status": models.FAILED}
+    if policy.gives_up(claimed.created_at, now):
+        return {"status": models.DEAD}
+    return {"status": models.RETRYING,
+            "next_attempt_at": now + timedelta(seconds=policy.delay(claimed.attempts, delivery.retry_after))}
+
+
+def complete(conn, worker_id: str, results, now: datetime, policy: RetryPolicy) -> None:
+    """Record each (claimed, delivery) result on its attempt and move its row on, releasing the lease."""
+    for claimed, delivery in results:
+        conn.execute(update(DeliveryAttempt).where(DeliveryAttempt.id == claimed.attempt_id).values(
+            outcome=delivery.outcome, http_status=delivery.http_status,
+            duration_ms=round(delivery.duration_ms, 2), error=delivery.error or _errors_text(delivery)))
+        # Only the lease holder moves the row: after a takeover the newer holder's answer counts.
+        conn.execute(update(IncidentLog).where(
+            IncidentLog.id == claimed.log_id, IncidentLog.claimed_by == worker_id).values(
+            http_status=delivery.http_status, pd_status=delivery.status, pd_message=delivery.message,
+            pd_errors=delivery.errors or None, error=delivery.error, claimed_by=None, claimed_until=None,
+            updated_at=now, **_row_outcome(claimed, delivery, now, policy)))
+
+
+def _errors_text(delivery: Delivery) -> str | None:
     if delivery.ok:
         return None
     return "; ".join([delivery.message or "", *delivery.errors]).strip("; ") or None
 
 
-def deliver_now(row: IncidentLog) -> Delivery:
-    """Send a committed row to PagerDuty in this thread and commit the outcome."""
-    delivery = current_app.extensions["relay.pagerduty"].send(row.outbound_event())
-    record_delivery(row, delivery)
-    db.session.commit()
-    return delivery
+def requeue(conn, ids, now: datetime) -> int:
+    """Put failed or dead rows back in the outbox as pending, due now; return how many moved."""
+    result = conn.execute(update(IncidentLog).where(
+        IncidentLog.id.in_(ids), IncidentLog.status.in_((models.FAILED, models.DEAD))).values(
+        status=models.PENDING, next_attempt_at=now, claimed_by=None, claimed_until=None, updated_at=now))
+    return result.rowcount

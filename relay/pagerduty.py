@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 import requests
+import requests.adapters
 
 from relay.masking import redact
 
@@ -87,11 +88,15 @@ def _json_or_none(response):
 class PagerDutyClient:
     """Sends events to the Events API over one keep-alive requests.Session."""
 
-    def __init__(self, events_url, connect_timeout=3.05, read_timeout=10.0):
+    def __init__(self, events_url, connect_timeout=3.05, read_timeout=10.0, pool_size=10):
         self.events_url = events_url
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+        # One kept-alive connection per concurrent sender.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def send(self, event: dict) -> Delivery:
         """POST one event and say what became of it; never raises for network trouble."""

@@ -118,7 +118,12 @@ class Routing:
 
 
 def _problem(name, field_name, message):
-    return ConfigError(f"route {name!r}, field {field_name!r}: {message}")
+    return ConfigError(f"{_label(name)}, field {field_name!r}: {message}")
+
+
+def _label(name):
+    """Name a route in errors: by its name, or by its position ("#2") when it has none."""
+    return f"route {name!r}" if not str(name).startswith("#") else f"route {name}"
 
 
 def _fixed_routing_key(spec, environ):
@@ -148,11 +153,11 @@ def _compile_dedup(name, dedup):
     return "template", _compile(name, "dedup", dedup)
 
 
-def load_route(raw, environ=os.environ) -> Route:
+def load_route(raw, environ=os.environ, position="#?") -> Route:
     """Check one route from config and compile it; raise ConfigError naming the route and field."""
-    name = raw.get("name", "?") if isinstance(raw, dict) else "?"
     if not isinstance(raw, dict):
-        raise ConfigError(f"route #{name}: must be a dict, not {type(raw).__name__}")
+        raise ConfigError(f"{_label(position)}: must be a dict, not {type(raw).__name__}")
+    name = raw.get("name") if isinstance(raw.get("name"), str) and raw.get("name") else position
     try:
         spec = route_schema.load(raw)
     except ValidationError as exc:
@@ -191,12 +196,15 @@ def load_routing(routes, default_route, environ=os.environ) -> Routing:
     """Load ROUTES and DEFAULT_ROUTE from config; raise ConfigError on the first problem."""
     if not isinstance(routes, (list, tuple)):
         raise ConfigError(f"ROUTES must be a list of dicts, not {type(routes).__name__}")
-    loaded = [load_route(raw, environ) for raw in routes]
-    names = [route.name for route in loaded]
+    loaded = [load_route(raw, environ, f"#{index}") for index, raw in enumerate(routes, 1)]
+    if default_route and not isinstance(default_route, dict):
+        raise ConfigError(f"DEFAULT_ROUTE: must be a dict, not {type(default_route).__name__}")
+    default = load_route(default_route, environ, "DEFAULT_ROUTE") if default_route else None
+    # The default counts too: route names are part of the per-alert dedup key, so a shared name merges incidents.
+    names = [route.name for route in [*loaded, default] if route]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"route names must be unique: {', '.join(duplicates)} used more than once")
-    default = load_route(default_route, environ) if default_route else None
     return Routing(loaded, default)
 
 

@@ -3,14 +3,25 @@ import logging
 from dataclasses import asdict
 
 from jinja2 import ChainableUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from relay.alerts import Alert
 
 log = logging.getLogger(__name__)
 
+
+class Sandbox(SandboxedEnvironment):
+    """The sandbox, failing on unsafe attributes instead of rendering them as an empty string."""
+
+    def unsafe_undefined(self, obj, attribute):
+        """Refuse the access, so the render fails and the field's default is used."""
+        # Jinja returns an undefined here, which ChainableUndefined renders as "" and lets chain on:
+        # {{ ''.__class__ }} would then quietly replace a summary with nothing.
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+
 # ChainableUndefined: a missing label renders as "" (labels.team.name too) instead of failing the page.
-environment = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, trim_blocks=True)
+environment = Sandbox(undefined=ChainableUndefined, autoescape=False, trim_blocks=True)
 
 
 class TemplateConfigError(ValueError):

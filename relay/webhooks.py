@@ -3,7 +3,7 @@ from dataclasses import asdict
 
 from flask import Blueprint, current_app, jsonify
 
-from relay import models, outbox
+from relay import delivery, models, outbox
 from relay.errors import RelayError
 from relay.mapping import Planned, plan
 from relay.masking import mask
@@ -53,7 +53,9 @@ def store(source_name: str, planned: list[Planned]) -> list:
                       status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
         for item in planned
     ]
+    outbox.announce_new_rows(db.session)
     db.session.commit()
+    delivery.wake()
     return rows
 
 

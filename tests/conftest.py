@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
 
-from relay import create_app
+from relay import create_app, delivery
 from relay.models import db
 from relay.simulator import PagerDutySimulator
 
@@ -70,6 +70,11 @@ def app_config(database_url, events_url, **overrides):
         "PAGERDUTY_EVENTS_URL": events_url,
         "PAGERDUTY_CONNECT_TIMEOUT": 1.0,
         "PAGERDUTY_READ_TIMEOUT": 2.0,
+        "RELAY_SYNC_WAIT_SECONDS": 5.0,
+        "RELAY_RETRY_BASE_SECONDS": 0.05,
+        "RELAY_RETRY_MAX_SECONDS": 0.5,
+        "RELAY_DELIVERY_POLL_SECONDS": 0.2,
+        "RELAY_CLAIM_LEASE_SECONDS": 5.0,
         **overrides,
     }
 
@@ -82,17 +87,18 @@ def backend(request):
 
 @pytest.fixture
 def app(backend, database_urls, pd):
-    """A relay app on an emptied, migrated store, sending to the simulator."""
+    """A relay app on an emptied, migrated store, with its delivery worker sending to the simulator."""
     app = create_app(app_config(database_urls(backend), pd.events_url))
     with app.app_context():
         db.session.execute(sa.text("DELETE FROM delivery_attempt"))
         db.session.execute(sa.text("DELETE FROM incident_log"))
         db.session.commit()
+    delivery.start(app)
     yield app
+    delivery.stop()
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-    app.extensions["relay.pagerduty"].close()
 
 
 @pytest.fixture
@@ -111,3 +117,24 @@ def runner(app):
 def routing_key():
     """A fresh 32-character integration key, as PagerDuty issues them."""
     return secrets.token_hex(16)
+
+
+@pytest.fixture
+def make_app(backend, database_urls, pd):
+    """Build relay apps with extra settings (ROUTES, DEFAULT_ROUTE…) on the test's emptied store."""
+    made = []
+
+    def make(**overrides):
+        app = create_app(app_config(database_urls(backend), pd.events_url, **overrides))
+        with app.app_context():
+            db.session.execute(sa.text("DELETE FROM delivery_attempt"))
+            db.session.execute(sa.text("DELETE FROM incident_log"))
+            db.session.commit()
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()

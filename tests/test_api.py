@@ -1,4 +1,6 @@
 """POST /api/v1/incidents and its follow-ups, end to end to the simulator, on both stores."""
+import time
+
 import pytest
 
 from relay.models import DeliveryAttempt, IncidentLog, db
@@ -67,31 +69,46 @@ def test_pagerduty_refusal_is_a_pagerduty_error_and_logged(app, client, pd, rout
     assert routing_key not in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("fault, expected_status", [(503, 502), (500, 502), (429, 429)])
-def test_pagerduty_server_trouble_maps_to_gateway_statuses(app, client, pd, routing_key, fault, expected_status):
-    pd.inject(fault, count=1)
+@pytest.mark.parametrize("fault", [503, 500, 429])
+def test_transient_pagerduty_trouble_is_retried_within_the_wait(app, client, pd, routing_key, fault):
+    pd.inject(fault, count=2)
     response = create(client, title="t", service_key=routing_key)
-    assert response.status_code == expected_status
-    assert response.get_json()["value"].startswith("PagerDuty API error: ")
-    row = log_row(app, response.get_json()["log_id"])
-    assert (row.status, row.http_status) == ("retrying", fault)
-
-
-def test_unreachable_pagerduty_is_502_and_logged_with_attempt(app, client, pd, routing_key):
-    pd.set_outage("refuse")
-    response = create(client, title="t", service_key=routing_key)
-    assert response.status_code == 502
-    assert "could not connect to PagerDuty" in response.get_json()["value"] or \
-        "PagerDuty API error" in response.get_json()["value"]
+    assert response.status_code == 200 and response.get_json()["success"] is True
     with app.app_context():
-        attempts = db.session.query(DeliveryAttempt).filter_by(log_id=response.get_json()["log_id"]).all()
-        assert len(attempts) == 1 and attempts[0].outcome == "retry" and attempts[0].error
+        attempts = db.session.query(DeliveryAttempt).filter_by(log_id=response.get_json()["log_id"]) \
+            .order_by(DeliveryAttempt.id).all()
+        assert [(a.outcome, a.http_status) for a in attempts] == [("retry", fault), ("retry", fault),
+                                                                  ("delivered", 202)]
+    assert len(pd.accepted()) == 1
 
 
-def test_timeout_is_504(app, client, pd, routing_key):
-    pd.set_latency(2.5)
+@pytest.mark.parametrize("trouble", ["refuse", "timeout"])
+def test_unreachable_pagerduty_answers_queued_after_the_bounded_wait(app, client, pd, routing_key, trouble):
+    app.config["RELAY_SYNC_WAIT_SECONDS"] = 0.5 if trouble == "refuse" else 2.5
+    if trouble == "refuse":
+        pd.set_outage("refuse")
+    else:
+        pd.set_latency(2.2)  # past the 2 s read timeout
     response = create(client, title="t", service_key=routing_key)
-    assert response.status_code == 504
+    body = response.get_json()
+    assert response.status_code == 202 and body["status"] == "queued" and body["success"] is False
+    assert "relay keeps trying" in body["message"]
+    assert routing_key not in response.get_data(as_text=True)
+    pd.set_outage(None)
+    pd.set_latency(0)
+    deadline = time.monotonic() + 5
+    while log_row(app, body["log_id"]).status != "delivered" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    row = log_row(app, body["log_id"])
+    assert row.status == "delivered" and row.attempts >= 2
+
+
+def test_sync_wait_is_bounded(app, client, pd, routing_key):
+    app.config["RELAY_SYNC_WAIT_SECONDS"] = 0.3
+    pd.set_outage("503")
+    started = time.monotonic()
+    response = create(client, title="t", service_key=routing_key)
+    assert response.status_code == 202 and time.monotonic() - started < 1.5
 
 
 @pytest.mark.parametrize("fields, bad", [

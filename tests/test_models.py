@@ -4,7 +4,6 @@ from alembic.migration import MigrationContext
 
 from relay import outbox
 from relay.models import IncidentLog, db
-from relay.pagerduty import Delivery
 
 
 def test_migrations_build_exactly_the_models_schema(app):
@@ -23,17 +22,3 @@ def test_row_keeps_full_key_for_delivery_but_shows_it_masked(app, routing_key):
         assert loaded.event == {"event_action": "resolve", "dedup_key": "d-1"}
         assert loaded.routing_key_masked == "…" + routing_key[-4:]
         assert loaded.created_at.tzinfo is not None and loaded.status == "pending"
-
-
-def test_failed_delivery_is_recorded_with_errors_and_attempt(app, routing_key):
-    event = {"routing_key": routing_key, "event_action": "resolve", "dedup_key": "d-2"}
-    with app.app_context():
-        row = outbox.record(event, source="test")
-        outbox.record_delivery(row, Delivery("failed", 400, "invalid event", "Event object is invalid",
-                                             ["Invalid routing key"], duration_ms=3.2))
-        db.session.commit()
-        loaded = db.session.get(IncidentLog, row.id)
-        assert (loaded.status, loaded.attempts, loaded.pd_errors) == ("failed", 1, ["Invalid routing key"])
-        attempt = loaded.attempt_rows[0]
-        assert (attempt.outcome, attempt.http_status, attempt.duration_ms) == ("failed", 400, 3.2)
-        assert attempt.error == "Event object is invalid; Invalid routing key"

@@ -40,7 +40,8 @@ def relay_env(tmp_path, pd):
     """Environment for a relay process: a fresh SQLite file, the simulator as PagerDuty."""
     db_path = tmp_path / "relay.sqlite3"
     return {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "PAGERDUTY_EVENTS_URL": pd.events_url,
-            "RELAY_BIND": "127.0.0.1:1", "PATH": f"{BIN}:{os.environ['PATH']}"}, db_path
+            "RELAY_BIND": "127.0.0.1:1", "RELAY_SYNC_WAIT_SECONDS": "1", "RELAY_RETRY_BASE_SECONDS": "0.1",
+            "PATH": f"{BIN}:{os.environ['PATH']}"}, db_path
 
 
 @pytest.fixture

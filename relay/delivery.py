@@ -1,0 +1,229 @@
+"""The delivery worker: claims due incident_log rows, sends them concurrently, records the outcomes.
+
+One worker per process (each gunicorn worker, or `flask relay worker`). A new row wakes it at once:
+in-process through wake(), across PostgreSQL instances through LISTEN/NOTIFY; a slow poll is the fallback.
+"""
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import select
+
+from relay import models, outbox
+from relay.models import IncidentLog, db, utcnow
+from relay.pagerduty import PagerDutyClient
+from relay.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+_worker = None  # this process's worker, if one runs here
+_worker_lock = threading.Lock()
+
+
+def policy_from(config) -> RetryPolicy:
+    """Build the retry rule from the app's settings."""
+    return RetryPolicy(config["RELAY_RETRY_BASE_SECONDS"], config["RELAY_RETRY_MAX_SECONDS"],
+                       config["RELAY_GIVE_UP_AFTER_SECONDS"])
+
+
+class DeliveryWorker:
+    """Moves rows from the outbox to PagerDuty with a pool of concurrent senders."""
+
+    def __init__(self, app):
+        config = app.config
+        self.app = app
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.concurrency = config["RELAY_DELIVERY_CONCURRENCY"]
+        self.poll_seconds = config["RELAY_DELIVERY_POLL_SECONDS"]
+        self.lease_seconds = config["RELAY_CLAIM_LEASE_SECONDS"]
+        self.per_minute = config["RELAY_RATE_LIMIT_PER_MINUTE"]
+        self.policy = policy_from(config)
+        self.client = PagerDutyClient(config["PAGERDUTY_EVENTS_URL"], config["PAGERDUTY_CONNECT_TIMEOUT"],
+                                      config["PAGERDUTY_READ_TIMEOUT"], pool_size=self.concurrency)
+        self.senders = ThreadPoolExecutor(self.concurrency, thread_name_prefix="relay-send")
+        self.results = queue.SimpleQueue()
+        self.inflight = 0
+        self.wake_event = threading.Event()
+        self.stopping = threading.Event()
+        self.heartbeat = time.monotonic()
+        self.watchers: dict[int, threading.Event] = {}
+        self.watchers_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="relay-delivery", daemon=True)
+        self.listener = None
+
+    def start(self):
+        """Start delivering (and listening for other instances' new rows on PostgreSQL)."""
+        self.thread.start()
+        with self.app.app_context():
+            if db.engine.dialect.name == "postgresql":
+                self.listener = threading.Thread(target=self._listen, args=(db.engine.url,),
+                                                 name="relay-listen", daemon=True)
+                self.listener.start()
+        return self
+
+    def stop(self, timeout: float = 15.0):
+        """Stop claiming, let in-flight sends finish and be recorded, then return."""
+        self.stopping.set()
+        self.wake()
+        self.thread.join(timeout)
+        self.senders.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+    def wake(self):
+        """Make the worker look for due rows now."""
+        self.wake_event.set()
+
+    def watch(self, log_id: int) -> threading.Event:
+        """Return an event set whenever an attempt on the row is recorded here."""
+        with self.watchers_lock:
+            return self.watchers.setdefault(log_id, threading.Event())
+
+    def unwatch(self, log_id: int):
+        """Stop telling about the row."""
+        with self.watchers_lock:
+            self.watchers.pop(log_id, None)
+
+    @property
+    def alive(self) -> bool:
+        """Tell whether the delivery loop has run recently."""
+        return self.thread.is_alive() and time.monotonic() - self.heartbeat < max(30.0, 3 * self.poll_seconds)
+
+    def _run(self):
+        with self.app.app_context():
+            engine = db.engine
+            while not (self.stopping.is_set() and self.inflight == 0):
+                self.heartbeat = time.monotonic()
+                try:
+                    progressed = self._step(engine)
+                except Exception:  # noqa: BLE001 - a store hiccup must not end delivery for good
+                    log.exception("delivery step failed; retrying in a second")
+                    progressed = False
+                    self.wake_event.wait(1.0)
+                if not progressed:
+                    self._idle(engine)
+
+    def _step(self, engine) -> bool:
+        """Record finished sends and claim more; tell whether anything happened."""
+        finished = self._drain()
+        if finished:
+            with engine.begin() as conn:
+                outbox.complete(conn, self.id, finished, utcnow(), self.policy)
+            self._notify(finished)
+        claimed = []
+        slots = self.concurrency - self.inflight
+        if slots > 0 and not self.stopping.is_set():
+            with engine.begin() as conn:
+                claimed = outbox.claim(conn, self.id, slots, utcnow(), self.lease_seconds, self.per_minute)
+            for item in claimed:
+                self.inflight += 1
+                self.senders.submit(self._send, item)
+        return bool(finished or claimed)
+
+    def _send(self, item):
+        try:
+            delivery = self.client.send(item.event)
+        finally:
+            self.wake()
+        self.results.put((item, delivery))
+
+    def _drain(self):
+        finished = []
+        while True:
+            try:
+                finished.append(self.results.get_nowait())
+            except queue.Empty:
+                self.inflight -= len(finished)
+                return finished
+
+    def _notify(self, finished):
+        with self.watchers_lock:
+            for item, _ in finished:
+                if item.log_id in self.watchers:
+                    self.watchers[item.log_id].set()
+
+    def _idle(self, engine):
+        """Sleep until woken, until the next row is due, or for the poll interval."""
+        timeout = self.poll_seconds
+        if self.inflight == 0 and not self.stopping.is_set():
+            with engine.connect() as conn:
+                due = outbox.next_due_at(conn, utcnow())
+            if due is not None:
+                timeout = min(timeout, max(0.01, (due - utcnow()).total_seconds()))
+        self.wake_event.wait(timeout)
+        self.wake_event.clear()
+
+    def _listen(self, url):
+        """Wake on NOTIFY from other instances' new rows; reconnect when the connection drops."""
+        import psycopg
+
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self.stopping.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
+                    while not self.stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.wake()
+            except Exception:  # noqa: BLE001 - fall back to polling until PostgreSQL is back
+                log.warning("LISTEN connection lost; reconnecting in 1 s")
+                self.stopping.wait(1.0)
+
+
+def start(app) -> DeliveryWorker:
+    """Start this process's delivery worker (once)."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = DeliveryWorker(app).start()
+        return _worker
+
+
+def stop():
+    """Stop this process's delivery worker, if any."""
+    global _worker
+    with _worker_lock:
+        worker, _worker = _worker, None
+    if worker:
+        worker.stop()
+
+
+def current() -> DeliveryWorker | None:
+    """Return this process's worker, or None when delivery runs elsewhere."""
+    return _worker
+
+
+def wake():
+    """Tell this process's worker that new rows wait."""
+    if _worker is not None:
+        _worker.wake()
+
+
+TERMINAL = (models.DELIVERED, models.FAILED, models.DEAD)
+
+
+def wait_for_outcome(log_id: int, timeout: float) -> str:
+    """Wait up to timeout seconds for the row to be delivered, refused or given up; return its status."""
+    worker = current()
+    signal = worker.watch(log_id) if worker else None
+    wake()
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            status = db.session.execute(select(IncidentLog.status).where(IncidentLog.id == log_id)).scalar()
+            db.session.commit()  # end the read so the next look sees new commits
+            remaining = deadline - time.monotonic()
+            if status in TERMINAL or remaining <= 0:
+                return status
+            if signal is not None:
+                signal.wait(min(remaining, 0.25))  # the poll also covers a row another process claimed
+                signal.clear()
+            else:
+                time.sleep(min(remaining, 0.02))
+    finally:
+        if worker:
+            worker.unwatch(log_id)
