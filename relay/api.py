@@ -1,11 +1,20 @@
 """The JSON API under /api/v1: the create-incident job and its follow-ups."""
-from flask import Blueprint, jsonify
+from flask import Blueprint, abort, jsonify
 
-from relay import incidents, webhooks
+from relay import delivery, incidents, models, outbox, webhooks
+from relay.errors import RelayError
+from relay.models import IncidentLog, db
 from relay.masking import mask
 from relay.payloads import read_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+class Conflict(RelayError):
+    """The row is not in a state the request can act on."""
+
+    status_code = 409
+    code = "conflict"
 
 
 @bp.post("/incidents")
@@ -20,6 +29,18 @@ def follow_up(dedup_key, action):
     """Acknowledge or resolve an incident by its dedup key."""
     result = incidents.follow_up(action, dedup_key, read_json(), source="api")
     return jsonify(result.body), result.http_status
+
+
+@bp.post("/log/<int:log_id>/retry")
+def retry(log_id):
+    """Send a failed or dead row again."""
+    row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
+    if row.status not in (models.FAILED, models.DEAD):
+        raise Conflict(f"row {log_id} is {row.status}; only failed or dead rows can be retried")
+    outbox.requeue(db.session, [log_id], models.utcnow())
+    db.session.commit()
+    delivery.wake()
+    return jsonify({"log_id": log_id, "status": models.PENDING}), 202
 
 
 @bp.post("/preview/<source_name>")

@@ -1,15 +1,20 @@
 """The `flask --app wsgi relay …` commands: the create-incident job from a shell."""
 import json
+import signal
 import sys
+import threading
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from relay import configure, delivery, incidents
+from sqlalchemy import select
+
+from relay import configure, delivery, incidents, models, outbox
 from relay.errors import error_body
 from relay.models import IncidentLog, db
+from relay.timeutil import parse_since
 from relay.views import log_entry
 
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
@@ -114,6 +119,43 @@ def preview(source, payload_file):
         response = current_app.full_dispatch_request()
     click.echo(json.dumps(response.get_json(), indent=2, ensure_ascii=False))
     sys.exit(0 if response.status_code < 400 else 2)
+
+
+@relay_cli.command("worker")
+def worker():
+    """Run a delivery worker in the foreground until SIGINT or SIGTERM (for RELAY_DELIVERY=0 set-ups)."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    running = delivery.start(current_app._get_current_object())
+    click.echo(f"delivery worker {running.id} running", err=True)
+    while not stop.wait(1.0):
+        if not running.thread.is_alive():
+            raise click.ClickException("the delivery loop stopped unexpectedly; see the log")
+    delivery.stop()
+    click.echo("delivery worker stopped", err=True)
+
+
+@relay_cli.command("replay")
+@click.option("--status", "statuses", multiple=True, type=click.Choice([models.FAILED, models.DEAD]),
+              help="Which rows to send again (default: failed and dead).")
+@click.option("--since", default=None, help="Only rows accepted since: 30m, 2h, 7d or an ISO 8601 time.")
+@click.option("--id", "log_ids", multiple=True, type=int, help="Only these rows (repeatable).")
+def replay(statuses, since, log_ids):
+    """Put failed or dead rows back in the outbox; the delivery worker sends them again in order."""
+    query = select(IncidentLog.id).where(IncidentLog.status.in_(statuses or (models.FAILED, models.DEAD)))
+    if since:
+        try:
+            query = query.where(IncidentLog.created_at >= parse_since(since, models.utcnow()))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+    if log_ids:
+        query = query.where(IncidentLog.id.in_(log_ids))
+    ids = db.session.scalars(query).all()
+    moved = outbox.requeue(db.session, ids, models.utcnow()) if ids else 0
+    db.session.commit()
+    delivery.wake()
+    click.echo(json.dumps({"requeued": moved, "log_ids": ids}))
 
 
 def init_app(app):

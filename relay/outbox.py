@@ -177,7 +177,7 @@ def _errors_text(delivery: Delivery) -> str | None:
     return "; ".join([delivery.message or "", *delivery.errors]).strip("; ") or None
 
 
-def requeue(conn, ids, now: datetime) -> int:
+def requeue(conn, ids, now: datetime) -> int:  # conn: a Connection or a Session
     """Put failed or dead rows back in the outbox as pending, due now; return how many moved."""
     result = conn.execute(update(IncidentLog).where(
         IncidentLog.id.in_(ids), IncidentLog.status.in_((models.FAILED, models.DEAD))).values(

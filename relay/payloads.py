@@ -5,6 +5,9 @@ from flask import current_app, request
 
 from relay.errors import BadInput
 
+NUL = "\u0000"
+REPLACEMENT = "\ufffd"
+
 
 def nesting_depth(value) -> int:
     """Return how deeply arrays and objects nest in a JSON value (a scalar is 0)."""
@@ -33,7 +36,19 @@ def read_json(allow_array=False):
     limit = current_app.config["RELAY_MAX_JSON_DEPTH"]
     if nesting_depth(data) > limit:
         raise BadInput(f"the request body nests deeper than {limit} levels")
-    return data
+    # PostgreSQL text cannot hold U+0000 (a 500 on store); valid JSON only carries it escaped, so check cheaply.
+    return without_nul(data) if b"\\u0000" in raw else data
+
+
+def without_nul(value):
+    """Replace U+0000 by U+FFFD in every string of a JSON value, object keys included."""
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT)
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
 
 
 def _reason(exc):

@@ -163,3 +163,24 @@ def test_follow_up_requires_service_key(client):
 
 def test_healthz(client):
     assert client.get("/healthz").status_code == 200
+
+
+def test_retry_endpoint_sends_a_failed_row_again(app, client, pd, routing_key):
+    pd.set_routing_keys(["f" * 32])
+    log_id = create(client, title="t", service_key=routing_key).get_json()["log_id"]
+    assert log_row(app, log_id).status == "failed"
+    pd.set_routing_keys([routing_key])  # the key now exists: the same event goes through
+    response = client.post(f"/api/v1/log/{log_id}/retry")
+    assert response.status_code == 202 and response.get_json() == {"log_id": log_id, "status": "pending"}
+    deadline = time.monotonic() + 5
+    while log_row(app, log_id).status != "delivered" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log_row(app, log_id).status == "delivered" and log_row(app, log_id).attempts == 2
+
+
+def test_retry_endpoint_refuses_rows_that_are_not_failed(app, client, pd, routing_key):
+    log_id = create(client, title="t", service_key=routing_key).get_json()["log_id"]
+    response = client.post(f"/api/v1/log/{log_id}/retry")
+    assert response.status_code == 409 and "is delivered" in response.get_json()["error"]["message"]
+    missing = client.post("/api/v1/log/999999/retry")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"

@@ -1,5 +1,6 @@
 """The relay CLI: trigger, run-job, acknowledge, resolve against the simulator."""
 import json
+import time
 
 from relay.models import IncidentLog, db
 
@@ -86,3 +87,26 @@ def test_log_lists_rows_masked_and_shows_one_with_attempts(runner, pd, routing_k
 def test_log_unknown_id_fails(runner):
     result = runner.invoke(args=["relay", "log", "--id", "999999"])
     assert result.exit_code == 1 and "no incident_log row" in result.output
+
+
+def test_replay_requeues_failed_rows_by_status_and_since(app, runner, pd, routing_key):
+    pd.set_routing_keys(["e" * 32])
+    _, refused = run(runner, "trigger", "--title", "refused first", "--service-key", routing_key)
+    pd.set_routing_keys([routing_key])
+    bad_since = runner.invoke(args=["relay", "replay", "--since", "yesterday-ish"])
+    assert bad_since.exit_code == 2 and "neither a duration" in bad_since.output
+    result, body = run(runner, "replay", "--status", "failed", "--since", "10m")
+    assert result.exit_code == 0 and body == {"requeued": 1, "log_ids": [refused["log_id"]]}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(pd.accepted()) < 1:
+        time.sleep(0.05)
+    assert [e["payload"]["summary"] for e in pd.accepted()] == ["refused first"]
+    _, again = run(runner, "replay")
+    assert again == {"requeued": 0, "log_ids": []}
+
+
+def test_trigger_exits_3_when_pagerduty_is_unreachable_within_the_wait(app, runner, pd, routing_key):
+    app.config["RELAY_SYNC_WAIT_SECONDS"] = 0.3
+    pd.set_outage("503")
+    result, body = run(runner, "trigger", "--title", "t", "--service-key", routing_key)
+    assert result.exit_code == 3 and body["status"] == "queued"

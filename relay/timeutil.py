@@ -1,0 +1,27 @@
+"""Reading the moments and durations people type: `30m`, `2h`, `7d`, or an ISO 8601 time."""
+import re
+from datetime import datetime, timedelta, timezone
+
+from relay.events import parse_iso8601
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse `90s`, `30m`, `2h`, `7d` or `1w`; raise ValueError naming the accepted forms."""
+    match = DURATION.match(text or "")
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 2h, 7d or 1w")
+    return timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """Parse a moment: a duration back from now, or an ISO 8601 time (UTC when it names no zone)."""
+    moment = parse_iso8601(text)
+    if moment is None:
+        try:
+            return now - parse_duration(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
