@@ -55,7 +55,8 @@ def _tune_sqlite(dbapi_connection, _record):
 
 @event.listens_for(Engine, "begin")
 def _begin_sqlite(conn):
-    """Take SQLite's write lock up front: a read-then-write transaction could otherwise fail with
-    SQLITE_BUSY when another process commits in between, which busy_timeout cannot wait out."""
+    """Begin SQLite transactions ourselves; IMMEDIATE ones (claims) take the write lock up front, since a
+    read-then-write transaction fails with SQLITE_BUSY, past any busy_timeout, if a writer commits between."""
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

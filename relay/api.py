@@ -34,11 +34,11 @@ def follow_up(dedup_key, action):
 @bp.post("/log/<int:log_id>/retry")
 def retry(log_id):
     """Send a failed or dead row again."""
-    row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
-    if row.status not in (models.FAILED, models.DEAD):
-        raise Conflict(f"row {log_id} is {row.status}; only failed or dead rows can be retried")
-    outbox.requeue(db.session, [log_id], models.utcnow())
+    moved = outbox.requeue(db.session, models.utcnow(), IncidentLog.id == log_id)
     db.session.commit()
+    if not moved:
+        row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
+        raise Conflict(f"row {log_id} is {row.status}; only failed or dead rows can be retried")
     delivery.wake()
     return jsonify({"log_id": log_id, "status": models.PENDING}), 202
 

@@ -9,8 +9,6 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from sqlalchemy import select
-
 from relay import configure, delivery, incidents, models, outbox
 from relay.errors import error_body
 from relay.models import IncidentLog, db
@@ -143,19 +141,17 @@ def worker():
 @click.option("--id", "log_ids", multiple=True, type=int, help="Only these rows (repeatable).")
 def replay(statuses, since, log_ids):
     """Put failed or dead rows back in the outbox; the delivery worker sends them again in order."""
-    query = select(IncidentLog.id).where(IncidentLog.status.in_(statuses or (models.FAILED, models.DEAD)))
+    conditions = [IncidentLog.id.in_(log_ids)] if log_ids else []
     if since:
         try:
-            query = query.where(IncidentLog.created_at >= parse_since(since, models.utcnow()))
+            conditions.append(IncidentLog.created_at >= parse_since(since, models.utcnow()))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since") from None
-    if log_ids:
-        query = query.where(IncidentLog.id.in_(log_ids))
-    ids = db.session.scalars(query).all()
-    moved = outbox.requeue(db.session, ids, models.utcnow()) if ids else 0
+    ids = outbox.requeue(db.session, models.utcnow(), *conditions,
+                         statuses=statuses or (models.FAILED, models.DEAD))
     db.session.commit()
     delivery.wake()
-    click.echo(json.dumps({"requeued": moved, "log_ids": ids}))
+    click.echo(json.dumps({"requeued": len(ids), "log_ids": ids}))
 
 
 def init_app(app):

@@ -4,6 +4,7 @@ import os
 
 from marshmallow import ValidationError
 
+from relay.masking import mask
 from relay.routing import ConfigError, Routing, load_routing
 from relay.sources import generic
 
@@ -30,7 +31,7 @@ def describe(routing: Routing) -> list[str]:
     for route in [*routing.routes, routing.default]:
         if route is None:
             continue
-        key = "templated" if route.routing_key_template else "…" + (route.routing_key or "")[-4:]
+        key = "templated" if route.routing_key_template else mask(route.routing_key)
         matchers = ", ".join(map(str, route.matchers)) or "(everything)"
         lines.append(f"{route.name}: {matchers} → key {key}, dedup {route.dedup}"
                      f"{', continue' if route.continue_ else ''}")

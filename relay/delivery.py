@@ -117,7 +117,7 @@ class DeliveryWorker:
         claimed = []
         slots = self.concurrency - self.inflight
         if slots > 0 and not self.stopping.is_set():
-            with engine.begin() as conn:
+            with outbox.claiming(engine) as conn:
                 claimed = outbox.claim(conn, self.id, slots, utcnow(), self.lease_seconds, self.per_minute)
             for item in claimed:
                 self.inflight += 1

@@ -85,7 +85,9 @@ def _links(alert: Alert) -> list[dict]:
 def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
     if route and route.custom_details is not None:
         return {name: render(template, context) or "" for name, template in route.custom_details.items()}
-    details = {"labels": alert.labels, "annotations": alert.annotations, "firing_since": alert.starts_at}
+    details = {"labels": alert.labels, "annotations": alert.annotations}
+    if alert.starts_at:
+        details["firing_since"] = alert.starts_at
     if alert.ends_at:
         details["resolved_at"] = alert.ends_at
     return {**details, **alert.details}
@@ -142,7 +144,7 @@ def redacted(value, secret: str):
 
 
 def _without_key(event: dict, routing_key: str) -> dict:
-    """Keep the routing key in its field only: a key taken from a label would show in custom_details."""
+    """Keep a templated routing key in its field only: taken from a label, it would show in custom_details."""
     body = {k: v for k, v in event.items() if k != "routing_key"}
     return {"routing_key": event["routing_key"], **redacted(body, routing_key)}
 
@@ -161,7 +163,8 @@ def event_for(alert: Alert, route: Route) -> Planned:
         event = trigger_event(alert, route, routing_key, dedup_key)
     else:
         event = {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
-    return Planned(alert, route.name, _without_key(_validated(event), routing_key))
+    event = _validated(event)
+    return Planned(alert, route.name, _without_key(event, routing_key) if route.routing_key_template else event)
 
 
 def unrouted(alert: Alert, problem: str, secret: str | None = None) -> Planned:

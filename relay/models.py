@@ -21,6 +21,8 @@ FAILED = "failed"  # PagerDuty refused the event (400): retrying cannot help
 DEAD = "dead"  # retried until the give-up age
 UNROUTED = "unrouted"  # matched no route: kept so it is never silently dropped
 OPEN = (PENDING, RETRYING)  # states the delivery worker still has to act on
+# The same, as literal SQL: a partial index is only used when the query repeats its predicate verbatim.
+OPEN_SQL = "status IN ('pending', 'retrying')"
 
 
 class UTCDateTime(TypeDecorator):
@@ -67,7 +69,7 @@ class IncidentLog(db.Model):
     routing_key_masked = db.Column(db.String(16), nullable=False)
     event = db.Column(JSON, nullable=False)  # the Events API body without routing_key
     alert = db.Column(JSON)  # the inbound alert the event was mapped from, for "what it sent and why"
-    status = db.Column(db.String(16), nullable=False, default=PENDING, index=True)
+    status = db.Column(db.String(16), nullable=False, default=PENDING)
     attempts = db.Column(db.Integer, nullable=False, default=0)
     next_attempt_at = db.Column(UTCDateTime, default=utcnow)
     # A delivery worker's lease on the row; once claimed_until passes, another worker may take it over.
@@ -88,7 +90,8 @@ class IncidentLog(db.Model):
     __table_args__ = (
         db.Index("ix_incident_log_created_at", "created_at"),
         db.Index("ix_incident_log_dedup_key", "dedup_key"),
-        db.Index("ix_incident_log_due", "status", "next_attempt_at"),
+        # The outbox proper: only open rows, in acceptance order, so claiming never wades through history.
+        db.Index("ix_incident_log_open", "id", sqlite_where=db.text(OPEN_SQL), postgresql_where=db.text(OPEN_SQL)),
         # Per-alert order: an event waits while an earlier one for the same key pair is still open.
         db.Index("ix_incident_log_order", "routing_key", "dedup_key", "id"),
     )

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import aliased
 
 from relay import models
@@ -65,7 +65,8 @@ def _ready(now: datetime):
         earlier.routing_key == log.routing_key, earlier.dedup_key == log.dedup_key,
         earlier.id < log.id, earlier.status.in_(models.OPEN),
     ).exists()
-    return (log.status.in_(models.OPEN), or_(log.claimed_until.is_(None), log.claimed_until < now), ~blocked)
+    return (text(f"incident_log.{models.OPEN_SQL}"), or_(log.claimed_until.is_(None), log.claimed_until < now),
+            ~blocked)
 
 
 def _due(now: datetime):
@@ -144,31 +145,49 @@ def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float,
             for row, attempt_id in zip(allowed, attempt_ids)]
 
 
-def _row_outcome(claimed: Claimed, delivery: Delivery, now: datetime, policy: RetryPolicy) -> dict:
-    """The row's new state after one attempt."""
+def _new_state(claimed: Claimed, delivery: Delivery, now: datetime, policy: RetryPolicy) -> tuple[str, datetime]:
+    """The row's next status after one attempt, and when it is next due."""
     if delivery.ok:
-        return {"status": models.DELIVERED, "delivered_at": now,
-                "dedup_key": func.coalesce(IncidentLog.dedup_key, delivery.dedup_key)}
+        return models.DELIVERED, now
     if delivery.outcome == FAILED:
-        return {"status": models.FAILED}
+        return models.FAILED, now
     if policy.gives_up(claimed.created_at, now):
-        return {"status": models.DEAD}
-    return {"status": models.RETRYING,
-            "next_attempt_at": now + timedelta(seconds=policy.delay(claimed.attempts, delivery.retry_after))}
+        return models.DEAD, now
+    return models.RETRYING, now + timedelta(seconds=policy.delay(claimed.attempts, delivery.retry_after))
+
+
+_finish_attempt = (update(DeliveryAttempt).where(DeliveryAttempt.id == bindparam("b_attempt_id"))
+                   .values(outcome=bindparam("b_outcome"), http_status=bindparam("b_http_status"),
+                           duration_ms=bindparam("b_duration_ms"), error=bindparam("b_attempt_error")))
+# Only the lease holder moves the row: after a takeover the newer holder's answer counts.
+_finish_row = (update(IncidentLog).where(IncidentLog.id == bindparam("b_log_id"),
+                                          IncidentLog.claimed_by == bindparam("b_worker"))
+               .values(status=bindparam("b_status"), next_attempt_at=bindparam("b_next"),
+                       delivered_at=func.coalesce(IncidentLog.delivered_at, bindparam("b_delivered_at")),
+                       dedup_key=func.coalesce(IncidentLog.dedup_key, bindparam("b_dedup_key")),
+                       http_status=bindparam("b_http_status"), pd_status=bindparam("b_pd_status"),
+                       pd_message=bindparam("b_pd_message"), pd_errors=bindparam("b_pd_errors"),
+                       error=bindparam("b_error"), claimed_by=None, claimed_until=None,
+                       updated_at=bindparam("b_now")))
+
+
+def _result_params(worker_id, claimed: Claimed, delivery: Delivery, now, policy) -> dict:
+    status, next_at = _new_state(claimed, delivery, now, policy)
+    return {
+        "b_attempt_id": claimed.attempt_id, "b_outcome": delivery.outcome, "b_http_status": delivery.http_status,
+        "b_duration_ms": round(delivery.duration_ms, 2), "b_attempt_error": delivery.error or _errors_text(delivery),
+        "b_log_id": claimed.log_id, "b_worker": worker_id, "b_status": status, "b_next": next_at,
+        "b_delivered_at": now if status == models.DELIVERED else None, "b_dedup_key": delivery.dedup_key,
+        "b_pd_status": delivery.status, "b_pd_message": delivery.message, "b_pd_errors": delivery.errors or None,
+        "b_error": delivery.error, "b_now": now,
+    }
 
 
 def complete(conn, worker_id: str, results, now: datetime, policy: RetryPolicy) -> None:
     """Record each (claimed, delivery) result on its attempt and move its row on, releasing the lease."""
-    for claimed, delivery in results:
-        conn.execute(update(DeliveryAttempt).where(DeliveryAttempt.id == claimed.attempt_id).values(
-            outcome=delivery.outcome, http_status=delivery.http_status,
-            duration_ms=round(delivery.duration_ms, 2), error=delivery.error or _errors_text(delivery)))
-        # Only the lease holder moves the row: after a takeover the newer holder's answer counts.
-        conn.execute(update(IncidentLog).where(
-            IncidentLog.id == claimed.log_id, IncidentLog.claimed_by == worker_id).values(
-            http_status=delivery.http_status, pd_status=delivery.status, pd_message=delivery.message,
-            pd_errors=delivery.errors or None, error=delivery.error, claimed_by=None, claimed_until=None,
-            updated_at=now, **_row_outcome(claimed, delivery, now, policy)))
+    params = [_result_params(worker_id, claimed, delivery, now, policy) for claimed, delivery in results]
+    conn.execute(_finish_attempt, params)
+    conn.execute(_finish_row, params)
 
 
 def _errors_text(delivery: Delivery) -> str | None:
@@ -177,9 +196,17 @@ def _errors_text(delivery: Delivery) -> str | None:
     return "; ".join([delivery.message or "", *delivery.errors]).strip("; ") or None
 
 
-def requeue(conn, ids, now: datetime) -> int:  # conn: a Connection or a Session
-    """Put failed or dead rows back in the outbox as pending, due now; return how many moved."""
-    result = conn.execute(update(IncidentLog).where(
-        IncidentLog.id.in_(ids), IncidentLog.status.in_((models.FAILED, models.DEAD))).values(
-        status=models.PENDING, next_attempt_at=now, claimed_by=None, claimed_until=None, updated_at=now))
-    return result.rowcount
+def requeue(conn, now: datetime, *conditions, statuses=(models.FAILED, models.DEAD)) -> list[int]:
+    """Put failed or dead rows matching the conditions back in the outbox, due now; return their ids.
+
+    One UPDATE, no read before it: safe against concurrent writers on SQLite too.
+    """
+    result = conn.execute(update(IncidentLog).where(IncidentLog.status.in_(statuses), *conditions).values(
+        status=models.PENDING, next_attempt_at=now, claimed_by=None, claimed_until=None, updated_at=now,
+    ).returning(IncidentLog.id))
+    return sorted(result.scalars().all())
+
+
+def claiming(engine):
+    """A transaction fit for claims: on SQLite it holds the write lock from its first read."""
+    return engine.execution_options(sqlite_immediate=True).begin()

@@ -16,9 +16,8 @@ TEMPLATED_FIELDS = ("summary", "source", "component", "group", "class", "client"
 # What a route renders when it sets nothing itself: enough for a person on call at 3 a.m.
 DEFAULT_TEMPLATES = {
     "summary": (
-        '{{ labels.alertname or "Alert" }}'
         "{% set text = annotations.summary or annotations.description or annotations.message %}"
-        "{% if text %}: {{ text }}{% endif %}"
+        '{{ [labels.alertname, text] | select | join(": ") or "Alert" }}'  # generic alerts have no alertname
         "{% set where = labels.instance or labels.pod or labels.host or labels.service or labels.job %}"
         "{% if where %} ({{ where }}){% endif %}"
     ),

@@ -1,7 +1,7 @@
 """PagerDuty Events API v2 simulator: a local stand-in for events.pagerduty.com.
 
 Owns: validating events like PagerDuty does, per-(routing key, dedup key) alert state, a record of
-every request received, fault injection (latency, scripted answers, outage), the `/_sim/*` control
+every request received, fault injection (latency, scripted answers, outage, a random error rate), the `/_sim/*` control
 endpoints, the in-process `PagerDutySimulator` API and the `python -m relay.simulator` CLI.
 Stdlib only, so it runs anywhere the relay's tests or benchmarks run.
 
@@ -10,6 +10,7 @@ and PagerDuty/api-schema `reference/events-v2/openapiv3.json`, as summarised in 
 """
 import argparse
 import json
+import random
 import signal
 import socketserver
 import sys
@@ -218,6 +219,9 @@ class SimulatorState:
         self._faults: deque = deque()
         self._latency = 0.0
         self._outage: str | None = None
+        self._error_rate = 0.0
+        self._error_status = 503
+        self._random = random.Random()
         self._routing_keys: frozenset = frozenset()
         # A request still sleeping in injected latency when a reset comes must not land in the new records.
         self._generation = getattr(self, "_generation", 0) + 1
@@ -250,6 +254,16 @@ class SimulatorState:
         with self._lock:
             self._outage = mode
 
+    def set_error_rate(self, rate, status: int = 503, seed=None) -> None:
+        """Answer this fraction of events (0 to 1) with `status`, at random (`seed` makes it repeatable)."""
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ValueError("error rate must be a number from 0 to 1")
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError("error status must be an HTTP status code")
+        with self._lock:
+            self._error_rate, self._error_status = float(rate), status
+            self._random = random.Random(seed)
+
     def inject(self, status, count: int = 1, retry_after=None) -> None:
         """Queue `count` scripted answers with this status (or "refuse"), optionally with Retry-After."""
         if status != REFUSE and (isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599):
@@ -266,6 +280,8 @@ class SimulatorState:
             return {
                 "latency": self._latency,
                 "outage": self._outage,
+                "error_rate": self._error_rate,
+                "error_status": self._error_status,
                 "routing_keys": sorted(mask_key(key) for key in self._routing_keys),
                 "faults": [{"status": s, "count": c, "retry_after": r} for s, c, r in self._faults],
             }
@@ -279,6 +295,8 @@ class SimulatorState:
             if self._outage is not None:
                 return self._latency, (503, None)
             if not self._faults:
+                if self._error_rate and self._random.random() < self._error_rate:
+                    return self._latency, (self._error_status, None)
                 return self._latency, None
             fault = self._faults[0]
             fault[1] -= 1
@@ -517,9 +535,9 @@ def _json_object(raw: bytes) -> dict:
 
 
 def _ctl_config(state: SimulatorState, url, raw: bytes) -> tuple[int, dict]:
-    """POST /_sim/config: set any of latency, routing_keys, outage."""
+    """POST /_sim/config: set any of latency, routing_keys, outage, error_rate (with error_status, seed)."""
     body = _json_object(raw)
-    unknown = set(body) - {"latency", "routing_keys", "outage"}
+    unknown = set(body) - {"latency", "routing_keys", "outage", "error_rate", "error_status", "seed"}
     if unknown:
         raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
     if "latency" in body:
@@ -531,6 +549,8 @@ def _ctl_config(state: SimulatorState, url, raw: bytes) -> tuple[int, dict]:
         state.set_routing_keys(keys)
     if "outage" in body:
         state.set_outage(body["outage"])
+    if "error_rate" in body:
+        state.set_error_rate(body["error_rate"], body.get("error_status", 503), body.get("seed"))
     return 200, state.config()
 
 
@@ -666,6 +686,10 @@ class PagerDutySimulator:
     def set_outage(self, mode) -> None:
         """Outage mode: "503", "refuse" or None."""
         self.state.set_outage(mode)
+
+    def set_error_rate(self, rate, status: int = 503, seed=None) -> None:
+        """Answer a random fraction `rate` of events with `status` (after outage and scripted answers)."""
+        self.state.set_error_rate(rate, status, seed)
 
     def inject(self, status, count: int = 1, retry_after=None) -> None:
         """Answer the next `count` events with `status` (or "refuse"), optionally with Retry-After."""

@@ -29,7 +29,7 @@ def add(app, routing_key, action="trigger", dedup_key="d"):
 
 
 def claim(app, worker="w1", slots=10, now=None, lease=30, per_minute=0):
-    with app.app_context(), db.engine.begin() as conn:
+    with app.app_context(), outbox.claiming(db.engine) as conn:
         return outbox.claim(conn, worker, slots, now or utcnow(), lease, per_minute)
 
 
@@ -151,7 +151,7 @@ def test_requeue_puts_failed_and_dead_rows_back(app, routing_key):
     first, second = claim(app)
     complete(app, [(first, Delivery("failed", 400)), (second, Delivery("delivered", 202))])
     with app.app_context(), db.engine.begin() as conn:
-        assert outbox.requeue(conn, [log_id, delivered_id], utcnow()) == 1
+        assert outbox.requeue(conn, utcnow(), IncidentLog.id.in_([log_id, delivered_id])) == [log_id]
     assert row(app, log_id).status == "pending" and row(app, delivered_id).status == "delivered"
 
 

@@ -8,6 +8,8 @@ Create Date: 2026-11-26
 from alembic import op
 import sqlalchemy as sa
 
+OPEN_SQL = "status IN ('pending', 'retrying')"
+
 
 # revision identifiers, used by Alembic.
 revision = '0003'
@@ -24,7 +26,8 @@ def upgrade():
     with op.batch_alter_table('incident_log', schema=None) as batch_op:
         batch_op.add_column(sa.Column('claimed_by', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True))
-        batch_op.create_index('ix_incident_log_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.drop_index("ix_incident_log_status")
+        batch_op.create_index("ix_incident_log_open", ["id"], unique=False, sqlite_where=sa.text(OPEN_SQL), postgresql_where=sa.text(OPEN_SQL))
         batch_op.create_index('ix_incident_log_order', ['routing_key', 'dedup_key', 'id'], unique=False)
 
 
@@ -32,7 +35,8 @@ def upgrade():
 def downgrade():
     with op.batch_alter_table('incident_log', schema=None) as batch_op:
         batch_op.drop_index('ix_incident_log_order')
-        batch_op.drop_index('ix_incident_log_due')
+        batch_op.drop_index("ix_incident_log_open")
+        batch_op.create_index("ix_incident_log_status", ["status"], unique=False)
         batch_op.drop_column('claimed_until')
         batch_op.drop_column('claimed_by')
 
