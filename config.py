@@ -42,7 +42,7 @@ class Config:
 
     # Delivery: a worker in every relay process (RELAY_DELIVERY=0 leaves it to `flask relay worker`).
     RELAY_DELIVERY = os.environ.get("RELAY_DELIVERY", "1") == "1"
-    RELAY_DELIVERY_CONCURRENCY = _env_int("RELAY_DELIVERY_CONCURRENCY", 16)  # requests in flight per process
+    RELAY_DELIVERY_CONCURRENCY = _env_int("RELAY_DELIVERY_CONCURRENCY", 64)  # requests in flight per process
     RELAY_DELIVERY_POLL_SECONDS = _env_float("RELAY_DELIVERY_POLL_SECONDS", 1.0)  # fallback when not woken
     RELAY_CLAIM_LEASE_SECONDS = _env_float("RELAY_CLAIM_LEASE_SECONDS", 60)  # a dead worker's rows wait this long
     RELAY_RETRY_BASE_SECONDS = _env_float("RELAY_RETRY_BASE_SECONDS", 1.0)
