@@ -12,6 +12,20 @@ def _env_int(name, default):
     return int(os.environ.get(name, default))
 
 
+def _source_auth(source):
+    """Webhook credentials for one source: RELAY_<SOURCE>_TOKEN (or RELAY_WEBHOOK_TOKEN for all), basic, HMAC."""
+    prefix = f"RELAY_{source.upper()}_"
+    return {
+        "bearer_token": os.environ.get(prefix + "TOKEN") or os.environ.get("RELAY_WEBHOOK_TOKEN", ""),
+        "basic_user": os.environ.get(prefix + "BASIC_USER", ""),
+        "basic_password": os.environ.get(prefix + "BASIC_PASSWORD", ""),
+        "hmac_secret": os.environ.get(prefix + "HMAC_SECRET", ""),
+        "hmac_header": os.environ.get(prefix + "HMAC_HEADER", "X-Grafana-Alerting-Signature"),
+        "timestamp_header": os.environ.get(prefix + "TIMESTAMP_HEADER", ""),
+        "max_skew_seconds": _env_float(prefix + "MAX_SKEW_SECONDS", 300),
+    }
+
+
 def _database_url():
     """Read DATABASE_URL, steering plain postgres URLs to the psycopg 3 driver we ship."""
     url = os.environ.get("DATABASE_URL")
@@ -52,6 +66,12 @@ class Config:
     RELAY_RATE_LIMIT_PER_MINUTE = _env_int("RELAY_RATE_LIMIT_PER_MINUTE", 120)
     # How long POST /api/v1/incidents and the CLI wait for PagerDuty before answering "queued".
     RELAY_SYNC_WAIT_SECONDS = _env_float("RELAY_SYNC_WAIT_SECONDS", 10)
+
+    # Inbound authentication. A source with no credential accepts webhooks from loopback only, unless
+    # RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1; without RELAY_API_TOKEN the API and page answer loopback only.
+    WEBHOOK_AUTH = {source: _source_auth(source) for source in ("alertmanager", "grafana", "generic")}
+    RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS = os.environ.get("RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS", "0") == "1"
+    RELAY_API_TOKEN = os.environ.get("RELAY_API_TOKEN", "")
 
     # What the relay puts in payload.source when the caller gives none.
     RELAY_EVENT_SOURCE = os.environ.get("RELAY_EVENT_SOURCE", "relay")

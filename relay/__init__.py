@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from config import Config
-from relay import api, cli, configure, errors, health, webhooks
+from relay import api, auth, cli, configure, errors, health, webhooks
 from relay.models import db
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
@@ -32,6 +32,7 @@ def create_app(test_config=None):
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     configure.init_app(app)
+    auth.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)

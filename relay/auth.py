@@ -1,0 +1,146 @@
+"""Who may call the relay: per-source webhook credentials (bearer, basic, Grafana's HMAC signature), the
+API token, and the loopback-only default when nothing is configured. Every comparison is constant-time."""
+import hashlib
+import hmac
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, fields
+
+from flask import current_app, request
+
+from relay.errors import RelayError
+from relay.routing import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Unauthorized(RelayError):
+    """Missing or wrong credentials; deliberately silent about which part was wrong."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class LoopbackOnly(RelayError):
+    """No credential is configured, so only local callers are served."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+@dataclass(frozen=True)
+class SourceAuth:
+    """The credentials one webhook source accepts; any one configured method that holds lets a request in."""
+
+    bearer_token: str = ""
+    basic_user: str = ""
+    basic_password: str = ""
+    hmac_secret: str = ""
+    hmac_header: str = "X-Grafana-Alerting-Signature"
+    timestamp_header: str = ""  # when set, Grafana signs "<unix seconds>:<body>" (grafana/alerting http/hmac.go)
+    max_skew_seconds: float = 300.0
+
+    @property
+    def configured(self) -> bool:
+        """Tell whether any credential is set."""
+        return bool(self.bearer_token or self.basic_user or self.hmac_secret)
+
+
+def same(given: str, expected: str) -> bool:
+    """Compare secrets in constant time."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def bearer_ok(auth: SourceAuth) -> bool:
+    """Check an `Authorization: Bearer …` header, as Alertmanager's http_config.authorization sends it."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return bool(auth.bearer_token) and scheme.lower() == "bearer" and same(token.strip(), auth.bearer_token)
+
+
+def basic_ok(auth: SourceAuth) -> bool:
+    """Check HTTP basic auth."""
+    given = request.authorization
+    if not auth.basic_user or given is None or given.type != "basic":
+        return False
+    user_ok = same(given.username or "", auth.basic_user)
+    return same(given.password or "", auth.basic_password) and user_ok  # both compared, always
+
+
+def hmac_ok(auth: SourceAuth, now: float) -> bool:
+    """Check Grafana's hex HMAC-SHA256 signature of the body (and timestamp, within the allowed skew)."""
+    signature = request.headers.get(auth.hmac_header, "").strip().lower()
+    if not auth.hmac_secret or not signature:
+        return False
+    signed = request.get_data(cache=True)
+    if auth.timestamp_header:
+        stamp = request.headers.get(auth.timestamp_header, "").strip()
+        if not stamp.isdigit() or abs(now - int(stamp)) > auth.max_skew_seconds:
+            return False  # a captured request replayed later is refused
+        signed = stamp.encode() + b":" + signed
+    expected = hmac.new(auth.hmac_secret.encode(), signed, hashlib.sha256).hexdigest()
+    return same(signature, expected)
+
+
+def is_loopback(address: str | None) -> bool:
+    """Tell whether the peer address is this machine."""
+    try:
+        return ipaddress.ip_address((address or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def check_webhook(source_name: str) -> None:
+    """Let a webhook in, or raise Unauthorized / LoopbackOnly."""
+    auth = current_app.extensions["relay.webhook_auth"].get(source_name, SourceAuth())
+    if not auth.configured:
+        if is_loopback(request.remote_addr) or current_app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"]:
+            return
+        raise LoopbackOnly("no credential is configured for this source, so it accepts webhooks from "
+                           "loopback only; see the README's Security section")
+    if not (bearer_ok(auth) or basic_ok(auth) or hmac_ok(auth, time.time())):
+        raise Unauthorized("missing or invalid credentials")
+
+
+def check_api() -> None:
+    """Let an API or page request in: the API token, or loopback when no token is set."""
+    token = current_app.config["RELAY_API_TOKEN"]
+    if not token:
+        if is_loopback(request.remote_addr):
+            return
+        raise LoopbackOnly("RELAY_API_TOKEN is not set, so the API answers loopback only")
+    if not bearer_ok(SourceAuth(bearer_token=token)):
+        raise Unauthorized("missing or invalid credentials")
+
+
+def _guard():
+    """Route each request to its check by blueprint; health and metrics stay open."""
+    if request.blueprint == "webhooks":
+        check_webhook((request.view_args or {}).get("source_name", ""))
+    elif request.blueprint in ("api", "ui"):
+        check_api()
+
+
+def load(config) -> dict[str, SourceAuth]:
+    """Read WEBHOOK_AUTH from config into checked SourceAuth values."""
+    known = {f.name for f in fields(SourceAuth)}
+    loaded = {}
+    for source, settings in (config.get("WEBHOOK_AUTH") or {}).items():
+        unknown = set(settings) - known
+        if unknown:
+            raise ConfigError(f"WEBHOOK_AUTH[{source!r}]: unknown setting(s) {', '.join(sorted(unknown))}")
+        loaded[source] = SourceAuth(**settings)
+    return loaded
+
+
+def init_app(app):
+    """Install the guard and say, at start-up, what is open to whom."""
+    app.extensions["relay.webhook_auth"] = load(app.config)
+    app.before_request(_guard)
+    for source in ("alertmanager", "grafana", "generic"):
+        if not app.extensions["relay.webhook_auth"].get(source, SourceAuth()).configured:
+            scope = "from anywhere (RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1)" \
+                if app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] else "from loopback only"
+            log.warning("webhooks for %s have no credential configured: accepted %s", source, scope)
+    if not app.config["RELAY_API_TOKEN"]:
+        log.warning("RELAY_API_TOKEN is not set: the API and the log page answer loopback only")

@@ -1,0 +1,141 @@
+"""Inbound authentication: per-source webhook credentials, the API token, loopback-only defaults."""
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from relay.auth import SourceAuth, is_loopback
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REMOTE = {"REMOTE_ADDR": "203.0.113.9"}  # a caller from the network, not this machine
+TOKEN = "am-token-7c1e9a"
+SECRET = "grafana-hmac-secret"
+
+
+def payload(name="alertmanager_firing_v4.json"):
+    return (FIXTURES / name).read_bytes()
+
+
+def signature(body: bytes, stamp: str | None = None) -> str:
+    signed = (stamp.encode() + b":" + body) if stamp else body
+    return hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def secured(make_app):
+    """An app where each source has its own kind of credential and the API a token."""
+    return make_app(RELAY_API_TOKEN="api-token-42", WEBHOOK_AUTH={
+        "alertmanager": {"bearer_token": TOKEN},
+        "generic": {"basic_user": "ops", "basic_password": "s3cret"},
+        "grafana": {"hmac_secret": SECRET, "timestamp_header": "X-Grafana-Alerting-Signature-Timestamp",
+                    "max_skew_seconds": 60},
+    }).test_client()
+
+
+def post(client, source, body, headers=None):
+    return client.post(f"/webhooks/{source}", data=body, headers=headers or {}, environ_base=REMOTE,
+                       content_type="application/json")
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"Authorization": f"Bearer {TOKEN}"}, 202),
+    ({"Authorization": f"bearer {TOKEN}"}, 202),
+    ({}, 401),
+    ({"Authorization": "Bearer wrong"}, 401),
+    ({"Authorization": f"Bearer {TOKEN}x"}, 401),
+    ({"Authorization": TOKEN}, 401),
+    ({"Authorization": basic("x", TOKEN)}, 401),
+])
+def test_bearer_token(secured, headers, status):
+    response = post(secured, "alertmanager", payload(), headers)
+    assert response.status_code == status
+    if status == 401:
+        assert response.get_json() == {"error": {"code": "unauthorized", "message": "missing or invalid credentials"}}
+
+
+@pytest.mark.parametrize("user, password, status", [("ops", "s3cret", 202), ("ops", "wrong", 401),
+                                                    ("root", "s3cret", 401), ("", "", 401)])
+def test_basic_auth(secured, user, password, status):
+    body = json.dumps({"summary": "disk full", "severity": "critical"}).encode()
+    assert post(secured, "generic", body, {"Authorization": basic(user, password)}).status_code == status
+
+
+def test_grafana_hmac_with_timestamp(secured):
+    body = payload("grafana_unified_firing_docs.json")
+    stamp = str(int(time.time()))
+    good = {"X-Grafana-Alerting-Signature": signature(body, stamp), "X-Grafana-Alerting-Signature-Timestamp": stamp}
+    assert post(secured, "grafana", body, good).status_code == 202
+    assert post(secured, "grafana", body + b" ", good).status_code == 401  # body changed after signing
+    old = str(int(time.time()) - 120)  # outside the 60 s skew: a replayed capture
+    replayed = {"X-Grafana-Alerting-Signature": signature(body, old), "X-Grafana-Alerting-Signature-Timestamp": old}
+    assert post(secured, "grafana", body, replayed).status_code == 401
+    unstamped = {"X-Grafana-Alerting-Signature": signature(body)}
+    assert post(secured, "grafana", body, unstamped).status_code == 401
+
+
+def test_grafana_hmac_without_timestamp(make_app):
+    client = make_app(WEBHOOK_AUTH={"grafana": {"hmac_secret": SECRET}}).test_client()
+    body = payload("grafana_unified_firing_docs.json")
+    assert post(client, "grafana", body, {"X-Grafana-Alerting-Signature": signature(body)}).status_code == 202
+    assert post(client, "grafana", body, {"X-Grafana-Alerting-Signature": "00" * 32}).status_code == 401
+
+
+def test_source_without_credential_serves_loopback_only(make_app):
+    client = make_app(WEBHOOK_AUTH={}).test_client()
+    assert client.post("/webhooks/alertmanager", data=payload(), content_type="application/json",
+                       environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 202
+    refused = post(client, "alertmanager", payload())
+    assert refused.status_code == 403 and "loopback only" in refused.get_json()["error"]["message"]
+
+
+def test_opening_unauthenticated_webhooks_takes_an_explicit_setting(make_app):
+    client = make_app(WEBHOOK_AUTH={}, RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=True).test_client()
+    assert post(client, "alertmanager", payload()).status_code == 202
+
+
+def test_api_needs_its_token(secured):
+    body = {"title": "t", "service_key": "k" * 32}
+    refused = secured.post("/api/v1/incidents", json=body, environ_base=REMOTE)
+    assert refused.status_code == 401
+    wrong = secured.post("/api/v1/preview/alertmanager", data=payload(), environ_base=REMOTE,
+                         headers={"Authorization": f"Bearer {TOKEN}"})  # a webhook token is not the API token
+    assert wrong.status_code == 401
+    allowed = secured.post("/api/v1/preview/alertmanager", data=payload(), environ_base=REMOTE,
+                           headers={"Authorization": "Bearer api-token-42"})
+    assert allowed.status_code == 200
+
+
+def test_api_without_token_answers_loopback_only(make_app):
+    client = make_app(RELAY_API_TOKEN="").test_client()
+    assert client.post("/api/v1/preview/alertmanager", data=payload(),
+                       environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+    assert client.post("/api/v1/preview/alertmanager", data=payload(), environ_base=REMOTE).status_code == 403
+
+
+def test_health_stays_open(secured):
+    assert secured.get("/healthz", environ_base=REMOTE).status_code == 200
+
+
+def test_unknown_auth_setting_stops_start_up(make_app):
+    from relay.routing import ConfigError
+    with pytest.raises(ConfigError, match="bearer"):
+        make_app(WEBHOOK_AUTH={"alertmanager": {"bearer": "typo"}})
+
+
+@pytest.mark.parametrize("address, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True),
+                                               ("10.0.0.1", False), ("203.0.113.9", False), ("", False),
+                                               (None, False), ("not-an-ip", False)])
+def test_is_loopback(address, loopback):
+    assert is_loopback(address) == loopback
+
+
+def test_configured_means_a_credential_is_set():
+    assert not SourceAuth().configured and SourceAuth(hmac_secret="s").configured
