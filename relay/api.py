@@ -1,11 +1,12 @@
-"""The JSON API under /api/v1: the create-incident job and its follow-ups."""
-from flask import Blueprint, abort, jsonify
+"""The JSON API under /api/v1: the create-incident job, the incident log, retries and previews."""
+from flask import Blueprint, abort, jsonify, request
 
-from relay import delivery, incidents, models, outbox, webhooks
+from relay import delivery, incidents, logquery, models, outbox, webhooks
 from relay.errors import RelayError
 from relay.models import IncidentLog, db
 from relay.masking import mask
 from relay.payloads import read_json
+from relay.views import log_entry
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -29,6 +30,20 @@ def follow_up(dedup_key, action):
     """Acknowledge or resolve an incident by its dedup key."""
     result = incidents.follow_up(action, dedup_key, read_json(), source="api")
     return jsonify(result.body), result.http_status
+
+
+@bp.get("/log")
+def list_log():
+    """List incident_log rows, newest first, filtered and paginated by the query string."""
+    rows, next_before_id = logquery.find(db.session, logquery.log_filter.load(request.args))
+    return jsonify({"items": [log_entry(row) for row in rows], "next_before_id": next_before_id})
+
+
+@bp.get("/log/<int:log_id>")
+def show_log(log_id):
+    """Show one row: the stored event (routing key masked), the inbound alert, PagerDuty's answers, attempts."""
+    row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
+    return jsonify(log_entry(row, with_attempts=True))
 
 
 @bp.post("/log/<int:log_id>/retry")

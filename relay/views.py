@@ -1,4 +1,5 @@
 """How an incident_log row is shown to people and API clients: never with the full routing key."""
+from relay import models
 from relay.models import IncidentLog
 
 
@@ -20,6 +21,7 @@ def log_entry(row: IncidentLog, with_attempts: bool = False) -> dict:
         "routing_key": row.routing_key_masked,
         "status": row.status,
         "attempts": row.attempts,
+        "next_attempt_at": _iso(row.next_attempt_at) if row.status == models.RETRYING else None,
         "delivered_at": _iso(row.delivered_at),
         "http_status": row.http_status,
         "pagerduty": {"status": row.pd_status, "message": row.pd_message, "errors": row.pd_errors or []},
@@ -27,6 +29,7 @@ def log_entry(row: IncidentLog, with_attempts: bool = False) -> dict:
     }
     if with_attempts:
         entry["event"] = {"routing_key": row.routing_key_masked, **row.event}
+        entry["alert"] = row.alert
         entry["attempt_log"] = [
             {"started_at": _iso(a.started_at), "duration_ms": a.duration_ms, "outcome": a.outcome,
              "http_status": a.http_status, "error": a.error}

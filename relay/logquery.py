@@ -1,0 +1,57 @@
+"""Finding incident_log rows for people: filters, newest first, keyset pagination."""
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from sqlalchemy import select
+
+from relay import models
+from relay.models import IncidentLog, utcnow
+from relay.timeutil import parse_since
+
+STATUSES = (models.PENDING, models.RETRYING, models.DELIVERED, models.FAILED, models.DEAD, models.UNROUTED)
+MAX_LIMIT = 500
+
+
+class Moment(fields.Field):
+    """A moment given as an ISO 8601 time or a duration back from now (30m, 2h, 7d)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return parse_since(str(value), utcnow())
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class LogFilterSchema(Schema):
+    """The query string of GET /api/v1/log and the log page."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.Str(validate=validate.OneOf(STATUSES))
+    source = fields.Str(validate=validate.Length(min=1, max=32))
+    route = fields.Str(validate=validate.Length(min=1, max=128))
+    dedup_key = fields.Str(validate=validate.Length(min=1, max=255))
+    since = Moment()
+    until = Moment()
+    before_id = fields.Int(validate=validate.Range(min=1))
+    limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=MAX_LIMIT))
+
+
+log_filter = LogFilterSchema()
+
+
+def find(session, args: dict) -> tuple[list[IncidentLog], int | None]:
+    """Return one page of rows matching the filters, newest first, and the cursor for the next page."""
+    query = select(IncidentLog).order_by(IncidentLog.id.desc()).limit(args["limit"] + 1)
+    for name in ("status", "source", "route", "dedup_key"):
+        if name in args:
+            query = query.where(getattr(IncidentLog, name) == args[name])
+    if "since" in args:
+        query = query.where(IncidentLog.created_at >= args["since"])
+    if "until" in args:
+        query = query.where(IncidentLog.created_at < args["until"])
+    if "before_id" in args:
+        query = query.where(IncidentLog.id < args["before_id"])
+    rows = session.scalars(query).all()
+    more = len(rows) > args["limit"]
+    rows = rows[: args["limit"]]
+    return rows, (rows[-1].id if more else None)

@@ -1,0 +1,94 @@
+"""GET /api/v1/log and /api/v1/log/<id>: filters, pagination, masked keys, attempts."""
+import json
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def filled(make_app):
+    """An app whose log holds 2 Alertmanager events, 1 unrouted generic event and 3 job rows."""
+    app = make_app(DEFAULT_ROUTE=None, ROUTES=[
+        {"name": "infra", "matchers": ['alertname=~".+"'], "routing_key": KEY}])
+    client = app.test_client()
+    client.post("/webhooks/alertmanager", data=(FIXTURES / "alertmanager_firing_v4.json").read_bytes(),
+                content_type="application/json")
+    client.post("/webhooks/generic", json={"summary": "no route for me", "labels": {"team": "x"}})
+    return app, client
+
+
+def items(client, **query):
+    response = client.get("/api/v1/log", query_string=query)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def test_lists_newest_first_with_masked_keys(filled):
+    _, client = filled
+    body = items(client)
+    assert [i["source"] for i in body["items"]] == ["generic", "alertmanager", "alertmanager"]
+    assert body["next_before_id"] is None
+    assert {i["routing_key"] for i in body["items"]} == {"", "…cdef"}
+    assert KEY not in json.dumps(body)
+
+
+@pytest.mark.parametrize("query, sources", [
+    ({"status": "unrouted"}, ["generic"]),
+    ({"status": "pending"}, ["alertmanager", "alertmanager"]),
+    ({"source": "alertmanager"}, ["alertmanager", "alertmanager"]),
+    ({"route": "infra"}, ["alertmanager", "alertmanager"]),
+    ({"since": "1h"}, ["generic", "alertmanager", "alertmanager"]),
+    ({"until": "1h"}, []),
+    ({"since": "2000-01-01T00:00:00Z", "until": "2000-01-02T00:00:00Z"}, []),
+])
+def test_filters(filled, query, sources):
+    assert [i["source"] for i in items(filled[1], **query)["items"]] == sources
+
+
+def test_dedup_key_filter(filled):
+    _, client = filled
+    key = items(client, source="alertmanager")["items"][0]["dedup_key"]
+    assert {i["dedup_key"] for i in items(client, dedup_key=key)["items"]} == {key}
+
+
+def test_keyset_pagination_walks_every_row_once(filled):
+    _, client = filled
+    first = items(client, limit=2)
+    second = items(client, limit=2, before_id=first["next_before_id"])
+    ids = [i["id"] for i in first["items"] + second["items"]]
+    assert len(ids) == 3 == len(set(ids)) and ids == sorted(ids, reverse=True)
+    assert second["next_before_id"] is None
+
+
+@pytest.mark.parametrize("query, field", [({"status": "exploded"}, "status"), ({"limit": "0"}, "limit"),
+                                          ({"limit": "501"}, "limit"), ({"since": "yesterday"}, "since"),
+                                          ({"before_id": "x"}, "before_id")])
+def test_bad_filters_are_400_naming_the_field(filled, query, field):
+    response = filled[1].get("/api/v1/log", query_string=query)
+    assert response.status_code == 400 and field in response.get_json()["error"]["fields"]
+
+
+def test_detail_shows_event_alert_and_attempts(app, client, pd, routing_key):
+    log_id = client.post("/api/v1/incidents", json={"title": "Detail me", "service_key": routing_key}) \
+        .get_json()["log_id"]
+    detail = client.get(f"/api/v1/log/{log_id}").get_json()
+    assert detail["event"]["payload"]["summary"] == "Detail me"
+    assert detail["event"]["routing_key"] == "…" + routing_key[-4:]
+    assert [(a["outcome"], a["http_status"]) for a in detail["attempt_log"]] == [("delivered", 202)]
+    assert detail["pagerduty"]["message"] == "Event processed"
+    assert routing_key not in json.dumps(detail)
+
+
+def test_detail_of_a_webhook_row_keeps_the_inbound_alert(filled):
+    _, client = filled
+    log_id = items(client, source="alertmanager")["items"][0]["id"]
+    alert = client.get(f"/api/v1/log/{log_id}").get_json()["alert"]
+    assert alert["labels"]["alertname"] == "High CPU Temperature" and alert["status"] == "firing"
+
+
+def test_detail_of_unknown_row_is_404(client):
+    response = client.get("/api/v1/log/987654")
+    assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
