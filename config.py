@@ -12,6 +12,14 @@ def _env_int(name, default):
     return int(os.environ.get(name, default))
 
 
+def _env_duration(name, default):
+    """Read a duration such as 30d or 12h from the environment; empty or 0 means none."""
+    from relay.timeutil import parse_duration
+
+    text = os.environ.get(name, default).strip()
+    return None if text in ("", "0") else parse_duration(text)
+
+
 def _source_auth(source):
     """Webhook credentials for one source: RELAY_<SOURCE>_TOKEN (or RELAY_WEBHOOK_TOKEN for all), basic, HMAC."""
     prefix = f"RELAY_{source.upper()}_"
@@ -64,6 +72,8 @@ class Config:
     RELAY_GIVE_UP_AFTER_SECONDS = _env_float("RELAY_GIVE_UP_AFTER_SECONDS", 24 * 3600)
     # PagerDuty allows about 120 events per minute per integration key (05-Rate-Limits.md); 0 turns it off.
     RELAY_RATE_LIMIT_PER_MINUTE = _env_int("RELAY_RATE_LIMIT_PER_MINUTE", 120)
+    # Delivered rows older than this are deleted by the delivery worker (hourly); empty keeps them forever.
+    RELAY_PRUNE_DELIVERED_AFTER = _env_duration("RELAY_PRUNE_DELIVERED_AFTER", "30d")
     # How long POST /api/v1/incidents and the CLI wait for PagerDuty before answering "queued".
     RELAY_SYNC_WAIT_SECONDS = _env_float("RELAY_SYNC_WAIT_SECONDS", 10)
 

@@ -9,10 +9,10 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from relay import configure, delivery, incidents, models, outbox
+from relay import configure, delivery, incidents, models, outbox, retention
 from relay.errors import error_body
 from relay.models import IncidentLog, db
-from relay.timeutil import parse_since
+from relay.timeutil import parse_duration, parse_since
 from relay.views import log_entry
 
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
@@ -152,6 +152,21 @@ def replay(statuses, since, log_ids):
     db.session.commit()
     delivery.wake()
     click.echo(json.dumps({"requeued": len(ids), "log_ids": ids}))
+
+
+@relay_cli.command("prune")
+@click.option("--older-than", required=True, help="Age of the rows to delete: 30d, 12h, 2w…")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(retention.FINISHED),
+              help="Only rows in these states (default: every finished state; open rows are never pruned).")
+def prune(older_than, statuses):
+    """Delete finished incident_log rows (and their attempts) older than the given age."""
+    try:
+        before = models.utcnow() - parse_duration(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    db.session.remove()  # the prune writes through the engine; hold no session transaction meanwhile
+    deleted = retention.prune(db.engine, before, statuses or retention.FINISHED)
+    click.echo(json.dumps({"deleted": deleted, "before": before.isoformat()}))
 
 
 def init_app(app):

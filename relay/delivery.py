@@ -14,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
-from relay import models, outbox
+from relay import models, outbox, retention
 from relay.models import IncidentLog, db, utcnow
 from relay.pagerduty import PagerDutyClient
 from relay.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
+PRUNE_INTERVAL_SECONDS = 3600
 _worker = None  # this process's worker, if one runs here
 _worker_lock = threading.Lock()
 
@@ -55,6 +56,8 @@ class DeliveryWorker:
         self.watchers_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="relay-delivery", daemon=True)
         self.listener = None
+        self.prune_after = config["RELAY_PRUNE_DELIVERED_AFTER"]
+        self.next_prune = time.monotonic() + 60  # not in the middle of start-up
 
     def start(self):
         """Start delivering (and listening for other instances' new rows on PostgreSQL)."""
@@ -154,8 +157,18 @@ class DeliveryWorker:
                 due = outbox.next_due_at(conn, utcnow())
             if due is not None:
                 timeout = min(timeout, max(0.01, (due - utcnow()).total_seconds()))
+        self._prune_when_due(engine)
         self.wake_event.wait(timeout)
         self.wake_event.clear()
+
+    def _prune_when_due(self, engine):
+        """Delete delivered rows past their retention, at most once per prune interval."""
+        if not self.prune_after or time.monotonic() < self.next_prune:
+            return
+        self.next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+        deleted = retention.prune(engine, utcnow() - self.prune_after, [models.DELIVERED])
+        if deleted:
+            log.info("pruned %d delivered rows older than %s", deleted, self.prune_after)
 
     def _listen(self, url):
         """Wake on NOTIFY from other instances' new rows; reconnect when the connection drops."""
