@@ -9,7 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from config import Config
-from relay import api, auth, cli, configure, errors, health, webhooks
+from relay import api, auth, cli, configure, errors, health, openapi, webhooks
 from relay.models import db
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
@@ -37,6 +37,7 @@ def create_app(test_config=None):
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(openapi.bp)
     cli.init_app(app)
     return app
 

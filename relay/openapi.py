@@ -1,0 +1,115 @@
+"""GET /openapi.json: the API described from the same marshmallow schemas that load and answer requests."""
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, jsonify
+
+from relay import schemas
+from relay.incidents import IncidentInputSchema, ServiceKeySchema
+from relay.logquery import LogFilterSchema, Moment
+from relay.sources import alertmanager, grafana
+
+bp = Blueprint("openapi", __name__)
+_spec = None
+
+
+def _json(schema, description="", status=None):
+    return {"description": description or (status or "answer"),
+            "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {"400": _json("Error", "invalid input, named per field"), "401": _json("Error", "missing or bad token"),
+          "403": _json("Error", "no token configured and the caller is not on loopback")}
+GENERIC_BODY = {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}
+
+
+def _webhook(source, body_schema):
+    return {"post": {
+        "summary": f"Receive a {source} notification: every alert is stored as an event before the 202.",
+        "tags": ["webhooks"], "security": [{"webhook_bearer": []}, {"webhook_basic": []}, {}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
+        "responses": {"202": _json("WebhookAccepted", "stored"), **ERRORS,
+                      "413": _json("Error", "body over RELAY_MAX_BODY_BYTES")}}}
+
+
+def _job_responses():
+    return {"200": _json("JobResult", "PagerDuty accepted the event"),
+            "202": _json("JobResult", "stored; PagerDuty has not confirmed it within RELAY_SYNC_WAIT_SECONDS"),
+            "4XX": _json("PagerDutyError", "PagerDuty refused the event (or the input error shape)"),
+            "502": _json("PagerDutyError", "PagerDuty gave up on the event"), **ERRORS}
+
+
+def _paths():
+    log_id = {"name": "log_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    dedup = {"name": "dedup_key", "in": "path", "required": True, "schema": {"type": "string"}}
+    source = {"name": "source_name", "in": "path", "required": True,
+              "schema": {"type": "string", "enum": ["alertmanager", "grafana", "generic"]}}
+    api = {"tags": ["api"], "security": [{"api_token": []}]}
+    return {
+        "/api/v1/incidents": {"post": {**api, "summary": "Create a PagerDuty incident (the original job).",
+                                       "requestBody": {"required": True, "content": {"application/json": {
+                                           "schema": IncidentInputSchema}}},
+                                       "responses": _job_responses()}},
+        "/api/v1/incidents/{dedup_key}/acknowledge": {"post": {
+            **api, "summary": "Acknowledge an incident.", "parameters": [dedup],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ServiceKeySchema}}},
+            "responses": _job_responses()}},
+        "/api/v1/incidents/{dedup_key}/resolve": {"post": {
+            **api, "summary": "Resolve an incident.", "parameters": [dedup],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ServiceKeySchema}}},
+            "responses": _job_responses()}},
+        "/api/v1/log": {"get": {**api, "summary": "List incident_log rows, newest first.",
+                                "parameters": [{"in": "query", "schema": LogFilterSchema}],
+                                "responses": {"200": _json("LogPage"), **ERRORS}}},
+        "/api/v1/log/{log_id}": {"get": {**api, "summary": "One row in full.", "parameters": [log_id],
+                                         "responses": {"200": _json("LogDetail"),
+                                                       "404": _json("Error", "no such row"), **ERRORS}}},
+        "/api/v1/log/{log_id}/retry": {"post": {
+            **api, "summary": "Send a failed or dead row again.", "parameters": [log_id],
+            "responses": {"202": _json("Retry", "back in the outbox"), "404": _json("Error", "no such row"),
+                          "409": _json("Error", "the row is not failed or dead"), **ERRORS}}},
+        "/api/v1/preview/{source_name}": {"post": {
+            **api, "summary": "The events a payload would produce; nothing stored or sent.",
+            "parameters": [source],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": GENERIC_BODY}}},
+            "responses": {"200": _json("Preview"), "404": _json("Error", "unknown source"), **ERRORS}}},
+        "/webhooks/alertmanager": _webhook("Prometheus Alertmanager", alertmanager.WebhookSchema),
+        "/webhooks/grafana": _webhook("Grafana", grafana.WebhookSchema),
+        "/webhooks/generic": _webhook("generic JSON", GENERIC_BODY),
+        "/healthz": {"get": {"tags": ["health"], "summary": "The process is up.",
+                             "responses": {"200": {"description": "up"}}}},
+    }
+
+
+def _schema_name(schema) -> str:
+    """Name components by class, prefixed by source where two sources share class names."""
+    cls = schema if isinstance(schema, type) else type(schema)
+    name = cls.__name__.removesuffix("Schema")
+    source = cls.__module__.rsplit(".", 1)[-1]
+    return source.capitalize() + name if source in ("alertmanager", "grafana") else name
+
+
+def build_spec() -> dict:
+    """Assemble the OpenAPI 3 document."""
+    plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
+    spec = APISpec(title="relay", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
+                   info={"description": "An alert relay between monitoring and PagerDuty's Events API v2."})
+    plugin.map_to_openapi_type(Moment, "string", None)
+    for name in ("Error", "JobResult", "PagerDutyError", "LogPage", "LogDetail", "WebhookAccepted", "Preview",
+                 "Retry"):
+        spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
+    spec.components.security_scheme("api_token", {"type": "http", "scheme": "bearer",
+                                                  "description": "RELAY_API_TOKEN"})
+    spec.components.security_scheme("webhook_bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme("webhook_basic", {"type": "http", "scheme": "basic"})
+    for path, operations in _paths().items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """Serve the OpenAPI document (built once per process)."""
+    global _spec
+    if _spec is None:
+        _spec = build_spec()
+    return jsonify(_spec)

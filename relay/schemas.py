@@ -1,0 +1,126 @@
+"""Marshmallow schemas of what the relay answers, for the OpenAPI document (requests have their own)."""
+from marshmallow import Schema, fields
+
+
+class ErrorDetailSchema(Schema):
+    """The inside of every error answer."""
+
+    code = fields.Str(required=True, metadata={"example": "invalid_input"})
+    message = fields.Str(required=True)
+    fields = fields.Dict(metadata={"description": "per-field messages, for validation errors"})
+
+
+class ErrorSchema(Schema):
+    """The one shape of every error answer (except the job's PagerDutyError)."""
+
+    error = fields.Nested(ErrorDetailSchema, required=True)
+
+
+class JobResultSchema(Schema):
+    """The create-incident job's answer: delivered (200) or stored and still queued (202)."""
+
+    success = fields.Bool(required=True)
+    status = fields.Str(allow_none=True, metadata={"description": "PagerDuty's status, or \"queued\""})
+    message = fields.Str(allow_none=True)
+    dedup_key = fields.Str(allow_none=True)
+    log_id = fields.Int(required=True)
+
+
+class PagerDutyErrorSchema(Schema):
+    """The original job's failure shape, kept for compatibility."""
+
+    name = fields.Str(required=True, metadata={"example": "PagerDutyError"})
+    value = fields.Str(required=True, metadata={"example": "PagerDuty API error: Event object is invalid"})
+    log_id = fields.Int(required=True)
+
+
+class PagerDutyAnswerSchema(Schema):
+    """PagerDuty's last answer to a row."""
+
+    status = fields.Str(allow_none=True)
+    message = fields.Str(allow_none=True)
+    errors = fields.List(fields.Str())
+
+
+class LogEntrySchema(Schema):
+    """One incident_log row; the routing key is masked."""
+
+    id = fields.Int(required=True)
+    created_at = fields.DateTime(required=True)
+    source = fields.Str(required=True)
+    route = fields.Str(allow_none=True)
+    event_action = fields.Str(required=True)
+    dedup_key = fields.Str(allow_none=True)
+    summary = fields.Str(allow_none=True)
+    severity = fields.Str(allow_none=True)
+    routing_key = fields.Str(required=True, metadata={"example": "…cdef"})
+    status = fields.Str(required=True)
+    attempts = fields.Int(required=True)
+    next_attempt_at = fields.DateTime(allow_none=True)
+    delivered_at = fields.DateTime(allow_none=True)
+    http_status = fields.Int(allow_none=True)
+    pagerduty = fields.Nested(PagerDutyAnswerSchema)
+    error = fields.Str(allow_none=True)
+
+
+class AttemptSchema(Schema):
+    """One delivery attempt."""
+
+    started_at = fields.DateTime(required=True)
+    duration_ms = fields.Float(allow_none=True)
+    outcome = fields.Str(required=True)
+    http_status = fields.Int(allow_none=True)
+    error = fields.Str(allow_none=True)
+
+
+class LogDetailSchema(LogEntrySchema):
+    """One row in full: the event sent, the alert it came from, every attempt."""
+
+    event = fields.Dict(required=True)
+    alert = fields.Dict(allow_none=True)
+    attempt_log = fields.List(fields.Nested(AttemptSchema), required=True)
+
+
+class LogPageSchema(Schema):
+    """A page of rows, newest first; pass next_before_id as before_id for the next page."""
+
+    items = fields.List(fields.Nested(LogEntrySchema), required=True)
+    next_before_id = fields.Int(allow_none=True)
+
+
+class PlannedEventSchema(Schema):
+    """What became of one alert of a webhook."""
+
+    log_id = fields.Int()
+    route = fields.Str(allow_none=True)
+    event_action = fields.Str(required=True)
+    dedup_key = fields.Str(allow_none=True)
+    routing_key = fields.Str(required=True)
+    status = fields.Str()
+    problem = fields.Str()
+
+
+class WebhookAcceptedSchema(Schema):
+    """A webhook's answer: every event stored before it was sent."""
+
+    accepted = fields.Int(required=True)
+    events = fields.List(fields.Nested(PlannedEventSchema), required=True)
+
+
+class PreviewEventSchema(PlannedEventSchema):
+    """A previewed event, in full, routing key masked."""
+
+    event = fields.Dict(required=True)
+
+
+class PreviewSchema(Schema):
+    """The events a payload would produce."""
+
+    events = fields.List(fields.Nested(PreviewEventSchema), required=True)
+
+
+class RetrySchema(Schema):
+    """A row put back in the outbox."""
+
+    log_id = fields.Int(required=True)
+    status = fields.Str(required=True)
