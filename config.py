@@ -50,7 +50,8 @@ class Config:
 
     # Store: a SQLite file under instance/ unless DATABASE_URL names another database.
     SQLALCHEMY_DATABASE_URI = _database_url()
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # hide_parameters: a database error's text would otherwise quote the row it failed on, routing key included.
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "hide_parameters": True}
 
     # PagerDuty Events API v2. EU accounts: https://events.eu.pagerduty.com/v2/enqueue
     PAGERDUTY_EVENTS_URL = os.environ.get(
@@ -89,6 +90,10 @@ class Config:
     MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
     RELAY_MAX_JSON_DEPTH = _env_int("RELAY_MAX_JSON_DEPTH", 64)
     LOG_LEVEL = os.environ.get("RELAY_LOG_LEVEL", "INFO").upper()
+
+    # GET /readyz answers 503 when the outbox holds this many open rows, or its oldest is this old; 0: no check.
+    RELAY_READY_MAX_BACKLOG = _env_int("RELAY_READY_MAX_BACKLOG", 10000)
+    RELAY_READY_MAX_PENDING_AGE_SECONDS = _env_float("RELAY_READY_MAX_PENDING_AGE_SECONDS", 900)
 
     # Routes, tried in order: the first whose matchers all hold takes the alert ("continue": True goes on
     # to the next). Each route: name, matchers (Alertmanager syntax), one of routing_key /

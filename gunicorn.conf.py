@@ -1,5 +1,9 @@
 """gunicorn settings; anything given on the command line (e.g. -b HOST:PORT) wins over these."""
+import glob
+import importlib.util
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("RELAY_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("RELAY_WORKERS", "2"))
@@ -10,6 +14,46 @@ keepalive = 5
 accesslog = "-" if os.environ.get("RELAY_ACCESS_LOG", "0") == "1" else None
 errorlog = "-"
 loglevel = os.environ.get("RELAY_LOG_LEVEL", "info").lower()
+
+# Metrics: prometheus_client's multiprocess mode keeps each worker's counters in files in this directory and a
+# scrape sums them all. It must be in the environment before a worker imports prometheus_client (workers import
+# the app after the fork, so setting it here is early enough). A directory already set is honoured.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
+    os.environ["RELAY_TEMPORARY_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]  # removed on exit
+
+
+def _relay_logs():
+    """Load relay/logs.py on its own: importing the relay package would load the app into the master, and
+    workers forked after a HUP reload would then keep running the old code."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay", "logs.py")
+    spec = importlib.util.spec_from_file_location("relay_gunicorn_logs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# gunicorn's own log as JSON lines on stderr, like the app's (each worker's app swaps in its own handler, which
+# also knows the request id and the secrets to mask). The access log stays off unless RELAY_ACCESS_LOG=1.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": loglevel.upper(), "handlers": ["json"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": [], "propagate": True},
+        "alembic": {"level": "WARNING"},  # its plugin set-up chatter at import, in every worker
+    },
+    "handlers": {"json": {"()": _relay_logs().json_handler}},
+}
+
+
+def on_starting(server):
+    """Empty the metrics directory: counts left by an earlier run must not add to this one's."""
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(path, exist_ok=True)
+    for name in glob.glob(os.path.join(path, "*.db")):
+        os.remove(name)
 
 
 def post_worker_init(worker):
@@ -26,3 +70,17 @@ def worker_exit(server, worker):
     from relay import delivery
 
     delivery.stop()
+
+
+def child_exit(server, worker):
+    """Tell prometheus_client a worker is gone (its counters stay in the sums; its live gauges go)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory if this configuration made it."""
+    path = os.environ.get("RELAY_TEMPORARY_METRICS_DIR")
+    if path and path == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(path, ignore_errors=True)

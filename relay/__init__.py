@@ -1,5 +1,4 @@
 """The relay: receives alerts, logs them as PagerDuty events, and delivers them."""
-import logging
 import os
 import sqlite3
 
@@ -9,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from config import Config
-from relay import api, auth, cli, configure, errors, health, openapi, webhooks
+from relay import api, auth, cli, configure, errors, health, logs, metrics, openapi, payloads, ui, webhooks
 from relay.models import db
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
@@ -27,17 +26,20 @@ def create_app(test_config=None):
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "relay.sqlite3")
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.init_app(app)  # first, so what the other init_app say at start-up is logged as JSON
 
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     configure.init_app(app)
+    payloads.init_app(app)
     auth.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(ui.bp)  # the log page at /
     cli.init_app(app)
     return app
 

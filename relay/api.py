@@ -9,6 +9,7 @@ from relay.payloads import read_json
 from relay.views import log_entry
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+LOG_ID = "int(min=1, max=9223372036854775807)"  # ids are 64-bit; larger numbers are simply not found
 
 
 class Conflict(RelayError):
@@ -39,23 +40,31 @@ def list_log():
     return jsonify({"items": [log_entry(row) for row in rows], "next_before_id": next_before_id})
 
 
-@bp.get("/log/<int:log_id>")
+@bp.get(f"/log/<{LOG_ID}:log_id>")
 def show_log(log_id):
     """Show one row: the stored event (routing key masked), the inbound alert, PagerDuty's answers, attempts."""
     row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
     return jsonify(log_entry(row, with_attempts=True))
 
 
-@bp.post("/log/<int:log_id>/retry")
+@bp.post(f"/log/<{LOG_ID}:log_id>/retry")
 def retry(log_id):
     """Send a failed or dead row again."""
+    requeue_one(log_id)
+    return jsonify({"log_id": log_id, "status": models.PENDING}), 202
+
+
+def requeue_one(log_id: int) -> None:
+    """Put one failed or dead row back in the outbox and wake the worker; 404 or Conflict otherwise.
+
+    The API and the log page's Retry button both go through here.
+    """
     moved = outbox.requeue(db.session, models.utcnow(), IncidentLog.id == log_id)
     db.session.commit()
     if not moved:
         row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
         raise Conflict(f"row {log_id} is {row.status}; only failed or dead rows can be retried")
     delivery.wake()
-    return jsonify({"log_id": log_id, "status": models.PENDING}), 202
 
 
 @bp.post("/preview/<source_name>")

@@ -102,15 +102,33 @@ def check_webhook(source_name: str) -> None:
         raise Unauthorized("missing or invalid credentials")
 
 
-def check_api() -> None:
-    """Let an API or page request in: the API token, or loopback when no token is set."""
+def check_api(browser: bool = False) -> None:
+    """Let an API or page request in: the API token (the page: or its cookie), or loopback when none is set."""
     token = current_app.config["RELAY_API_TOKEN"]
     if not token:
         if is_loopback(request.remote_addr):
             return
         raise LoopbackOnly("RELAY_API_TOKEN is not set, so the API answers loopback only")
-    if not bearer_ok(SourceAuth(bearer_token=token)):
+    if not (bearer_ok(SourceAuth(bearer_token=token)) or (browser and browser_ok(token))):
         raise Unauthorized("missing or invalid credentials")
+
+
+# The log page (relay/ui.py): browsers cannot send a bearer header, so the token is given once as ?token=…
+# and kept in an HttpOnly, SameSite=Strict cookie that holds a digest of it, never the token itself.
+UI_COOKIE = "relay_ui"
+UI_TOKEN_ARG = "token"
+
+
+def ui_cookie_value(token: str) -> str:
+    """Derive the page cookie from the API token: it opens the page, yet is no bearer token for the API."""
+    return hmac.new(token.encode(), b"relay log page cookie", hashlib.sha256).hexdigest()
+
+
+def browser_ok(token: str) -> bool:
+    """Check a page request's one-time ?token= (GET only; when given, it alone counts) or its cookie."""
+    if request.method in ("GET", "HEAD") and UI_TOKEN_ARG in request.args:
+        return same(request.args[UI_TOKEN_ARG], token)
+    return same(request.cookies.get(UI_COOKIE, ""), ui_cookie_value(token))
 
 
 def _guard():
@@ -118,7 +136,7 @@ def _guard():
     if request.blueprint == "webhooks":
         check_webhook((request.view_args or {}).get("source_name", ""))
     elif request.blueprint in ("api", "ui"):
-        check_api()
+        check_api(browser=request.blueprint == "ui")
 
 
 def load(config) -> dict[str, SourceAuth]:

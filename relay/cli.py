@@ -9,8 +9,9 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from relay import configure, delivery, incidents, models, outbox, retention
-from relay.errors import error_body
+from relay import configure, delivery, incidents, models, outbox, retention, webhooks
+from relay.api import preview_entry
+from relay.errors import RelayError, error_body
 from relay.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
 from relay.views import log_entry
@@ -26,8 +27,7 @@ def _emit(run):
     try:
         result = run()
     except ValidationError as exc:
-        fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-        click.echo(json.dumps(error_body("invalid_input", "invalid input", fields)))
+        click.echo(json.dumps(_error_json(exc)))
         sys.exit(2)
     finally:
         if started_here:
@@ -112,11 +112,21 @@ def check_config():
 def preview(source, payload_file):
     """Show the events a webhook payload would produce; nothing is stored or sent."""
     with open(payload_file, "rb") as handle, current_app.test_request_context(
-            f"/api/v1/preview/{source}", method="POST", data=handle.read(),
-            content_type="application/json"):
-        response = current_app.full_dispatch_request()
-    click.echo(json.dumps(response.get_json(), indent=2, ensure_ascii=False))
-    sys.exit(0 if response.status_code < 400 else 2)
+            method="POST", data=handle.read(), content_type="application/json"):
+        try:
+            events = [preview_entry(item) for item in webhooks.planned_events(source)]
+        except (RelayError, ValidationError) as exc:
+            click.echo(json.dumps(_error_json(exc), indent=2, ensure_ascii=False))
+            sys.exit(2)
+    click.echo(json.dumps({"events": events}, indent=2, ensure_ascii=False))
+
+
+def _error_json(exc):
+    """The API's error JSON for an exception a payload caused."""
+    if isinstance(exc, RelayError):
+        return error_body(exc.code, exc.message, exc.fields)
+    fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+    return error_body("invalid_input", "invalid input", fields)
 
 
 @relay_cli.command("worker")

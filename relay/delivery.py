@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
-from relay import models, outbox, retention
+from relay import logs, metrics, models, outbox, retention
 from relay.models import IncidentLog, db, utcnow
 from relay.pagerduty import PagerDutyClient
 from relay.retry import RetryPolicy
@@ -116,6 +116,8 @@ class DeliveryWorker:
         if finished:
             with engine.begin() as conn:
                 outbox.complete(conn, self.id, finished, utcnow(), self.policy)
+            metrics.delivered(finished, self.policy)
+            logs.delivery_outcomes(finished, self.policy)
             self._notify(finished)
         claimed = []
         slots = self.concurrency - self.inflight

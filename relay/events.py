@@ -3,6 +3,7 @@
 Limits cite PagerDuty/developer-docs docs/events-API-v2/02-Trigger-Events.md and 01-Overview.md.
 An event is trimmed to fit, never refused for being long: a truncated page beats a lost one.
 """
+import copy
 import json
 import re
 from datetime import datetime
@@ -132,34 +133,62 @@ def _is_https_image(image):
     return isinstance(image, dict) and str(image.get("src", "")).startswith("https://")
 
 
+def encode(event) -> bytes:
+    """Serialize an event exactly as it is sent: compact UTF-8 JSON (ASCII escapes would bloat non-Latin text)."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def event_size(event) -> int:
     """Return the size in bytes of the event as sent."""
-    return len(json.dumps(event, ensure_ascii=False).encode())
+    return len(encode(event))
 
 
-def _cut_bytes(value, excess: int) -> str:
-    """Render value as text and cut excess UTF-8 bytes off its end, marking the cut."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    keep = len(text.encode()) - excess - len(ELLIPSIS.encode())
-    if keep <= 0:
-        return ELLIPSIS
-    return text.encode()[:keep].decode(errors="ignore") + ELLIPSIS
+def _json_size(text: str) -> int:
+    return len(encode(text))
+
+
+def shorten(text: str, excess: int) -> str:
+    """Cut text so its JSON form shrinks by at least `excess` bytes, marking the cut (escapes counted)."""
+    target = _json_size(text) - excess
+    low, high = 0, len(text)  # find the longest prefix that still fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _json_size(text[:middle] + ELLIPSIS) <= target:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + ELLIPSIS
+
+
+def _string_leaves(value, path=()):
+    """Yield the path of every string inside nested objects and arrays."""
+    if isinstance(value, str):
+        yield path
+    elif isinstance(value, (dict, list)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            yield from _string_leaves(item, (*path, key))
+
+
+def _at(value, path):
+    for key in path:
+        value = value[key]
+    return value
 
 
 def fit_size(event, limit=EVENT_MAX_BYTES):
-    """Trim custom_details, largest value first, until the event is under the limit."""
+    """Cut the longest strings in custom_details, wherever they nest, until the event is under the limit."""
     payload = event.get("payload") or {}
-    details = payload.get("custom_details")
-    if not details or event_size(event) < limit:
+    if not payload.get("custom_details") or event_size(event) < limit:
         return event
-    trimmed = {**details, "relay_note": TRIM_NOTE}
-    event = {**event, "payload": {**payload, "custom_details": trimmed}}
-    for key in sorted(details, key=lambda k: event_size(details[k]), reverse=True):
-        if event_size(event) < limit:
+    details = {**copy.deepcopy(payload["custom_details"]), "relay_note": TRIM_NOTE}
+    event = {**event, "payload": {**payload, "custom_details": details}}
+    for path in sorted(_string_leaves(details), key=lambda p: len(_at(details, p)), reverse=True):
+        excess = event_size(event) - limit + TRIM_MARGIN
+        if excess <= 0:
             break
-        # JSON escaping only makes a cut worth more bytes, so one cut per value is enough.
-        trimmed[key] = _cut_bytes(details[key], event_size(event) - limit + TRIM_MARGIN)
-    if event_size(event) >= limit:  # only when the other fields alone are near the limit
+        _at(details, path[:-1])[path[-1]] = shorten(_at(details, path), excess)
+    if event_size(event) >= limit:  # what is left is not text (huge arrays of numbers), or other fields
         event["payload"]["custom_details"] = {"relay_note": TRIM_NOTE}
     return event
 

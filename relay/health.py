@@ -1,6 +1,13 @@
-"""Health endpoints for load balancers and orchestrators."""
-from flask import Blueprint
+"""Health endpoints for load balancers and orchestrators: /healthz (the process is up), /readyz (it can work)."""
+import logging
 
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import text
+
+from relay import delivery, metrics
+from relay.models import db, utcnow
+
+log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
 
 
@@ -8,3 +15,67 @@ bp = Blueprint("health", __name__)
 def healthz():
     """Answer 200 while the process serves requests."""
     return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    """Answer 200 when the store answers, delivery runs here and the outbox keeps up; else 503 with the reasons."""
+    checks, reasons = {}, []
+    _check_store(checks, reasons)
+    _check_worker(checks, reasons)
+    if checks["store"]["ok"]:
+        _check_outbox(checks, reasons)
+    if reasons:
+        log.info("not ready: %s", "; ".join(reasons))
+        return jsonify({"status": "not ready", "reasons": reasons, "checks": checks}), 503
+    return jsonify({"status": "ready", "checks": checks})
+
+
+def _check_store(checks, reasons):
+    try:
+        db.session.execute(text("SELECT 1"))
+        db.session.commit()
+    except Exception as exc:  # noqa: BLE001 - a store that is down is a reason, never a 500
+        db.session.rollback()
+        # The exception's text may name the host and user; its type says enough.
+        checks["store"] = {"ok": False, "error": type(exc).__name__}
+        reasons.append(f"store unreachable ({type(exc).__name__})")
+        return
+    checks["store"] = {"ok": True}
+
+
+def _check_worker(checks, reasons):
+    if not current_app.config["RELAY_DELIVERY"]:
+        checks["delivery_worker"] = {"ok": True, "skipped": "RELAY_DELIVERY=0: delivery runs in another process"}
+        return
+    worker = delivery.current()
+    if worker is None:
+        checks["delivery_worker"] = {"ok": False, "state": "not running"}
+        reasons.append("delivery worker not running in this process")
+    elif not worker.alive:
+        checks["delivery_worker"] = {"ok": False, "state": "stalled"}
+        reasons.append("delivery worker stalled (its loop has not run recently)")
+    else:
+        checks["delivery_worker"] = {"ok": True, "state": "running"}
+
+
+def _check_outbox(checks, reasons):
+    max_backlog = current_app.config["RELAY_READY_MAX_BACKLOG"]
+    max_age = current_app.config["RELAY_READY_MAX_PENDING_AGE_SECONDS"]
+    try:
+        counts, oldest = metrics.outbox_backlog(db.session)
+        db.session.commit()
+    except Exception as exc:  # noqa: BLE001 - as above: the store failed between two queries
+        db.session.rollback()
+        checks["store"] = {"ok": False, "error": type(exc).__name__}
+        reasons.append(f"store unreachable ({type(exc).__name__})")
+        return
+    backlog = sum(counts.values())
+    age = round(max(0.0, (utcnow() - oldest).total_seconds()), 3) if oldest else 0.0
+    checks["backlog"] = {"ok": not max_backlog or backlog < max_backlog, "open": backlog, "max": max_backlog}
+    checks["oldest_pending_age"] = {"ok": not max_age or age < max_age, "seconds": age, "max": max_age}
+    if not checks["backlog"]["ok"]:
+        reasons.append(f"outbox backlog {backlog} is not under RELAY_READY_MAX_BACKLOG={max_backlog}")
+    if not checks["oldest_pending_age"]["ok"]:
+        reasons.append(f"oldest pending row is {age:.0f}s old, not under "
+                       f"RELAY_READY_MAX_PENDING_AGE_SECONDS={max_age:g}")

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from relay import delivery, models, outbox
+from relay import delivery, metrics, models, outbox
 from relay.events import DEDUP_KEY_MAX, load_event
 from relay.models import IncidentLog, db
 
@@ -21,7 +21,7 @@ class ServiceKeySchema(Schema):
         unknown = EXCLUDE
 
     service_key = fields.Str(required=True, validate=validate.Regexp(
-        r"^\S{1,255}$", error="must be a PagerDuty integration key (no spaces)"))
+        r"^[!-~]{1,255}$", error="must be a PagerDuty integration key (printable ASCII, no spaces)"))
 
 
 class IncidentInputSchema(ServiceKeySchema):
@@ -77,6 +77,7 @@ def _send(event: dict, source: str) -> JobResult:
     row = outbox.record(load_event(event), source=source)
     outbox.announce_new_rows(db.session)
     db.session.commit()  # on record before PagerDuty is asked: nothing accepted is lost
+    metrics.event_stored(source, event["event_action"])
     delivery.wait_for_outcome(row.id, current_app.config["RELAY_SYNC_WAIT_SECONDS"])
     db.session.refresh(row)
     return answer(row)

@@ -32,16 +32,19 @@ class LogFilterSchema(Schema):
     dedup_key = fields.Str(validate=validate.Length(min=1, max=255))
     since = Moment()
     until = Moment()
-    before_id = fields.Int(validate=validate.Range(min=1))
+    before_id = fields.Int(validate=validate.Range(min=1, max=2**63 - 1))  # ids are 64-bit
     limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=MAX_LIMIT))
 
 
 log_filter = LogFilterSchema()
 
 
-def find(session, args: dict) -> tuple[list[IncidentLog], int | None]:
-    """Return one page of rows matching the filters, newest first, and the cursor for the next page."""
-    query = select(IncidentLog).order_by(IncidentLog.id.desc()).limit(args["limit"] + 1)
+def find(session, args: dict, *options) -> tuple[list[IncidentLog], int | None]:
+    """Return one page of rows matching the filters, newest first, and the cursor for the next page.
+
+    options are loader options for the query, e.g. the log page's defer() of the JSON columns it never shows.
+    """
+    query = select(IncidentLog).options(*options).order_by(IncidentLog.id.desc()).limit(args["limit"] + 1)
     for name in ("status", "source", "route", "dedup_key"):
         if name in args:
             query = query.where(getattr(IncidentLog, name) == args[name])

@@ -18,3 +18,14 @@ def redact(text: str | None, *secrets: str | None) -> str | None:
         if secret:
             text = text.replace(secret, mask(secret))
     return text
+
+
+def redact_value(value, *secrets):
+    """Redact secrets from every string inside nested objects and arrays (keys included)."""
+    if isinstance(value, str):
+        return redact(value, *secrets)
+    if isinstance(value, list):
+        return [redact_value(item, *secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact_value(key, *secrets): redact_value(item, *secrets) for key, item in value.items()}
+    return value

@@ -20,6 +20,8 @@ def _json(schema, description="", status=None):
 ERRORS = {"400": _json("Error", "invalid input, named per field"), "401": _json("Error", "missing or bad token"),
           "403": _json("Error", "no token configured and the caller is not on loopback")}
 GENERIC_BODY = {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}
+SOURCE_BODIES = {"alertmanager": alertmanager.WebhookSchema, "grafana": grafana.WebhookSchema,
+                 "generic": GENERIC_BODY}
 
 
 def _webhook(source, body_schema):
@@ -31,18 +33,27 @@ def _webhook(source, body_schema):
                       "413": _json("Error", "body over RELAY_MAX_BODY_BYTES")}}}
 
 
+def _preview(source, body_schema):
+    return {"post": {
+        "summary": f"The events a {source} payload would produce; nothing stored or sent.",
+        "tags": ["api"], "security": [{"api_token": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
+        "responses": {"200": _json("Preview"), **ERRORS}}}
+
+
 def _job_responses():
     return {"200": _json("JobResult", "PagerDuty accepted the event"),
             "202": _json("JobResult", "stored; PagerDuty has not confirmed it within RELAY_SYNC_WAIT_SECONDS"),
-            "4XX": _json("PagerDutyError", "PagerDuty refused the event (or the input error shape)"),
+            "4XX": _json({"oneOf": [{"$ref": "#/components/schemas/PagerDutyError"},
+                                    {"$ref": "#/components/schemas/Error"}]},
+                         "PagerDuty refused the event (PagerDutyError), or the input was invalid (Error)"),
             "502": _json("PagerDutyError", "PagerDuty gave up on the event"), **ERRORS}
 
 
 def _paths():
-    log_id = {"name": "log_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    log_id = {"name": "log_id", "in": "path", "required": True,
+              "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
     dedup = {"name": "dedup_key", "in": "path", "required": True, "schema": {"type": "string"}}
-    source = {"name": "source_name", "in": "path", "required": True,
-              "schema": {"type": "string", "enum": ["alertmanager", "grafana", "generic"]}}
     api = {"tags": ["api"], "security": [{"api_token": []}]}
     return {
         "/api/v1/incidents": {"post": {**api, "summary": "Create a PagerDuty incident (the original job).",
@@ -67,14 +78,8 @@ def _paths():
             **api, "summary": "Send a failed or dead row again.", "parameters": [log_id],
             "responses": {"202": _json("Retry", "back in the outbox"), "404": _json("Error", "no such row"),
                           "409": _json("Error", "the row is not failed or dead"), **ERRORS}}},
-        "/api/v1/preview/{source_name}": {"post": {
-            **api, "summary": "The events a payload would produce; nothing stored or sent.",
-            "parameters": [source],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": GENERIC_BODY}}},
-            "responses": {"200": _json("Preview"), "404": _json("Error", "unknown source"), **ERRORS}}},
-        "/webhooks/alertmanager": _webhook("Prometheus Alertmanager", alertmanager.WebhookSchema),
-        "/webhooks/grafana": _webhook("Grafana", grafana.WebhookSchema),
-        "/webhooks/generic": _webhook("generic JSON", GENERIC_BODY),
+        **{f"/api/v1/preview/{name}": _preview(name, body) for name, body in SOURCE_BODIES.items()},
+        **{f"/webhooks/{name}": _webhook(name, body) for name, body in SOURCE_BODIES.items()},
         "/healthz": {"get": {"tags": ["health"], "summary": "The process is up.",
                              "responses": {"200": {"description": "up"}}}},
     }
@@ -93,7 +98,7 @@ def build_spec() -> dict:
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     spec = APISpec(title="relay", version="1.0.0", openapi_version="3.0.3", plugins=[plugin],
                    info={"description": "An alert relay between monitoring and PagerDuty's Events API v2."})
-    plugin.map_to_openapi_type(Moment, "string", None)
+    plugin.map_to_openapi_type(Moment, "string", "date-time")  # durations such as 2h are accepted too
     for name in ("Error", "JobResult", "PagerDutyError", "LogPage", "LogDetail", "WebhookAccepted", "Preview",
                  "Retry"):
         spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))

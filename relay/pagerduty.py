@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 import requests
 import requests.adapters
 
+from relay.events import encode
 from relay.masking import redact
 
 DELIVERED = "delivered"
 RETRY = "retry"  # safe to send again later: nothing was accepted
 FAILED = "failed"  # PagerDuty refused the event itself: sending it again gets the same answer
 
+JSON_HEADERS = {"Content-Type": "application/json"}
 USER_AGENT = "relay/0.1 (+https://github.com/relay-alerts/relay)"
 
 
@@ -112,7 +114,8 @@ class PagerDutyClient:
 
     def _post(self, event):
         try:
-            response = self.session.post(self.events_url, json=event, timeout=self.timeout)
+            response = self.session.post(self.events_url, data=encode(event), headers=JSON_HEADERS,
+                                         timeout=self.timeout)
         except requests.Timeout:
             return Delivery(RETRY, message="timed out waiting for PagerDuty", error="timeout")
         except requests.ConnectionError as exc:

@@ -1,4 +1,4 @@
-"""Reading JSON request bodies safely: syntax, shape and nesting depth, each refused with a clear 400."""
+"""Reading request input safely: JSON syntax, shape, nesting depth and NUL characters, with clear 400s."""
 import json
 
 from flask import current_app, request
@@ -57,3 +57,14 @@ def _reason(exc):
     if isinstance(exc, UnicodeDecodeError):
         return "not UTF-8"
     return str(exc)
+
+
+def refuse_nul_in_url():
+    """Refuse NUL characters in the path or query string with a 400 rather than a store error."""
+    if NUL in request.path or any(NUL in key + value for key, value in request.args.items(multi=True)):
+        raise BadInput("NUL characters are not allowed in the URL")
+
+
+def init_app(app):
+    """Check every request's URL before it reaches a view."""
+    app.before_request(refuse_nul_in_url)

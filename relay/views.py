@@ -1,5 +1,6 @@
 """How an incident_log row is shown to people and API clients: never with the full routing key."""
 from relay import models
+from relay.masking import redact_value
 from relay.models import IncidentLog
 
 
@@ -28,8 +29,9 @@ def log_entry(row: IncidentLog, with_attempts: bool = False) -> dict:
         "error": row.error,
     }
     if with_attempts:
-        entry["event"] = {"routing_key": row.routing_key_masked, **row.event}
-        entry["alert"] = row.alert
+        # A key templated from a label also sits in the alert's labels and the event's details.
+        entry["event"] = {"routing_key": row.routing_key_masked, **redact_value(row.event, row.routing_key)}
+        entry["alert"] = redact_value(row.alert, row.routing_key)
         entry["attempt_log"] = [
             {"started_at": _iso(a.started_at), "duration_ms": a.duration_ms, "outcome": a.outcome,
              "http_status": a.http_status, "error": a.error}

@@ -1,9 +1,10 @@
 """POST /webhooks/<source>: read, map and store the alerts of a notification, then answer 202."""
+import logging
 from dataclasses import asdict
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
-from relay import delivery, models, outbox
+from relay import delivery, metrics, models, outbox
 from relay.errors import RelayError
 from relay.mapping import Planned, plan
 from relay.masking import mask
@@ -11,6 +12,7 @@ from relay.models import db
 from relay.payloads import read_json
 from relay.sources import get_source
 
+log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
@@ -56,6 +58,7 @@ def store(source_name: str, planned: list[Planned]) -> list:
     outbox.announce_new_rows(db.session)
     db.session.commit()
     delivery.wake()
+    metrics.events_stored(source_name, planned)
     return rows
 
 
@@ -65,4 +68,17 @@ def receive(source_name):
     planned = planned_events(source_name)
     rows = store(source_name, planned)
     events = [describe(item, row.id) for item, row in zip(planned, rows)]
+    log.info("webhook accepted", extra={"source": source_name, "events": len(events),
+                                        "unrouted": sum(not item.routed for item in planned)})
     return jsonify({"accepted": len(events), "events": events}), 202
+
+
+@bp.after_request
+def count(response):
+    """Count every webhook by source and outcome, refused ones included; say why one was refused."""
+    name = (request.view_args or {}).get("source_name", "")
+    source = name if get_source(name) is not None else "unknown"  # URL junk must not become label values
+    outcome = metrics.webhook(source, response.status_code)
+    if outcome != "accepted":
+        log.info("webhook refused", extra={"source": source, "outcome": outcome, "status": response.status_code})
+    return response

@@ -121,7 +121,7 @@ def routing_key():
 
 @pytest.fixture
 def make_app(backend, database_urls, pd):
-    """Build relay apps with extra settings (ROUTES, DEFAULT_ROUTE…) on the test's emptied store."""
+    """Build relay apps with extra settings (ROUTES, DEFAULT_ROUTE…) on the test's emptied store, no worker."""
     made = []
 
     def make(**overrides):

@@ -184,3 +184,12 @@ def test_retry_endpoint_refuses_rows_that_are_not_failed(app, client, pd, routin
     assert response.status_code == 409 and "is delivered" in response.get_json()["error"]["message"]
     missing = client.post("/api/v1/log/999999/retry")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+
+
+def test_nul_characters_never_reach_the_store(app, client, pd, routing_key):
+    response = client.post("/api/v1/incidents", data='{"title": "disk\\u0000full", "service_key": "%s"}'
+                           % routing_key, content_type="application/json")
+    assert response.status_code == 200
+    assert pd.accepted()[0]["payload"]["summary"] == "disk\ufffdfull"
+    assert client.get("/api/v1/log", query_string={"source": "a\x00b"}).status_code == 400
+    assert client.post("/api/v1/incidents/a%00b/resolve", json={"service_key": routing_key}).status_code == 400

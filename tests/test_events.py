@@ -96,3 +96,12 @@ def test_event_under_the_limit_keeps_its_details():
 ])
 def test_parse_iso8601_accepts_go_nanoseconds(text, ok):
     assert (parse_iso8601(text) is not None) == ok
+
+
+def test_trimming_reaches_nested_text_and_counts_json_escapes():
+    details = {"labels": {"team": "db"}, "annotations": {"description": 'quote " and é\n' * 60_000}}
+    event = load_event(trigger(custom_details=details))
+    kept = event["payload"]["custom_details"]
+    assert event_size(event) < EVENT_MAX_BYTES
+    assert kept["labels"] == {"team": "db"} and kept["annotations"]["description"].endswith("…")
+    assert len(kept["annotations"]["description"]) > 100_000  # cut to fit, not emptied

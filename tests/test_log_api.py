@@ -92,3 +92,14 @@ def test_detail_of_a_webhook_row_keeps_the_inbound_alert(filled):
 def test_detail_of_unknown_row_is_404(client):
     response = client.get("/api/v1/log/987654")
     assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"
+
+
+def test_detail_masks_a_routing_key_taken_from_a_label(make_app):
+    key = "fedcba9876543210fedcba9876543210"
+    app = make_app(DEFAULT_ROUTE={"name": "by-label", "routing_key_template": "{{ labels.pd_key }}"})
+    client = app.test_client()
+    body = {"summary": "keyed by label", "labels": {"pd_key": key, "team": "db"}}
+    log_id = client.post("/webhooks/generic", json=body).get_json()["events"][0]["log_id"]
+    detail = client.get(f"/api/v1/log/{log_id}")
+    assert detail.status_code == 200 and key not in detail.get_data(as_text=True)
+    assert detail.get_json()["alert"]["labels"] == {"pd_key": "…3210", "team": "db"}

@@ -355,6 +355,29 @@ def test_outage_503(sim, trigger):
     assert len(sim.alerts()) == 1
 
 
+def test_error_rate_answers_a_random_share_of_events(sim, trigger):
+    sim.set_error_rate(0.3, status=502, seed=7)
+    with requests.Session() as session:
+        statuses = [post(sim, trigger, session).status_code for _ in range(400)]
+    assert set(statuses) == {202, 502}
+    assert 80 <= statuses.count(502) <= 160  # about 30 % of 400
+    sim.set_error_rate(0.3, status=502, seed=7)
+    with requests.Session() as session:
+        assert [post(sim, trigger, session).status_code for _ in range(400)] == statuses  # the seed repeats it
+    records = sim.received()
+    assert [r["outcome"] == "injected-fault" for r in records[:400]] == [s == 502 for s in statuses]
+    assert sim.alerts()[0]["trigger_count"] == 2 * statuses.count(202)  # faults did not touch alert state
+
+
+def test_error_rate_comes_after_scripted_faults_and_over_http(sim, trigger):
+    sim.inject(429, retry_after=3)
+    config = requests.post(sim.url + "/_sim/config", json={"error_rate": 1, "error_status": 500}, timeout=5).json()
+    assert (config["error_rate"], config["error_status"]) == (1.0, 500)
+    assert [post(sim, trigger).status_code for _ in range(3)] == [429, 500, 500]
+    requests.post(sim.url + "/_sim/config", json={"error_rate": 0}, timeout=5)
+    assert post(sim, trigger).status_code == 202
+
+
 def test_outage_refuse_closes_the_connection(sim, trigger):
     sim.set_outage("refuse")
     with requests.Session() as session:
@@ -373,6 +396,8 @@ def test_outage_refuse_closes_the_connection(sim, trigger):
     lambda sim: sim.set_latency(-1),
     lambda sim: sim.inject(99),
     lambda sim: sim.inject(503, count=0),
+    lambda sim: sim.set_error_rate(1.5),
+    lambda sim: sim.set_error_rate(0.3, status=42),
 ])
 def test_bad_fault_settings_are_refused(sim, call):
     with pytest.raises(ValueError):
@@ -409,7 +434,7 @@ def test_control_endpoints(sim, trigger):
         assert control.get(base + "/_sim/events", timeout=5).json() == []
         assert control.get(base + "/_sim/alerts", timeout=5).json() == []
         assert control.get(base + "/_sim/config", timeout=5).json() == {
-            "latency": 0.0, "outage": None, "routing_keys": [], "faults": []}
+            "latency": 0.0, "outage": None, "error_rate": 0.0, "error_status": 503, "routing_keys": [], "faults": []}
         assert post(sim, trigger | {"routing_key": OTHER_KEY}).status_code == 202  # keys cleared
 
 
@@ -417,6 +442,7 @@ def test_control_endpoints(sim, trigger):
     ("/_sim/config", {"latency": "slow"}),
     ("/_sim/config", {"outage": "sometimes"}),
     ("/_sim/config", {"colour": "red"}),
+    ("/_sim/config", {"error_rate": -0.1}),
     ("/_sim/faults", {"count": 2}),
     ("/_sim/faults", {"status": 503, "count": -1}),
 ])

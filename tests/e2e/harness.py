@@ -118,6 +118,11 @@ class Process:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- {self.name} output ---\n{self.log_tail()}") from None
 
+    def kill(self) -> None:
+        """kill -9 the whole process group at once (e.g. gunicorn's master and workers), as a crash would."""
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait(timeout=STOP_TIMEOUT)
+
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it if it lingers; always close the log."""
         try:
@@ -152,13 +157,14 @@ def running(process: Process, health_url: str):
 # --- the relay ---------------------------------------------------------------------------------------------
 
 class Relay:
-    """A relay served by gunicorn like production, on a SQLite file."""
+    """A relay served by gunicorn like production, on a SQLite file (or the database_url it was given)."""
 
-    def __init__(self, url: str, db_path: Path, process: Process, routing_key: str):
+    def __init__(self, url: str, db_path: Path, process: Process, routing_key: str, database_url: str):
         self.url = url
-        self.db_path = db_path
+        self.db_path = db_path  # rows() reads it; meaningless when database_url names PostgreSQL
         self.process = process
         self.routing_key = routing_key
+        self.database_url = database_url
 
     @property
     def alertmanager_webhook(self) -> str:
@@ -181,14 +187,20 @@ class Relay:
 
 
 @contextmanager
-def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None, extra_env: dict | None = None):
-    """Migrate a fresh SQLite store with the CLI, serve it with gunicorn, yield a Relay; stop it on exit."""
+def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None, extra_env: dict | None = None,
+                 database_url: str | None = None, name: str = "relay", migrate: bool = True):
+    """Migrate the store with the CLI, serve it with gunicorn, yield a Relay; stop it on exit.
+
+    The store is tmp_path/relay.sqlite3 unless database_url names another. Serving a store again (a restart, a
+    second instance) may skip the migration (migrate=False). name tells instances apart in tmp_path/<name>.log.
+    """
     routing_key = routing_key or secrets.token_hex(16)
     tmp_path.mkdir(parents=True, exist_ok=True)
     db_path = tmp_path / "relay.sqlite3"
+    database_url = database_url or f"sqlite:///{db_path}"
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{db_path}",
+        "DATABASE_URL": database_url,
         "PAGERDUTY_EVENTS_URL": events_url,
         "PAGERDUTY_ROUTING_KEY": routing_key,  # so the shipped config.py has its default route
         "PAGERDUTY_CONNECT_TIMEOUT": "1",
@@ -199,16 +211,18 @@ def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None
     }
     env.pop("RELAY_CONFIG", None)
     env.update(extra_env or {})
-    migrate = subprocess.run([VENV_BIN / "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60)
-    assert migrate.returncode == 0, f"flask db upgrade failed:\n{migrate.stdout}\n{migrate.stderr}"
+    if migrate:
+        done = subprocess.run([VENV_BIN / "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"flask db upgrade failed:\n{done.stdout}\n{done.stderr}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = Process("relay (gunicorn)", [VENV_BIN / "gunicorn", "-c", "gunicorn.conf.py",
-                                           "-b", f"127.0.0.1:{port}", "wsgi:app"],
-                      tmp_path / "relay.log", env=env, cwd=ROOT)
+    # No control socket: relays running side by side must not share (and remove) ~/.gunicorn/gunicorn.ctl.
+    process = Process(f"{name} (gunicorn)", [VENV_BIN / "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket",
+                                             "-b", f"127.0.0.1:{port}", "wsgi:app"],
+                      tmp_path / f"{name}.log", env=env, cwd=ROOT)
     with running(process, url + "/healthz"):
-        yield Relay(url, db_path, process, routing_key)
+        yield Relay(url, db_path, process, routing_key, database_url)
 
 
 # --- Alertmanager ------------------------------------------------------------------------------------------
