@@ -186,13 +186,20 @@ class Relay:
         return rows
 
 
+def migrate_store(env: dict) -> None:
+    """Bring the store env["DATABASE_URL"] names up to date with `flask db upgrade`."""
+    done = subprocess.run([VENV_BIN / "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"flask db upgrade failed:\n{done.stdout}\n{done.stderr}"
+
+
 @contextmanager
 def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None, extra_env: dict | None = None,
                  database_url: str | None = None, name: str = "relay", migrate: bool = True):
     """Migrate the store with the CLI, serve it with gunicorn, yield a Relay; stop it on exit.
 
-    The store is tmp_path/relay.sqlite3 unless database_url names another. Serving a store again (a restart, a
-    second instance) may skip the migration (migrate=False). name tells instances apart in tmp_path/<name>.log.
+    The store is tmp_path/relay.sqlite3 unless database_url names another. A store already migrated (a restart,
+    a second instance) may skip that (migrate=False). name tells instances apart in tmp_path/<name>.log.
     """
     routing_key = routing_key or secrets.token_hex(16)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -212,9 +219,7 @@ def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None
     env.pop("RELAY_CONFIG", None)
     env.update(extra_env or {})
     if migrate:
-        done = subprocess.run([VENV_BIN / "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, f"flask db upgrade failed:\n{done.stdout}\n{done.stderr}"
+        migrate_store(env)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # No control socket: relays running side by side must not share (and remove) ~/.gunicorn/gunicorn.ctl.

@@ -1,0 +1,211 @@
+"""Isolation benchmark: webhook latency while PagerDuty is slow, against a naive relay that forwards in the request.
+
+Run by hand from the project root:
+
+    .venv/bin/python bench/isolation.py [--rate 200] [--duration 20] [--pd-latency 0.5] [--store sqlite]
+
+The PagerDuty simulator answers every event after --pd-latency seconds (500 ms). An open-loop load generator
+(asyncio, one new connection per request, as many in flight as it takes) sends --rate Alertmanager webhooks per
+second for --duration seconds, each with --alerts distinct alerts (own labels, so own dedup keys); sends are
+scheduled by the clock, not by the previous answer, and each latency is measured from the request's scheduled
+time (no coordinated omission). A request not answered within --timeout seconds of its scheduled time counts as
+timed out.
+
+  relay  `gunicorn -c gunicorn.conf.py wsgi:app` as deployed: delivery ON in every worker, sending to the slow
+         simulator. RELAY_RATE_LIMIT_PER_MINUTE is set to --rate-limit (default 0 = off), so the delivery
+         workers send as fast as they can (64 in flight per worker) while the webhooks arrive: the worst case
+         for isolation, since delivery never sits idle behind the limiter.
+  naive  a tiny Flask app written below (create_naive_app), under the same gunicorn.conf.py: for each alert it
+         POSTs the event to the simulator inside the request (requests, 3.05 s connect / 10 s read timeout, the
+         relay's defaults), and answers 202 when all were accepted, 502 otherwise.
+
+Both get a short warm-up first. Failed requests count in the percentiles with the time they took (a timeout as
+--timeout), so the naive relay's figures are lower bounds. Target: relay p99 <= 25 ms.
+Prints one JSON document (stdout), then a one-line summary.
+"""
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # when gunicorn imports this module for the naive app
+
+from common import (ROUTING_KEY, alertmanager_notification, fresh_store, gunicorn, percentile,  # noqa: E402
+                    relay_env, sim_count, simulator_process)
+
+
+# --- the naive relay (served by gunicorn as bench.isolation:create_naive_app()) ---------------------------------
+
+def create_naive_app():
+    """Forward each alert of an Alertmanager webhook to PagerDuty inside the request, then answer."""
+    import requests
+    from flask import Flask, jsonify, request
+
+    app = Flask("naive_relay")
+    app.config["RELAY_DELIVERY"] = False  # gunicorn.conf.py's post_worker_init reads it
+    events_url = os.environ["NAIVE_EVENTS_URL"]
+    routing_key = os.environ["NAIVE_ROUTING_KEY"]
+    session = requests.Session()
+    session.trust_env = False
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    @app.post("/webhooks/alertmanager")
+    def forward():
+        body = request.get_json()
+        answers = []
+        for alert in body.get("alerts", []):
+            labels = alert.get("labels", {})
+            event = {"routing_key": routing_key,
+                     "event_action": "resolve" if alert.get("status") == "resolved" else "trigger",
+                     "dedup_key": alert.get("fingerprint") or labels.get("alertname", "alert"),
+                     "payload": {"summary": alert.get("annotations", {}).get("summary") or labels.get("alertname"),
+                                 "source": labels.get("instance", "alertmanager"),
+                                 "severity": labels.get("severity", "error"),
+                                 "custom_details": {"labels": labels}}}
+            try:
+                answers.append(session.post(events_url, json=event, timeout=(3.05, 10)).status_code)
+            except requests.RequestException as exc:
+                return jsonify({"error": type(exc).__name__}), 502
+        ok = all(200 <= status < 300 for status in answers)
+        return jsonify({"forwarded": len(answers), "statuses": answers}), 202 if ok else 502
+
+    return app
+
+
+# --- open-loop load ------------------------------------------------------------------------------------------------
+
+async def _one(port: int, request: bytes, scheduled: float, timeout: float, loop) -> tuple[str, float]:
+    """Send one request on a new connection; return (outcome, seconds since its scheduled time)."""
+    writer = None
+    try:
+        async def exchange():
+            nonlocal writer
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await writer.drain()
+            return await reader.read()  # gunicorn's sync workers close the connection after the answer
+        remaining = scheduled + timeout - loop.time()
+        answer = await asyncio.wait_for(exchange(), max(0.001, remaining))
+        status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else 0
+        outcome = str(status) if status else "bad_answer"
+    except (asyncio.TimeoutError, TimeoutError):
+        outcome = "timeout"
+    except (OSError, ValueError, IndexError) as exc:
+        outcome = f"error:{type(exc).__name__}"
+    finally:
+        if writer is not None:
+            writer.close()
+    return outcome, loop.time() - scheduled
+
+
+async def _open_loop(port: int, path: str, bodies: list[bytes], rate: float, timeout: float):
+    loop = asyncio.get_running_loop()
+    requests = [(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body for body in bodies]
+    start = loop.time() + 0.05
+    tasks = []
+    for i, request in enumerate(requests):
+        scheduled = start + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_one(port, request, scheduled, timeout, loop)))
+    send_lag = loop.time() - (start + (len(requests) - 1) / rate)  # how far behind the clock the last send was
+    return await asyncio.gather(*tasks), send_lag
+
+
+def open_loop(port: int, path: str, bodies: list[bytes], rate: float, timeout: float) -> dict:
+    """Send bodies at a constant rate regardless of answers; summarize latencies and outcomes."""
+    started = time.time()
+    results, send_lag = asyncio.run(_open_loop(port, path, bodies, rate, timeout))
+    latencies = [seconds * 1000 for _, seconds in results]
+    ok = [seconds * 1000 for outcome, seconds in results if outcome.startswith("2")]
+    outcomes: dict[str, int] = {}
+    for outcome, _ in results:
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    summary = {
+        "requests": len(results), "rate_per_s": rate, "wall_seconds": round(time.time() - started, 1),
+        "outcomes": outcomes, "ok_2xx": len(ok),
+        "failed": sum(v for k, v in outcomes.items() if not k.startswith("2") and k != "timeout"),
+        "timed_out": outcomes.get("timeout", 0),
+        "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p90": round(percentile(latencies, 90), 1),
+                       "p99": round(percentile(latencies, 99), 1), "max": round(max(latencies), 1)},
+        "last_send_behind_schedule_ms": round(send_lag * 1000, 1),
+    }
+    if ok and len(ok) != len(results):
+        summary["latency_ms_2xx_only"] = {"p50": round(percentile(ok, 50), 1), "p99": round(percentile(ok, 99), 1)}
+    return summary
+
+
+def bodies_for(count: int, alerts: int, prefix: str) -> list[bytes]:
+    return [json.dumps(alertmanager_notification(n, alerts, prefix=prefix)).encode() for n in range(count)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200, help="webhooks per second")
+    parser.add_argument("--duration", type=float, default=20, help="seconds of load per target")
+    parser.add_argument("--alerts", type=int, default=2, help="alerts per webhook")
+    parser.add_argument("--pd-latency", type=float, default=0.5, help="simulator answer delay, seconds")
+    parser.add_argument("--timeout", type=float, default=10, help="client timeout per request, seconds")
+    parser.add_argument("--rate-limit", type=int, default=0, help="relay's RELAY_RATE_LIMIT_PER_MINUTE (0: off)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of load before the relay's measured run")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+    total = int(args.rate * args.duration)
+    results = {"config": {**vars(args), "requests_per_target": total,
+                          "note": "relay: delivery on, to the slow simulator; rate limit per --rate-limit "
+                                  "(0 = off); every alert distinct (own labels and fingerprint)"}}
+    with tempfile.TemporaryDirectory(prefix="relay-bench-isolation-") as tmp:
+        tmp = Path(tmp)
+        with ExitStack() as stack:
+            sim = stack.enter_context(simulator_process(args.pd_latency))
+            url = stack.enter_context(fresh_store(args.store, tmp))
+            relay = stack.enter_context(gunicorn("wsgi:app", relay_env(url, sim + "/v2/enqueue", delivery=True,
+                                                                       rate_limit=args.rate_limit), tmp, "relay"))
+            if args.warmup:
+                open_loop(relay.port, "/webhooks/alertmanager",
+                          bodies_for(int(args.rate * args.warmup), args.alerts, "Warm"), args.rate, args.timeout)
+            seen = sim_count(sim)
+            results["relay"] = open_loop(relay.port, "/webhooks/alertmanager",
+                                         bodies_for(total, args.alerts, "Iso"), args.rate, args.timeout)
+            results["relay"]["events_delivered_during_run"] = sim_count(sim) - seen
+            results["relay"]["events_accepted_during_run"] = results["relay"]["ok_2xx"] * args.alerts
+            print(f"  relay: {json.dumps(results['relay']['latency_ms'])}", file=sys.stderr)
+        if not args.skip_naive:
+            with ExitStack() as stack:
+                sim = stack.enter_context(simulator_process(args.pd_latency))
+                naive = stack.enter_context(gunicorn("bench.isolation:create_naive_app()",
+                                                     {"NAIVE_EVENTS_URL": sim + "/v2/enqueue",
+                                                      "NAIVE_ROUTING_KEY": ROUTING_KEY, "RELAY_LOG_LEVEL": "WARNING"},
+                                                     tmp, "naive"))
+                # warm-up: one request per worker is all the naive relay can take without queueing
+                open_loop(naive.port, "/webhooks/alertmanager", bodies_for(2, args.alerts, "Warm"), 2,
+                          args.timeout)
+                results["naive"] = open_loop(naive.port, "/webhooks/alertmanager",
+                                             bodies_for(total, args.alerts, "Naive"), args.rate, args.timeout)
+                print(f"  naive: {json.dumps(results['naive']['latency_ms'])}", file=sys.stderr)
+    print(json.dumps(results, indent=2))
+    r = results["relay"]
+    line = (f"isolation ({args.rate:.0f} webhooks/s, PagerDuty {args.pd_latency * 1000:.0f} ms): relay p50 "
+            f"{r['latency_ms']['p50']} / p99 {r['latency_ms']['p99']} / max {r['latency_ms']['max']} ms "
+            f"({'meets' if r['latency_ms']['p99'] <= 25 else 'MISSES'} p99 <= 25 ms), {r['ok_2xx']}/{r['requests']} "
+            f"answered 2xx")
+    if "naive" in results:
+        n = results["naive"]
+        line += (f"; naive p50 {n['latency_ms']['p50']} / p99 {n['latency_ms']['p99']} ms, {n['ok_2xx']}/"
+                 f"{n['requests']} 2xx, {n['failed']} failed, {n['timed_out']} timed out (>{args.timeout:.0f} s)")
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
