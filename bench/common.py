@@ -388,3 +388,16 @@ def rolling_max(timestamps, window: float = 60.0) -> tuple[int, float | None]:
         if j - i > best:
             best, start = j - i, t
     return best, start
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds the processes have used so far (from /proc/<pid>/stat; gone ones count 0)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / ticks

@@ -19,7 +19,10 @@ timed out.
          POSTs the event to the simulator inside the request (requests, 3.05 s connect / 10 s read timeout, the
          relay's defaults), and answers 202 when all were accepted, 502 otherwise.
 
-Both get a short warm-up first. Failed requests count in the percentiles with the time they took (a timeout as
+  control (unless --no-control): the same relay with RELAY_DELIVERY=0, to separate delivery's interference
+         from the machine's own noise.
+
+Each gets a short warm-up first. Failed requests count in the percentiles with the time they took (a timeout as
 --timeout), so the naive relay's figures are lower bounds. Target: relay p99 <= 25 ms.
 Prints one JSON document (stdout), then a one-line summary.
 """
@@ -35,8 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # when gunicorn imports this module for the naive app
 
-from common import (ROUTING_KEY, alertmanager_notification, fresh_store, gunicorn, percentile,  # noqa: E402
-                    relay_env, sim_count, simulator_process)
+from common import (ROUTING_KEY, alertmanager_notification, cpu_seconds, fresh_store, gunicorn,  # noqa: E402
+                    percentile, relay_env, sim_count, simulator_process)
 
 
 # --- the naive relay (served by gunicorn as bench.isolation:create_naive_app()) ---------------------------------
@@ -149,6 +152,27 @@ def bodies_for(count: int, alerts: int, prefix: str) -> list[bytes]:
     return [json.dumps(alertmanager_notification(n, alerts, prefix=prefix)).encode() for n in range(count)]
 
 
+def run_relay(args, tmp: Path, total: int, delivery: bool) -> dict:
+    """The relay under open-loop load, with its delivery workers on (sending to the slow simulator) or off."""
+    with ExitStack() as stack:
+        sim = stack.enter_context(simulator_process(args.pd_latency))
+        url = stack.enter_context(fresh_store(args.store, tmp))
+        env = relay_env(url, sim + "/v2/enqueue", delivery=delivery, rate_limit=args.rate_limit)
+        relay = stack.enter_context(gunicorn("wsgi:app", env, tmp, "relay"))
+        if args.warmup:
+            open_loop(relay.port, "/webhooks/alertmanager",
+                      bodies_for(int(args.rate * args.warmup), args.alerts, "Warm"), args.rate, args.timeout)
+        seen, workers = sim_count(sim), relay.workers()
+        cpu = cpu_seconds(workers)
+        result = open_loop(relay.port, "/webhooks/alertmanager", bodies_for(total, args.alerts, "Iso"), args.rate,
+                           args.timeout)
+        result["worker_cpu_seconds"] = round(cpu_seconds(workers) - cpu, 2)
+        result["events_accepted_during_run"] = result["ok_2xx"] * args.alerts
+        result["events_delivered_during_run"] = sim_count(sim) - seen
+    print(f"  relay (delivery {'on' if delivery else 'off'}): {json.dumps(result['latency_ms'])}", file=sys.stderr)
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200, help="webhooks per second")
@@ -160,6 +184,9 @@ def main():
     parser.add_argument("--warmup", type=float, default=2, help="seconds of load before the relay's measured run")
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--no-control", dest="control", action="store_false",
+                        help="skip the control run: the same relay with RELAY_DELIVERY=0, to tell delivery's "
+                             "interference from the machine's own noise")
     args = parser.parse_args()
     total = int(args.rate * args.duration)
     results = {"config": {**vars(args), "requests_per_target": total,
@@ -167,20 +194,9 @@ def main():
                                   "(0 = off); every alert distinct (own labels and fingerprint)"}}
     with tempfile.TemporaryDirectory(prefix="relay-bench-isolation-") as tmp:
         tmp = Path(tmp)
-        with ExitStack() as stack:
-            sim = stack.enter_context(simulator_process(args.pd_latency))
-            url = stack.enter_context(fresh_store(args.store, tmp))
-            relay = stack.enter_context(gunicorn("wsgi:app", relay_env(url, sim + "/v2/enqueue", delivery=True,
-                                                                       rate_limit=args.rate_limit), tmp, "relay"))
-            if args.warmup:
-                open_loop(relay.port, "/webhooks/alertmanager",
-                          bodies_for(int(args.rate * args.warmup), args.alerts, "Warm"), args.rate, args.timeout)
-            seen = sim_count(sim)
-            results["relay"] = open_loop(relay.port, "/webhooks/alertmanager",
-                                         bodies_for(total, args.alerts, "Iso"), args.rate, args.timeout)
-            results["relay"]["events_delivered_during_run"] = sim_count(sim) - seen
-            results["relay"]["events_accepted_during_run"] = results["relay"]["ok_2xx"] * args.alerts
-            print(f"  relay: {json.dumps(results['relay']['latency_ms'])}", file=sys.stderr)
+        results["relay"] = run_relay(args, tmp, total, delivery=True)
+        if args.control:
+            results["relay_delivery_off"] = run_relay(args, tmp, total, delivery=False)
         if not args.skip_naive:
             with ExitStack() as stack:
                 sim = stack.enter_context(simulator_process(args.pd_latency))
@@ -191,8 +207,11 @@ def main():
                 # warm-up: one request per worker is all the naive relay can take without queueing
                 open_loop(naive.port, "/webhooks/alertmanager", bodies_for(2, args.alerts, "Warm"), 2,
                           args.timeout)
+                workers = naive.workers()
+                cpu = cpu_seconds(workers)
                 results["naive"] = open_loop(naive.port, "/webhooks/alertmanager",
                                              bodies_for(total, args.alerts, "Naive"), args.rate, args.timeout)
+                results["naive"]["worker_cpu_seconds"] = round(cpu_seconds(workers) - cpu, 2)
                 print(f"  naive: {json.dumps(results['naive']['latency_ms'])}", file=sys.stderr)
     print(json.dumps(results, indent=2))
     r = results["relay"]
@@ -200,6 +219,8 @@ def main():
             f"{r['latency_ms']['p50']} / p99 {r['latency_ms']['p99']} / max {r['latency_ms']['max']} ms "
             f"({'meets' if r['latency_ms']['p99'] <= 25 else 'MISSES'} p99 <= 25 ms), {r['ok_2xx']}/{r['requests']} "
             f"answered 2xx")
+    if "relay_delivery_off" in results:
+        line += f"; control (delivery off) p99 {results['relay_delivery_off']['latency_ms']['p99']} ms"
     if "naive" in results:
         n = results["naive"]
         line += (f"; naive p50 {n['latency_ms']['p50']} / p99 {n['latency_ms']['p99']} ms, {n['ok_2xx']}/"

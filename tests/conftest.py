@@ -86,19 +86,24 @@ def backend(request):
 
 
 @pytest.fixture
-def app(backend, database_urls, pd):
-    """A relay app on an emptied, migrated store, with its delivery worker sending to the simulator."""
-    app = create_app(app_config(database_urls(backend), pd.events_url))
-    with app.app_context():
-        db.session.execute(sa.text("DELETE FROM delivery_attempt"))
-        db.session.execute(sa.text("DELETE FROM incident_log"))
-        db.session.commit()
-    delivery.start(app)
-    yield app
+def delivering(make_app):
+    """Build an app (make_app's settings) with this process's delivery worker sending to the simulator.
+
+    One worker per process: build one app per test.
+    """
+    def build(**config):
+        app = make_app(**config)
+        delivery.start(app)
+        return app
+
+    yield build
     delivery.stop()
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+
+
+@pytest.fixture
+def app(delivering):
+    """A relay app on an emptied, migrated store, with its delivery worker sending to the simulator."""
+    return delivering()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import time
 import pytest
 
 from relay.models import DeliveryAttempt, IncidentLog, db
+from tests.helpers import wait_until
 
 
 def create(client, **fields):
@@ -96,10 +97,8 @@ def test_unreachable_pagerduty_answers_queued_after_the_bounded_wait(app, client
     assert routing_key not in response.get_data(as_text=True)
     pd.set_outage(None)
     pd.set_latency(0)
-    deadline = time.monotonic() + 5
-    while log_row(app, body["log_id"]).status != "delivered" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    row = log_row(app, body["log_id"])
+    row = wait_until(lambda: (found := log_row(app, body["log_id"])).status == "delivered" and found, 5,
+                     "delivery once PagerDuty is back")
     assert row.status == "delivered" and row.attempts >= 2
 
 
@@ -172,9 +171,7 @@ def test_retry_endpoint_sends_a_failed_row_again(app, client, pd, routing_key):
     pd.set_routing_keys([routing_key])  # the key now exists: the same event goes through
     response = client.post(f"/api/v1/log/{log_id}/retry")
     assert response.status_code == 202 and response.get_json() == {"log_id": log_id, "status": "pending"}
-    deadline = time.monotonic() + 5
-    while log_row(app, log_id).status != "delivered" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: log_row(app, log_id).status == "delivered", 5, "delivery of the retried row")
     assert log_row(app, log_id).status == "delivered" and log_row(app, log_id).attempts == 2
 
 

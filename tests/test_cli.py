@@ -1,8 +1,8 @@
 """The relay CLI: trigger, run-job, acknowledge, resolve against the simulator."""
 import json
-import time
 
 from relay.models import IncidentLog, db
+from tests.helpers import wait_until
 
 
 def run(runner, *args):
@@ -97,9 +97,7 @@ def test_replay_requeues_failed_rows_by_status_and_since(app, runner, pd, routin
     assert bad_since.exit_code == 2 and "neither a duration" in bad_since.output
     result, body = run(runner, "replay", "--status", "failed", "--since", "10m")
     assert result.exit_code == 0 and body == {"requeued": 1, "log_ids": [refused["log_id"]]}
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(pd.accepted()) < 1:
-        time.sleep(0.05)
+    wait_until(pd.accepted, 5, "the replayed event at PagerDuty")
     assert [e["payload"]["summary"] for e in pd.accepted()] == ["refused first"]
     _, again = run(runner, "replay")
     assert again == {"requeued": 0, "log_ids": []}

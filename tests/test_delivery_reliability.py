@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -105,24 +105,22 @@ def postgres_url():
 
 @contextmanager
 def instances(tmp_path, pd, database_url: str, env: dict, count: int = 2):
-    """Serve one store with `count` relays sharing a routing key: migrated once, booted side by side."""
+    """Serve one store with `count` relays sharing a routing key: migrated once, started and stopped side by side."""
     migrate_store({**{k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}, "DATABASE_URL": database_url})
     routing_key = secrets.token_hex(16)
     managers = [relay_server(tmp_path, pd.events_url, routing_key, env, database_url=database_url,
                              name=f"relay-{chr(ord('a') + index)}", migrate=False) for index in range(count)]
-    with ExitStack() as stack:
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(manager.__enter__) for manager in managers]
+    started = [manager for manager, future in zip(managers, futures) if future.exception() is None]
+    try:
+        for future in futures:
+            if future.exception() is not None:
+                raise future.exception()
+        yield [future.result() for future in futures]
+    finally:  # every started relay is stopped, whatever happened
         with ThreadPoolExecutor(count) as pool:
-            futures = [pool.submit(manager.__enter__) for manager in managers]
-        relays, errors = [], []
-        for manager, future in zip(managers, futures):
-            if future.exception() is None:
-                relays.append(future.result())
-                stack.push(manager.__exit__)  # stopped on the way out, whatever happens
-            else:
-                errors.append(future.exception())
-        if errors:
-            raise errors[0]
-        yield relays
+            list(pool.map(lambda manager: manager.__exit__(None, None, None), started))
 
 
 @contextmanager

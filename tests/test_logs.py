@@ -14,8 +14,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from relay import delivery
 from relay.models import IncidentLog, db
+from tests.helpers import statuses, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -41,33 +41,6 @@ def json_lines(text: str) -> list[dict]:
             entries.append(entry)
     return entries
 
-
-def statuses(app) -> list[str]:
-    with app.app_context():
-        found = [row.status for row in db.session.query(IncidentLog).order_by(IncidentLog.id)]
-        db.session.commit()
-        return found
-
-
-def wait_until(predicate, timeout=15.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{message} not reached in {timeout}s")
-
-
-@pytest.fixture
-def delivering(make_app):
-    """Build an app with this process's delivery worker sending to the simulator."""
-    def build(**config):
-        app = make_app(**config)
-        delivery.start(app)
-        return app
-
-    yield build
-    delivery.stop()
 
 
 # --- format and request ids ------------------------------------------------------------------------

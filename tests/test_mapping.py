@@ -2,7 +2,6 @@
 import copy
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import requests
@@ -12,15 +11,11 @@ from relay.mapping import plan
 from relay.routing import load_routing
 from relay.sources import get_source
 from relay.templates import compile_template, render
+from tests.helpers import fixture
 
-FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "0123456789abcdef0123456789abcdef"
 OTHER_KEY = "fedcba9876543210fedcba9876543210"
 
-
-def fixture(name: str) -> dict:
-    """Load a JSON payload from tests/fixtures."""
-    return json.loads((FIXTURES / name).read_text())
 
 
 def routes(*raw, default=None):

@@ -18,8 +18,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import app_config
-from relay import create_app, delivery
+from relay import create_app
 from relay.models import IncidentLog, db, utcnow
+from tests.helpers import statuses, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -65,33 +66,6 @@ def alertmanager(*label_sets, status="firing") -> dict:
                    for labels in label_sets],
     }
 
-
-def statuses(app) -> list[str]:
-    with app.app_context():
-        found = [row.status for row in db.session.query(IncidentLog).order_by(IncidentLog.id)]
-        db.session.commit()
-        return found
-
-
-def wait_until(predicate, timeout=15.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{message} not reached in {timeout}s")
-
-
-@pytest.fixture
-def delivering(make_app):
-    """Build an app (make_app's settings) with this process's delivery worker sending to the simulator."""
-    def build(**config):
-        app = make_app(**config)
-        delivery.start(app)
-        return app
-
-    yield build
-    delivery.stop()
 
 
 # --- webhooks and events ---------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def test_requeue_puts_failed_and_dead_rows_back(app, routing_key):
 @pytest.mark.parametrize("status", [models.UNROUTED, models.DELIVERED])
 def test_rows_that_are_not_open_are_never_claimed(app, routing_key, status):
     with app.app_context():
-        log = outbox.record({"routing_key": routing_key, "event_action": "resolve", "dedup_key": "z"},
-                            source="test", status=status)
+        outbox.record({"routing_key": routing_key, "event_action": "resolve", "dedup_key": "z"},
+                      source="test", status=status)
         db.session.commit()
     assert claim(app) == []

@@ -1,13 +1,13 @@
 """Retention: `relay prune` and the worker's automatic prune delete finished rows only."""
 import json
-import time
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
-from relay import delivery, models, outbox, retention
+from relay import delivery, outbox, retention
 from relay.models import DeliveryAttempt, IncidentLog, db, utcnow
+from tests.helpers import wait_until
 
 
 def add_rows(app, routing_key, age_days, statuses):
@@ -73,9 +73,7 @@ def test_worker_prunes_delivered_rows_past_retention(make_app, routing_key):
     worker.next_prune = 0  # due now rather than a minute after start
     worker.start()
     try:
-        deadline = time.monotonic() + 5
-        while remaining(app)[0] != ["failed"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: remaining(app)[0] == ["failed"], 5, "the automatic prune")
     finally:
         worker.stop()
     assert remaining(app)[0] == ["failed"]

@@ -1,21 +1,15 @@
 """Tests for the Grafana-managed alerting webhook source: real payloads in, normalized alerts out."""
 import copy
 import inspect
-import json
-from pathlib import Path
 
 import pytest
 from marshmallow import ValidationError
 
 from relay.alerts import FIRING, RESOLVED, Alert, Link
 from relay.sources import SOURCES, get_source, grafana
+from tests.helpers import fixture
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
-
-def fixture(name: str) -> dict:
-    """Load a JSON payload from tests/fixtures."""
-    return json.loads((FIXTURES / name).read_text())
 
 
 def messages_at(err: ValidationError, path: tuple):

@@ -1,6 +1,5 @@
 """The log page at / (relay/ui.py): table, filters, pagination, detail, Retry, CSRF, token cookie, no full keys."""
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ import sqlalchemy as sa
 
 from relay.auth import UI_COOKIE
 from relay.models import IncidentLog, db
+from tests.helpers import wait_until
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "0123456789abcdef0123456789abcdef"
@@ -191,9 +191,8 @@ def test_retry_button_flow_gets_the_row_delivered(app, client, pd, routing_key):
     assert 'data-status="failed"' in page(client)
     response = client.post(f"/log/{log_id}/retry", headers=SAME_ORIGIN)  # no next: back to the row
     assert response.status_code == 303 and response.headers["Location"] == f"/log/{log_id}"
-    deadline = time.monotonic() + 10
-    while 'badge-delivered' not in (html := page(client, f"/log/{log_id}")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    html = wait_until(lambda: "badge-delivered" in (text := page(client, f"/log/{log_id}")) and text, 10,
+                      "the retried row shown delivered")
     assert "badge-delivered" in html and ">202<" in html
     assert [e["payload"]["summary"] for e in pd.accepted()] == ["Retry me"]
 

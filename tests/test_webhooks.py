@@ -10,6 +10,7 @@ import pytest
 from relay import configure
 from relay.models import IncidentLog, db
 from relay.routing import load_routing
+from tests.helpers import fixture
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -25,10 +26,6 @@ ROUTES = [
 ]
 DEFAULT_ROUTE = {"name": "default", "routing_key": DEFAULT_KEY}
 
-
-def fixture(name: str) -> dict:
-    """Load a JSON payload from tests/fixtures."""
-    return json.loads((FIXTURES / name).read_text())
 
 
 def masked(key: str) -> str:

@@ -1,0 +1,33 @@
+"""Small helpers shared by the test modules."""
+import json
+import time
+from pathlib import Path
+
+from relay.models import IncidentLog, db
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture(name: str) -> dict:
+    """Load a JSON payload from tests/fixtures."""
+    return json.loads((FIXTURES / name).read_text())
+
+
+def statuses(app) -> list[str]:
+    """The status of every incident_log row, oldest first."""
+    with app.app_context():
+        found = [row.status for row in db.session.query(IncidentLog).order_by(IncidentLog.id)]
+        db.session.commit()
+        return found
+
+
+def wait_until(predicate, timeout: float = 15.0, message: str = "condition", interval: float = 0.05):
+    """Poll predicate until it returns a truthy value and return that value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} not reached in {timeout}s")
+        time.sleep(interval)
