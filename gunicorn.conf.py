@@ -84,3 +84,7 @@ def on_exit(server):
     path = os.environ.get("RELAY_TEMPORARY_METRICS_DIR")
     if path and path == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(path, ignore_errors=True)
+
+# gunicorn 27's control socket defaults to one path per user: instances side by side would take it from each
+# other, and the relay does not use gunicornc.
+control_socket_disable = True

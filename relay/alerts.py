@@ -1,5 +1,5 @@
 """The normalized alert: what every source maps its payload into, before routing."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -31,6 +31,12 @@ class Alert:
     receiver: str | None = None
     external_url: str | None = None
     dedup_key: str | None = None  # a dedup key the sender chose itself (generic source), None otherwise
+
+    def as_dict(self) -> dict:
+        """The alert as plain JSON-ready data; nested values are shared, not copied."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["links"] = [{"href": link.href, "text": link.text} for link in self.links]
+        return values
 
     @property
     def firing(self) -> bool:

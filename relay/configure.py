@@ -19,8 +19,17 @@ def load_source_settings(config) -> dict:
         raise ConfigError(f"GENERIC_WEBHOOK: {exc.messages}") from None
 
 
+def check_lease(config) -> None:
+    """Refuse a claim lease that a single send could outlast: another worker would send the row again."""
+    longest_send = config["PAGERDUTY_CONNECT_TIMEOUT"] + config["PAGERDUTY_READ_TIMEOUT"]
+    if config["RELAY_CLAIM_LEASE_SECONDS"] <= longest_send:
+        raise ConfigError(f"RELAY_CLAIM_LEASE_SECONDS ({config['RELAY_CLAIM_LEASE_SECONDS']}) must exceed "
+                          f"PAGERDUTY_CONNECT_TIMEOUT + PAGERDUTY_READ_TIMEOUT ({longest_send})")
+
+
 def load(config, environ=os.environ) -> tuple[Routing, dict]:
-    """Load and check the routing and source settings; raise ConfigError on the first problem."""
+    """Load and check the routing, source and delivery settings; raise ConfigError on the first problem."""
+    check_lease(config)
     routing = load_routing(config.get("ROUTES") or [], config.get("DEFAULT_ROUTE"), environ)
     return routing, load_source_settings(config)
 

@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 
 from relay.alerts import Alert
 from relay.events import DEDUP_KEY_MAX, LinkSchema, load_event, parse_iso8601
-from relay.masking import mask
+from relay.masking import redact_value
 from relay.routing import DEDUP_GROUP, Route, Routing, default_templates
 from relay.sources.alertmanager import is_http_url
 from relay.templates import alert_context, render
@@ -93,9 +93,9 @@ def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
     return {**details, **alert.details}
 
 
-def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key: str | None) -> dict:
+def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key: str | None,
+                  context: dict) -> dict:
     """Build the trigger for a firing alert (not yet validated)."""
-    context = alert_context(alert)
     texts = _texts(route, context)
     payload = {
         "summary": texts["summary"] or "Alert",
@@ -132,21 +132,10 @@ def _validated(event: dict) -> dict:
         return load_event(bare)
 
 
-def redacted(value, secret: str):
-    """Replace the secret by its masked form in every string of value, keys included."""
-    if isinstance(value, str):
-        return value.replace(secret, mask(secret))
-    if isinstance(value, dict):
-        return {redacted(k, secret): redacted(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redacted(v, secret) for v in value]
-    return value
-
-
 def _without_key(event: dict, routing_key: str) -> dict:
     """Keep a templated routing key in its field only: taken from a label, it would show in custom_details."""
     body = {k: v for k, v in event.items() if k != "routing_key"}
-    return {"routing_key": event["routing_key"], **redacted(body, routing_key)}
+    return {"routing_key": event["routing_key"], **redact_value(body, routing_key)}
 
 
 def event_for(alert: Alert, route: Route) -> Planned:
@@ -160,7 +149,7 @@ def event_for(alert: Alert, route: Route) -> Planned:
                         secret=routing_key)
     dedup_key = dedup_key_for(route, alert, context)
     if alert.firing:
-        event = trigger_event(alert, route, routing_key, dedup_key)
+        event = trigger_event(alert, route, routing_key, dedup_key, context)
     else:
         event = {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
     event = _validated(event)
@@ -169,12 +158,12 @@ def event_for(alert: Alert, route: Route) -> Planned:
 
 def unrouted(alert: Alert, problem: str, secret: str | None = None) -> Planned:
     """Keep an alert no route takes as an event without a key, so it is logged and never dropped."""
-    event = trigger_event(alert, None, UNROUTED_KEY, None)
+    event = trigger_event(alert, None, UNROUTED_KEY, None, alert_context(alert))
     if not alert.firing:
         event = {**event, "event_action": "resolve", "dedup_key": alert.fingerprint or "unrouted"}
     event = _validated(event)
     event["routing_key"] = ""
-    return Planned(alert, None, redacted(event, secret) if secret else event, problem)
+    return Planned(alert, None, redact_value(event, secret) if secret else event, problem)
 
 
 def collapse_groups(planned: list[Planned], routing: Routing) -> list[Planned]:

@@ -1,17 +1,19 @@
 """Route templates: Jinja2 in a sandbox, compiled once at start-up and rendered over one alert."""
 import logging
-from dataclasses import asdict
 
 from jinja2 import ChainableUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from relay.alerts import Alert
 
 log = logging.getLogger(__name__)
 
 
-class Sandbox(SandboxedEnvironment):
-    """The sandbox, failing on unsafe attributes instead of rendering them as an empty string."""
+class Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, failing on unsafe attributes instead of rendering them as an empty string.
+
+    Immutable: templates share the alert's own dicts and lists (no copies), so none may change them.
+    """
 
     def unsafe_undefined(self, obj, attribute):
         """Refuse the access, so the render fails and the field's default is used."""
@@ -40,7 +42,8 @@ def compile_template(text: str):
 
 def alert_context(alert: Alert) -> dict:
     """Name what a template may use: labels, annotations, status, and the rest of the alert."""
-    return {**asdict(alert), "alert": asdict(alert)}
+    values = alert.as_dict()
+    return {**values, "alert": values}
 
 
 def render(template, context: dict) -> str | None:

@@ -1,6 +1,5 @@
 """POST /webhooks/<source>: read, map and store the alerts of a notification, then answer 202."""
 import logging
-from dataclasses import asdict
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -48,26 +47,28 @@ def describe(item: Planned, log_id=None) -> dict:
     return entry
 
 
-def store(source_name: str, planned: list[Planned]) -> list:
-    """Write one incident_log row per planned event and commit them together."""
+def store(source_name: str, planned: list[Planned]) -> list[int]:
+    """Write one incident_log row per planned event, commit them together, and return their ids."""
     rows = [
-        outbox.record(item.event, source=source_name, route=item.route, alert=asdict(item.alert),
+        outbox.record(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
                       status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
         for item in planned
     ]
+    db.session.flush()
+    ids = [row.id for row in rows]  # read now: after the commit each would cost a SELECT
     outbox.announce_new_rows(db.session)
     db.session.commit()
     delivery.wake()
     metrics.events_stored(source_name, planned)
-    return rows
+    return ids
 
 
 @bp.post("/<source_name>")
 def receive(source_name):
     """Accept a notification: every alert becomes a stored event before the 202."""
     planned = planned_events(source_name)
-    rows = store(source_name, planned)
-    events = [describe(item, row.id) for item, row in zip(planned, rows)]
+    ids = store(source_name, planned)
+    events = [describe(item, log_id) for item, log_id in zip(planned, ids)]
     log.info("webhook accepted", extra={"source": source_name, "events": len(events),
                                         "unrouted": sum(not item.routed for item in planned)})
     return jsonify({"accepted": len(events), "events": events}), 202

@@ -97,7 +97,7 @@ def store_url(request, tmp_path):
 
 
 @pytest.fixture
-def postgres_url():
+def own_postgres_url():
     """A new PostgreSQL database for this test alone."""
     with fresh_postgres() as url:
         yield url
@@ -265,7 +265,7 @@ def rows_by_key(rows) -> dict[tuple, int]:
 def test_kill_9_mid_burst_during_outage_loses_nothing_it_answered_2xx(tmp_path, pd, store_url):
     run = uuid.uuid4().hex[:8]
     store = Store(store_url)
-    # Retries a little slower than FAST: 300 rows retrying every few ms would only slow the intake down.
+    # Retries a little slower than FAST: a hundred rows retrying every few ms would only slow the intake down.
     env = {**FAST, "RELAY_RETRY_BASE_SECONDS": "0.2", "RELAY_RETRY_MAX_SECONDS": "2"}
     pd.set_outage("refuse")  # PagerDuty down: nothing can be in flight to it when the relay dies
     with relay_server(tmp_path, pd.events_url, extra_env=env, database_url=store_url) as relay:
@@ -302,7 +302,7 @@ def test_kill_9_mid_burst_during_outage_loses_nothing_it_answered_2xx(tmp_path, 
     for event in answered:
         assert delivered[(event["dedup_key"], event["event_action"])] == 1, event
     assert delivered == rows_by_key(stored)  # every stored row exactly once, nothing else
-    assert all(count == 1 for count in rows_by_key(stored).values())  # 300 distinct alerts
+    assert all(count == 1 for count in rows_by_key(stored).values())  # distinct alerts, one event each
     assert {body["routing_key"] for body in pd.accepted()} == {routing_key}
 
 
@@ -355,10 +355,10 @@ def test_503_window_then_429_retry_after_backoff_visible_in_attempts(tmp_path, p
 
 # --- 3. two instances on one PostgreSQL: 2,000 events, then one killed -------------------------------------
 
-def test_two_instances_on_postgresql_deliver_2000_once_and_survive_a_kill(tmp_path, pd, postgres_url):
+def test_two_instances_on_postgresql_deliver_2000_once_and_survive_a_kill(tmp_path, pd, own_postgres_url):
     run = uuid.uuid4().hex[:8]
-    store = Store(postgres_url)
-    with instances(tmp_path, pd, postgres_url, FAST) as (first, second), watching_claimers(store) as claimers:
+    store = Store(own_postgres_url)
+    with instances(tmp_path, pd, own_postgres_url, FAST) as (first, second), watching_claimers(store) as claimers:
         pd.set_latency(0.005)  # a little, so leases last long enough to be seen
         started = time.monotonic()
         batches = [[am_alert(run, f"svc-{b:03d}-{i:02d}") for i in range(20)] for b in range(100)]
@@ -462,13 +462,13 @@ def explain(dedup_key: str, records: list, rows: list, attempts: dict) -> str:
 
 # --- 5. the rate limit, shared by two instances ------------------------------------------------------------
 
-def test_rate_limit_is_shared_across_two_instances(tmp_path, pd, postgres_url):
+def test_rate_limit_is_shared_across_two_instances(tmp_path, pd, own_postgres_url):
     run = uuid.uuid4().hex[:8]
-    store = Store(postgres_url)
+    store = Store(own_postgres_url)
     # Few slots per worker, so the four delivery workers (2 instances x 2 gunicorn workers) claim small batches
     # side by side and race for the last of the budget, instead of one claim taking every row.
     env = {**FAST, **NO_KILL, "RELAY_RATE_LIMIT_PER_MINUTE": "30", "RELAY_DELIVERY_CONCURRENCY": "4"}
-    with instances(tmp_path, pd, postgres_url, env) as (first, second), watching_claimers(store) as claimers:
+    with instances(tmp_path, pd, own_postgres_url, env) as (first, second), watching_claimers(store) as claimers:
         pd.set_latency(0.05)  # long enough for the sampler to see who holds what
         alerts = [am_alert(run, f"api-{i:03d}") for i in range(100)]
         bodies = [((first, second)[i % 2].alertmanager_webhook, notification(alerts[i::4])) for i in range(4)]

@@ -259,3 +259,9 @@ def test_severity_label_is_configurable():
     loaded = load_route(route("p", severity_label="priority", severity_map={"p1": "critical"}))
     assert loaded.severity(alert(priority="P1", severity="info")) == "critical"
     assert loaded.severity(alert(severity="info")) == "error"  # built-in default
+
+
+def test_a_lease_shorter_than_one_send_stops_start_up(make_app):
+    from relay.routing import ConfigError
+    with pytest.raises(ConfigError, match="RELAY_CLAIM_LEASE_SECONDS"):
+        make_app(RELAY_CLAIM_LEASE_SECONDS=2.0, PAGERDUTY_CONNECT_TIMEOUT=1.0, PAGERDUTY_READ_TIMEOUT=2.0)
