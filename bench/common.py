@@ -272,6 +272,20 @@ def alertmanager_notification(n: int, alerts: int = 2, prefix: str = "Bench") ->
     }
 
 
+UNIQUE = b"@N@"
+
+
+def alertmanager_template(alerts: int = 2, prefix: str = "Bench") -> bytes:
+    """An Alertmanager webhook for run_wrk in which @N@ makes every request's alerts distinct (own alertname,
+    own fingerprint, so own dedup keys), as a stream of different alerts would be."""
+    body = alertmanager_notification(0, alerts, prefix=prefix)
+    text = json.dumps(body).replace(f"{prefix}0", f"{prefix}@N@")
+    for j in range(alerts):
+        text = text.replace(f'"{0:012x}{j:04x}"', f'"@N@-{j}"')
+    assert text.count("@N@") >= 2 * alerts, text
+    return text.encode()
+
+
 # --- wrk -------------------------------------------------------------------------------------------------------
 
 _WRK_LUA = r"""
@@ -282,15 +296,27 @@ local f = assert(io.open([==[%(body_path)s]==], "rb"))
 wrk.body = f:read("*a")
 f:close()
 local max_requests = %(max_requests)d  -- per thread, 0 for no limit
+local marker_prefix = [==[%(marker_prefix)s]==]  -- a file per thread that reached max_requests
+
+if %(unique)s then  -- every request its own body: @N@ becomes <thread>x<counter>
+  local template = wrk.body
+  local counter = 0
+  function request()
+    counter = counter + 1
+    return wrk.format(nil, nil, nil, (template:gsub("@N@", thread_number .. "x" .. counter)))
+  end
+end
 
 local threads = {}
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_number", #threads)
 end
 
 function init(args)
   responses = 0
   statuses = {}
+  marked = false
 end
 
 function response(status, headers, body)
@@ -298,6 +324,11 @@ function response(status, headers, body)
   local key = tostring(status)
   statuses[key] = (statuses[key] or 0) + 1
   if max_requests > 0 and responses >= max_requests then
+    if not marked then  -- wrk runs for its whole -d anyway: the marker tells run_wrk to interrupt it
+      local marker = io.open(marker_prefix .. tostring(thread_number), "w")
+      if marker then marker:close() end
+      marked = true
+    end
     wrk.thread:stop()
   end
 end
@@ -334,20 +365,39 @@ def wrk_available() -> str:
 def run_wrk(url: str, body: bytes, workdir: Path, duration: float, threads: int = 1, connections: int = 8,
             total_requests: int = 0, timeout: float = 10) -> dict:
     """POST body to url with wrk at saturation for duration seconds (or until total_requests answers, spread over
-    the threads); return wrk's figures: requests/s, latency percentiles in ms, answers by HTTP status, errors."""
+    the threads); return wrk's figures: requests/s, latency percentiles in ms, answers by HTTP status, errors.
+    Where body holds UNIQUE (@N@), each request replaces it with its own token (see alertmanager_template)."""
     wrk = wrk_available()
     tag = uuid.uuid4().hex[:8]
     body_path = workdir / f"wrk-body-{tag}.json"
     body_path.write_bytes(body)
     script_path = workdir / f"wrk-{tag}.lua"
     per_thread = math.ceil(total_requests / threads) if total_requests else 0
-    script_path.write_text(_WRK_LUA % {"body_path": body_path, "max_requests": per_thread})
+    marker_prefix = workdir / f"wrk-done-{tag}-"
+    script_path.write_text(_WRK_LUA % {"body_path": body_path, "max_requests": per_thread,
+                                       "marker_prefix": marker_prefix, "unique": str(UNIQUE in body).lower()})
     argv = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration))}s",
             "--timeout", f"{max(1, round(timeout))}s", "-s", str(script_path), url]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + timeout + 60)
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        if total_requests:
+            # wrk has no request count: each thread stops at its share and leaves a marker; SIGINT then ends
+            # the run early, and wrk still reports (its done() runs).
+            deadline = time.monotonic() + duration + 5
+            while proc.poll() is None and time.monotonic() < deadline:
+                if len(list(workdir.glob(marker_prefix.name + "*"))) >= threads:
+                    proc.send_signal(signal.SIGINT)
+                    break
+                time.sleep(0.05)
+        stdout, stderr = proc.communicate(timeout=duration + timeout + 60)
+    finally:
+        if proc.poll() is None:
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{stdout}\n{stderr}")
     raw = json.loads(line[len("WRK_JSON "):])
     seconds = raw["duration_us"] / 1e6
     statuses = {int(k): v for k, v in raw["statuses"].items()}

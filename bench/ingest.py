@@ -7,11 +7,13 @@ Run by hand from the project root (needs wrk: `apt-get install -y wrk`, Debian's
 For each store (a fresh SQLite file, a fresh PostgreSQL database on BENCH_POSTGRES_URL's server):
   relay   `gunicorn -c gunicorn.conf.py wsgi:app` (the default worker count) with RELAY_DELIVERY=0, so only ingest
           is measured: wrk POSTs an Alertmanager webhook with 2 alerts to /webhooks/alertmanager; every 202 means
-          2 committed incident_log rows. No credential: wrk comes from loopback.
+          2 committed incident_log rows. No credential: wrk comes from loopback. A Lua script gives every
+          request its own alerts (own alertname and fingerprint, so own dedup keys); the bare endpoint gets the
+          same bodies.
   bare    `gunicorn -c gunicorn.conf.py bench.bare_app:app`, the same config file: POST /ingest inserts one row
           per request (SQLAlchemy Core, the relay's engine settings) into the same kind of store.
   relay+delivery (--with-delivery): the relay as deployed, delivering to a PagerDuty simulator with no latency and
-          the rate limit off, so ingest competes with delivery for the same 2 cores.
+          the rate limit off, so ingest competes with delivery for the CPU and, on SQLite, the one write lock.
 Each target gets a short warm-up, then a measured wrk run. Afterwards the rows written during the measured run
 are counted: the relay must hold 2 rows per 202 (no loss). wrk abandons the requests in flight when its time is
 up, and the server may still commit those, so up to 2 x connections extra rows are expected, never fewer.
@@ -26,7 +28,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import (alertmanager_notification, count_rows, fresh_store, gunicorn, relay_env, run_wrk,
+from common import (alertmanager_template, count_rows, fresh_store, gunicorn, relay_env, run_wrk,
                     simulator_process, wrk_available)
 
 import bare_app  # noqa: E402 - bench/ is on sys.path when this script runs
@@ -36,7 +38,7 @@ ALERTS_PER_WEBHOOK = 2
 
 def run_store(kind: str, args, workdir: Path) -> dict:
     out = {}
-    body = json.dumps(alertmanager_notification(1, ALERTS_PER_WEBHOOK)).encode()
+    body = alertmanager_template(ALERTS_PER_WEBHOOK)  # every request its own alerts (see run_wrk)
     targets = ["relay", "bare"] + (["relay+delivery"] if args.with_delivery else [])
     for target in targets:
         with ExitStack() as stack:

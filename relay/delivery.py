@@ -5,11 +5,11 @@ in-process through wake(), across PostgreSQL instances through LISTEN/NOTIFY; a 
 """
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
@@ -22,6 +22,7 @@ from relay.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 3600
+LINGER_SECONDS = 0.005  # how long a finished send may wait to be recorded with others
 _worker = None  # this process's worker, if one runs here
 _worker_lock = threading.Lock()
 
@@ -47,7 +48,8 @@ class DeliveryWorker:
         self.client = PagerDutyClient(config["PAGERDUTY_EVENTS_URL"], config["PAGERDUTY_CONNECT_TIMEOUT"],
                                       config["PAGERDUTY_READ_TIMEOUT"], pool_size=self.concurrency)
         self.senders = ThreadPoolExecutor(self.concurrency, thread_name_prefix="relay-send")
-        self.results = queue.SimpleQueue()
+        self.results = deque()  # (claimed, delivery, finished at) from the senders; appends are thread-safe
+        self.batch = max(1, self.concurrency // 8)
         self.inflight = 0
         self.wake_event = threading.Event()
         self.stopping = threading.Event()
@@ -112,7 +114,7 @@ class DeliveryWorker:
 
     def _step(self, engine) -> bool:
         """Record finished sends and claim more; tell whether anything happened."""
-        finished = self._drain()
+        finished = self._ready_results()
         if finished:
             with engine.begin() as conn:
                 outbox.complete(conn, self.id, finished, utcnow(), self.policy)
@@ -121,7 +123,8 @@ class DeliveryWorker:
             self._notify(finished)
         claimed = []
         slots = self.concurrency - self.inflight
-        if slots > 0 and not self.stopping.is_set():
+        # Busy, claim a batch of slots per transaction rather than one per finished send.
+        if slots > 0 and not self.stopping.is_set() and (self.inflight == 0 or slots >= self.batch):
             with outbox.claiming(engine) as conn:
                 claimed = outbox.claim(conn, self.id, slots, utcnow(), self.lease_seconds, self.per_minute)
             for item in claimed:
@@ -132,18 +135,21 @@ class DeliveryWorker:
     def _send(self, item):
         try:
             delivery = self.client.send(item.event)
+            self.results.append((item, delivery, time.monotonic()))
         finally:
             self.wake()
-        self.results.put((item, delivery))
 
-    def _drain(self):
-        finished = []
-        while True:
-            try:
-                finished.append(self.results.get_nowait())
-            except queue.Empty:
-                self.inflight -= len(finished)
-                return finished
+    def _ready_results(self):
+        """Take finished sends to record: once a batch is ready, nothing else is in flight, or one waited long."""
+        waiting = len(self.results)
+        if not waiting:
+            return []
+        lingered = time.monotonic() - self.results[0][2] >= LINGER_SECONDS
+        if waiting < self.batch and waiting < self.inflight and not lingered:
+            return []
+        finished = [self.results.popleft()[:2] for _ in range(waiting)]
+        self.inflight -= len(finished)
+        return finished
 
     def _notify(self, finished):
         with self.watchers_lock:
@@ -153,7 +159,7 @@ class DeliveryWorker:
 
     def _idle(self, engine):
         """Sleep until woken, until the next row is due, or for the poll interval."""
-        timeout = self.poll_seconds
+        timeout = LINGER_SECONDS if self.results else self.poll_seconds
         if self.inflight == 0 and not self.stopping.is_set():
             with engine.connect() as conn:
                 due = outbox.next_due_at(conn, utcnow())

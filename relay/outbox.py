@@ -17,6 +17,10 @@ from relay.retry import RetryPolicy
 
 CANDIDATES_PER_SLOT = 4  # look past rows held back by the rate limit, so other keys are not starved
 RATE_WINDOW = timedelta(seconds=60)  # PagerDuty 05-Rate-Limits.md: events per minute per integration key
+# Attempts are counted when claimed, PagerDuty counts them on arrival: the budget frees this much later, so a
+# request's time in flight never lets PagerDuty see more than the limit in any minute.
+RATE_SLACK = timedelta(seconds=2)
+RATE_LOCK_ID = 0x72656C6179  # "relay": the PostgreSQL advisory lock around rate-limited claims
 NOTIFY_CHANNEL = "relay_outbox"
 
 
@@ -93,31 +97,31 @@ def _candidates(conn, now: datetime, count: int):
     return conn.execute(query).all()
 
 
-def _rate_window(conn, routing_key: str, now: datetime) -> tuple[int, datetime | None]:
-    """Count this key's attempts in the last minute, and the oldest of them."""
-    if conn.dialect.name == "postgresql":  # serialize budget checks for this key across instances
-        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key_hash(routing_key), 0))))
+def _rate_windows(conn, keys, now: datetime) -> dict[str, tuple[int, datetime]]:
+    """Count each key's attempts in its rolling window, with the oldest of them, in one query."""
+    if conn.dialect.name == "postgresql":  # one lock: budget checks of several instances never interleave
+        conn.execute(select(func.pg_advisory_xact_lock(RATE_LOCK_ID)))
+    hashes = {key_hash(key): key for key in keys}
     attempt = DeliveryAttempt
-    used, oldest = conn.execute(select(func.count(), func.min(attempt.started_at)).where(
-        attempt.routing_key_hash == key_hash(routing_key), attempt.started_at > now - RATE_WINDOW)).one()
-    return used, models.as_utc(oldest) if oldest else None
+    counts = conn.execute(select(attempt.routing_key_hash, func.count(), func.min(attempt.started_at)).where(
+        attempt.routing_key_hash.in_(list(hashes)), attempt.started_at > now - RATE_WINDOW - RATE_SLACK,
+    ).group_by(attempt.routing_key_hash)).all()
+    return {hashes[found]: (used, models.as_utc(oldest)) for found, used, oldest in counts}
 
 
 def _within_rate_limit(conn, rows, now: datetime, per_minute: int):
     """Split candidates into rows the per-key budget allows now, and rows deferred until it frees up."""
     if not per_minute:
         return rows, {}
-    by_key: dict[str, list] = {}
+    windows = _rate_windows(conn, {row.routing_key for row in rows}, now)
+    allowed, deferred, spent = [], {}, {}
     for row in rows:
-        by_key.setdefault(row.routing_key, []).append(row)
-    allowed, deferred = [], {}
-    for routing_key in sorted(by_key):  # sorted: instances take the advisory locks in one order
-        used, oldest = _rate_window(conn, routing_key, now)
-        free = max(0, per_minute - used)
-        allowed += by_key[routing_key][:free]
-        for row in by_key[routing_key][free:]:
-            deferred[row.id] = (oldest or now) + RATE_WINDOW
-    allowed.sort(key=lambda row: row.id)
+        used, oldest = windows.get(row.routing_key, (0, now))
+        if used + spent.get(row.routing_key, 0) < per_minute:
+            spent[row.routing_key] = spent.get(row.routing_key, 0) + 1
+            allowed.append(row)
+        else:
+            deferred[row.id] = oldest + RATE_WINDOW + RATE_SLACK
     return allowed, deferred
 
 

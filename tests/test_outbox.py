@@ -140,8 +140,9 @@ def test_rate_limit_caps_each_key_per_rolling_minute(app, routing_key):
     assert [c.log_id for c in claimed] == ids[:3] + [other]
     assert claim(app, now=now + timedelta(seconds=59), per_minute=3, lease=300) == []
     held = row(app, ids[3])
-    assert held.status == "pending" and held.next_attempt_at == now + timedelta(seconds=60)
-    later = claim(app, now=now + timedelta(seconds=61), per_minute=3, lease=300)
+    assert held.status == "pending" and held.next_attempt_at == now + timedelta(seconds=62)  # 60 s + slack
+    assert claim(app, now=now + timedelta(seconds=61), per_minute=3, lease=300) == []
+    later = claim(app, now=now + timedelta(seconds=63), per_minute=3, lease=300)
     assert [c.log_id for c in later] == ids[3:]
 
 
