@@ -1,7 +1,7 @@
 """incident_log as the outbox: writing rows, claiming due ones under a lease, recording what became of them.
 
-Claims are atomic: PostgreSQL locks candidate rows with FOR UPDATE SKIP LOCKED; SQLite runs every
-transaction as BEGIN IMMEDIATE (see relay/__init__.py), so one claimer at a time holds the write lock.
+Claims are atomic: PostgreSQL locks the rows it takes with FOR UPDATE SKIP LOCKED; SQLite runs claims as
+BEGIN IMMEDIATE (see relay/__init__.py), so one claimer at a time holds the write lock.
 """
 import hashlib
 from dataclasses import dataclass
@@ -89,12 +89,23 @@ def next_due_at(conn, now: datetime) -> datetime | None:
 
 
 def _candidates(conn, now: datetime, count: int):
-    query = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.event, IncidentLog.created_at,
-                    IncidentLog.attempts)
-             .where(*_due(now)).order_by(IncidentLog.id).limit(count))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=IncidentLog)
-    return conn.execute(query).all()
+    """Due rows in acceptance order, read without locks (only the rows taken get locked)."""
+    # Ids first: a planner without fresh statistics may sort every open row, and sorting ids is cheap.
+    ids = conn.execute(select(IncidentLog.id).where(*_due(now)).order_by(IncidentLog.id).limit(count)).scalars().all()
+    if not ids:
+        return []
+    return conn.execute(select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.event, IncidentLog.created_at,
+                               IncidentLog.attempts).where(IncidentLog.id.in_(ids)).order_by(IncidentLog.id)).all()
+
+
+def _lock(conn, rows, now: datetime):
+    """Keep the rows this transaction could lock and that are still due (PostgreSQL; SQLite holds its lock)."""
+    if conn.dialect.name != "postgresql" or not rows:
+        return rows
+    # SKIP LOCKED: another instance claiming a row right now keeps it; the due check is re-read once locked.
+    held = set(conn.execute(select(IncidentLog.id).where(IncidentLog.id.in_([row.id for row in rows]), *_due(now))
+                            .with_for_update(skip_locked=True)).scalars())
+    return [row for row in rows if row.id in held]
 
 
 def _rate_windows(conn, keys, now: datetime) -> dict[str, tuple[int, datetime]]:
@@ -127,9 +138,9 @@ def _within_rate_limit(conn, rows, now: datetime, per_minute: int):
 
 def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float, per_minute: int):
     """Lease up to `slots` due rows to this worker and open an attempt for each."""
-    rows = _candidates(conn, now, slots * CANDIDATES_PER_SLOT)
+    rows = _candidates(conn, now, slots * (CANDIDATES_PER_SLOT if per_minute else 1))
     allowed, deferred = _within_rate_limit(conn, rows, now, per_minute)
-    allowed = allowed[:slots]
+    allowed = _lock(conn, allowed[:slots], now)
     for log_id, moment in deferred.items():
         conn.execute(update(IncidentLog).where(IncidentLog.id == log_id).values(next_attempt_at=moment))
     if not allowed:
