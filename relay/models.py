@@ -5,7 +5,6 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import JSON, BigInteger, DateTime, Integer
 from sqlalchemy.types import TypeDecorator
 
-from relay.masking import mask
 
 db = SQLAlchemy()
 
@@ -95,11 +94,6 @@ class IncidentLog(db.Model):
         # Per-alert order: an event waits while an earlier one for the same key pair is still open.
         db.Index("ix_incident_log_order", "routing_key", "dedup_key", "id"),
     )
-
-    def set_routing_key(self, routing_key):
-        """Store the routing key and the only form of it that may be shown."""
-        self.routing_key = routing_key
-        self.routing_key_masked = mask(routing_key)
 
     def outbound_event(self):
         """Return the Events API body to POST, routing key included."""

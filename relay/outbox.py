@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import aliased
 
 from relay import models
+from relay.masking import mask
 from relay.models import DeliveryAttempt, IncidentLog, db
 from relay.pagerduty import FAILED, Delivery
 from relay.retry import RetryPolicy
@@ -24,19 +25,34 @@ RATE_LOCK_ID = 0x72656C6179  # "relay": the PostgreSQL advisory lock around rate
 NOTIFY_CHANNEL = "relay_outbox"
 
 
-def record(event: dict, source: str, route: str | None = None, alert: dict | None = None,
-           status: str = models.PENDING, error: str | None = None) -> IncidentLog:
-    """Add a row (pending unless told otherwise) for a validated event; the caller commits."""
+def row_values(event: dict, source: str, route: str | None = None, alert: dict | None = None,
+               status: str = models.PENDING, error: str | None = None) -> dict:
+    """The column values of a new row for a validated event (pending unless told otherwise)."""
     payload = event.get("payload") or {}
-    row = IncidentLog(
-        source=source, route=route, event_action=event["event_action"], dedup_key=event.get("dedup_key"),
-        summary=payload.get("summary"), severity=payload.get("severity"),
-        event={k: v for k, v in event.items() if k != "routing_key"},
-        alert=alert, status=status, attempts=0, error=error, next_attempt_at=models.utcnow(),
-    )
-    row.set_routing_key(event["routing_key"])
+    now = models.utcnow()
+    return {
+        "source": source, "route": route, "event_action": event["event_action"],
+        "dedup_key": event.get("dedup_key"), "summary": payload.get("summary"), "severity": payload.get("severity"),
+        "routing_key": event["routing_key"], "routing_key_masked": mask(event["routing_key"]),
+        "event": {k: v for k, v in event.items() if k != "routing_key"}, "alert": alert, "status": status,
+        "attempts": 0, "error": error, "created_at": now, "updated_at": now, "next_attempt_at": now,
+    }
+
+
+def record(event: dict, source: str, **values) -> IncidentLog:
+    """Add one row as an ORM object, for callers that follow it (the job); the caller commits."""
+    row = IncidentLog(**row_values(event, source, **values))
     db.session.add(row)
     return row
+
+
+def record_many(session, rows: list[dict]) -> list[int]:
+    """Insert rows made by row_values in one statement and return their ids, in order; the caller commits."""
+    if not rows:
+        return []
+    table = IncidentLog.__table__  # Core, not the ORM bulk path: several times cheaper per row
+    result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
+    return list(result.scalars())
 
 
 def announce_new_rows(session) -> None:

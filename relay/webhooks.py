@@ -49,13 +49,11 @@ def describe(item: Planned, log_id=None) -> dict:
 
 def store(source_name: str, planned: list[Planned]) -> list[int]:
     """Write one incident_log row per planned event, commit them together, and return their ids."""
-    rows = [
-        outbox.record(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
-                      status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
+    ids = outbox.record_many(db.session, [
+        outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
+                          status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
         for item in planned
-    ]
-    db.session.flush()
-    ids = [row.id for row in rows]  # read now: after the commit each would cost a SELECT
+    ])
     outbox.announce_new_rows(db.session)
     db.session.commit()
     delivery.wake()
