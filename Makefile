@@ -23,6 +23,7 @@ run: migrate
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: $(VENV)/.dev
+	.ci/system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 simulator: $(VENV)/.runtime
