@@ -31,3 +31,11 @@ def wait_until(predicate, timeout: float = 15.0, message: str = "condition", int
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} not reached in {timeout}s")
         time.sleep(interval)
+
+
+def messages_at(err, path: tuple):
+    """Walk a marshmallow ValidationError's messages along a field path."""
+    node = err.messages
+    for key in path:
+        node = node[key]
+    return node

@@ -7,17 +7,7 @@ from marshmallow import ValidationError
 
 from relay.alerts import FIRING, RESOLVED, Alert, Link
 from relay.sources import SOURCES, alertmanager, get_source
-from tests.helpers import fixture
-
-
-
-
-def messages_at(err: ValidationError, path: tuple):
-    """Walk ValidationError.messages along a field path."""
-    node = err.messages
-    for key in path:
-        node = node[key]
-    return node
+from tests.helpers import fixture, messages_at
 
 
 def test_registered_with_the_shared_signature():
