@@ -1,5 +1,6 @@
 """The `flask --app wsgi relay …` commands: the create-incident job from a shell."""
 import json
+import logging
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ from relay.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
 from relay.views import log_entry
 
+log = logging.getLogger(__name__)
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
 
 
@@ -136,12 +138,12 @@ def worker():
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     running = delivery.start(current_app._get_current_object())
-    click.echo(f"delivery worker {running.id} running", err=True)
+    log.info("delivery worker %s running", running.id)
     while not stop.wait(1.0):
         if not running.thread.is_alive():
             raise click.ClickException("the delivery loop stopped unexpectedly; see the log")
     delivery.stop()
-    click.echo("delivery worker stopped", err=True)
+    log.info("delivery worker %s stopped", running.id)
 
 
 @relay_cli.command("replay")

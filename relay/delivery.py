@@ -1,11 +1,13 @@
 """The delivery worker: claims due incident_log rows, sends them concurrently, records the outcomes.
 
-One worker per process (each gunicorn worker, or `flask relay worker`). A new row wakes it at once:
-in-process through wake(), across PostgreSQL instances through LISTEN/NOTIFY; a slow poll is the fallback.
+Under gunicorn one delivery process per host (`flask relay worker`, started by gunicorn.conf.py), or a thread
+in the process that needs it (CLI jobs, tests). A new row wakes it at once: in-process through wake(), from the
+web workers through SQLite's data_version or PostgreSQL's LISTEN/NOTIFY; a slow poll is the fallback.
 """
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 3600
 LINGER_SECONDS = 0.005  # how long a finished send may wait to be recorded with others
+SQLITE_WATCH_SECONDS = 0.002  # how often the delivery process looks for other processes' commits on SQLite
 _worker = None  # this process's worker, if one runs here
 _worker_lock = threading.Lock()
 
@@ -62,13 +65,14 @@ class DeliveryWorker:
         self.next_prune = time.monotonic() + 60  # not in the middle of start-up
 
     def start(self):
-        """Start delivering (and listening for other instances' new rows on PostgreSQL)."""
+        """Start delivering, and watching for other processes' new rows (NOTIFY, or SQLite's data_version)."""
         self.thread.start()
         with self.app.app_context():
-            if db.engine.dialect.name == "postgresql":
-                self.listener = threading.Thread(target=self._listen, args=(db.engine.url,),
-                                                 name="relay-listen", daemon=True)
-                self.listener.start()
+            url = db.engine.url
+        watch = self._listen if url.get_backend_name() == "postgresql" else self._watch_sqlite
+        if url.get_backend_name() == "postgresql" or url.database:
+            self.listener = threading.Thread(target=watch, args=(url,), name="relay-listen", daemon=True)
+            self.listener.start()
         return self
 
     def stop(self, timeout: float = 15.0):
@@ -177,6 +181,20 @@ class DeliveryWorker:
         deleted = retention.prune(engine, utcnow() - self.prune_after, [models.DELIVERED])
         if deleted:
             log.info("pruned %d delivered rows older than %s", deleted, self.prune_after)
+
+    def _watch_sqlite(self, url):
+        """Wake when another process commits: SQLite's data_version changes, read without any lock."""
+        conn = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            seen = None
+            while not self.stopping.wait(SQLITE_WATCH_SECONDS):
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if seen is not None and version != seen:
+                    self.wake()
+                seen = version
+        finally:
+            conn.close()
 
     def _listen(self, url):
         """Wake on NOTIFY from other instances' new rows; reconnect when the connection drops."""
