@@ -63,7 +63,7 @@ class Config:
     PAGERDUTY_CONNECT_TIMEOUT = _env_float("PAGERDUTY_CONNECT_TIMEOUT", 3.05)
     PAGERDUTY_READ_TIMEOUT = _env_float("PAGERDUTY_READ_TIMEOUT", 10)
 
-    # Delivery: a worker in every relay process (RELAY_DELIVERY=0 leaves it to `flask relay worker`).
+    # Delivery: gunicorn's master runs one delivery process (RELAY_DELIVERY=0 leaves it to `flask relay worker`).
     RELAY_DELIVERY = os.environ.get("RELAY_DELIVERY", "1") == "1"
     RELAY_DELIVERY_CONCURRENCY = _env_int("RELAY_DELIVERY_CONCURRENCY", 64)  # requests in flight per process
     RELAY_DELIVERY_POLL_SECONDS = _env_float("RELAY_DELIVERY_POLL_SECONDS", 1.0)  # fallback when not woken
