@@ -56,6 +56,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def relay(workdir, simulator):
+    simulator.reset()  # shared with other modules' tests, which leave outages and faults behind
     with relay_server(workdir / "relay", simulator.events_url) as served:
         yield served
 

@@ -24,6 +24,7 @@ WAIT = 20
 def stack(tmp_path_factory, simulator):
     """Relay (bearer-protected, dedup "group") and Alertmanager sending to it and natively to the simulator."""
     require_binaries(ALERTMANAGER_BIN, AMTOOL_BIN)
+    simulator.reset()  # shared with other modules' tests, which leave outages and faults behind
     workdir = tmp_path_factory.mktemp("native")
     routes = workdir / "routes.py"
     routes.write_text('DEFAULT_ROUTE = {"name": "migrated", "routing_key_env": "PAGERDUTY_ROUTING_KEY", '
