@@ -39,3 +39,29 @@ def messages_at(err, path: tuple):
     for key in path:
         node = node[key]
     return node
+
+
+def set_at(path, value):
+    """Build a mutator that sets the field at path (keys and indexes) to value."""
+
+    def mutate(payload):
+        node = payload
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        return payload
+
+    return mutate
+
+
+def delete_at(path):
+    """Build a mutator that removes the field at path."""
+
+    def mutate(payload):
+        node = payload
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+        return payload
+
+    return mutate

@@ -7,7 +7,7 @@ from marshmallow import ValidationError
 
 from relay.alerts import FIRING, RESOLVED, Alert, Link
 from relay.sources import SOURCES, alertmanager, get_source
-from tests.helpers import fixture, messages_at
+from tests.helpers import delete_at, fixture, messages_at, set_at
 
 
 def test_registered_with_the_shared_signature():
@@ -149,64 +149,38 @@ def test_settings_are_ignored():
     assert alertmanager.to_alerts(payload, {"summary": "nope"}) == alertmanager.to_alerts(payload)
 
 
-def _set(path, value):
-    """Build a mutator that sets the field at path (keys and indexes) to value."""
-
-    def mutate(payload):
-        node = payload
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-        return payload
-
-    return mutate
-
-
-def _delete(path):
-    """Build a mutator that removes the field at path."""
-
-    def mutate(payload):
-        node = payload
-        for key in path[:-1]:
-            node = node[key]
-        del node[path[-1]]
-        return payload
-
-    return mutate
-
-
 BROKEN = [
     ("not an object", lambda p: "firing", ("_schema",), "Payload must be a JSON object."),
     ("an array", lambda p: [p], ("_schema",), "Payload must be a JSON object."),
     ("null", lambda p: None, ("_schema",), "Payload must be a JSON object."),
-    ("version wrong", _set(("version",), "1"), ("version",), 'Must be "4" (Alertmanager webhook), got "1".'),
-    ("version a number", _set(("version",), 4), ("version",), "Not a valid string."),
-    ("version missing", _delete(("version",)), ("version",), "Missing data for required field."),
-    ("alerts missing", _delete(("alerts",)), ("alerts",), "Missing data for required field."),
-    ("alerts not a list", _set(("alerts",), {"status": "firing"}), ("alerts",), "Not a valid list."),
-    ("alert not an object", _set(("alerts", 0), "DiskFull"), ("alerts", 0, "_schema"), "Each alert must be"),
-    ("alert status unknown", _set(("alerts", 0, "status"), "pending"), ("alerts", 0, "status"), "Must be one of"),
-    ("alert status missing", _delete(("alerts", 0, "status")), ("alerts", 0, "status"), "Missing data"),
-    ("labels missing", _delete(("alerts", 0, "labels")), ("alerts", 0, "labels"), "Missing data"),
-    ("labels null", _set(("alerts", 0, "labels"), None), ("alerts", 0, "labels"), "Field may not be null."),
-    ("labels a list", _set(("alerts", 0, "labels"), ["a"]), ("alerts", 0, "labels"), "Not a valid mapping type."),
+    ("version wrong", set_at(("version",), "1"), ("version",), 'Must be "4" (Alertmanager webhook), got "1".'),
+    ("version a number", set_at(("version",), 4), ("version",), "Not a valid string."),
+    ("version missing", delete_at(("version",)), ("version",), "Missing data for required field."),
+    ("alerts missing", delete_at(("alerts",)), ("alerts",), "Missing data for required field."),
+    ("alerts not a list", set_at(("alerts",), {"status": "firing"}), ("alerts",), "Not a valid list."),
+    ("alert not an object", set_at(("alerts", 0), "DiskFull"), ("alerts", 0, "_schema"), "Each alert must be"),
+    ("alert status unknown", set_at(("alerts", 0, "status"), "pending"), ("alerts", 0, "status"), "Must be one of"),
+    ("alert status missing", delete_at(("alerts", 0, "status")), ("alerts", 0, "status"), "Missing data"),
+    ("labels missing", delete_at(("alerts", 0, "labels")), ("alerts", 0, "labels"), "Missing data"),
+    ("labels null", set_at(("alerts", 0, "labels"), None), ("alerts", 0, "labels"), "Field may not be null."),
+    ("labels a list", set_at(("alerts", 0, "labels"), ["a"]), ("alerts", 0, "labels"), "Not a valid mapping type."),
     (
         "label value an int",
-        _set(("alerts", 0, "labels", "port"), 9100),
+        set_at(("alerts", 0, "labels", "port"), 9100),
         ("alerts", 0, "labels", "port", "value"),
         "Not a valid string.",
     ),
     (
         "annotation value an object",
-        _set(("alerts", 0, "annotations", "summary"), {"text": "x"}),
+        set_at(("alerts", 0, "annotations", "summary"), {"text": "x"}),
         ("alerts", 0, "annotations", "summary", "value"),
         "Not a valid string.",
     ),
-    ("startsAt a number", _set(("alerts", 0, "startsAt"), 1700000000), ("alerts", 0, "startsAt"), "Not a valid"),
-    ("top status unknown", _set(("status",), "pending"), ("status",), "Must be one of"),
-    ("truncatedAlerts a string", _set(("truncatedAlerts",), "0"), ("truncatedAlerts",), "Not a valid integer."),
-    ("truncatedAlerts negative", _set(("truncatedAlerts",), -1), ("truncatedAlerts",), "greater than or equal"),
-    ("commonLabels int value", _set(("commonLabels", "n"), 1), ("commonLabels", "n", "value"), "Not a valid string."),
+    ("startsAt a number", set_at(("alerts", 0, "startsAt"), 1700000000), ("alerts", 0, "startsAt"), "Not a valid"),
+    ("top status unknown", set_at(("status",), "pending"), ("status",), "Must be one of"),
+    ("truncatedAlerts a string", set_at(("truncatedAlerts",), "0"), ("truncatedAlerts",), "Not a valid integer."),
+    ("truncatedAlerts negative", set_at(("truncatedAlerts",), -1), ("truncatedAlerts",), "greater than or equal"),
+    ("commonLabels int value", set_at(("commonLabels", "n"), 1), ("commonLabels", "n", "value"), "Not a valid string."),
 ]
 
 

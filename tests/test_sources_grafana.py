@@ -7,7 +7,7 @@ from marshmallow import ValidationError
 
 from relay.alerts import FIRING, RESOLVED, Alert, Link
 from relay.sources import SOURCES, get_source, grafana
-from tests.helpers import fixture, messages_at
+from tests.helpers import fixture, messages_at, set_at
 
 
 def test_registered_with_the_shared_signature():
@@ -130,47 +130,34 @@ def test_unicode_labels_and_long_summary_are_kept():
     assert alert.annotations["summary"] == summary
 
 
-def _set(path, value):
-    """Build a mutator that sets the field at path (keys and indexes) to value."""
-
-    def mutate(payload):
-        node = payload
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-        return payload
-
-    return mutate
-
-
 BROKEN = [
     ("not an object", lambda p: "alerting", ("_schema",), "Payload must be a JSON object."),
-    ("version wrong", _set(("version",), "4"), ("version",), 'Must be "1" (Grafana webhook), got "4".'),
-    ("alerts not a list", _set(("alerts",), "none"), ("alerts",), "Not a valid list."),
-    ("alert status is a state", _set(("alerts", 0, "status"), "alerting"), ("alerts", 0, "status"), "Must be one"),
+    ("version wrong", set_at(("version",), "4"), ("version",), 'Must be "1" (Grafana webhook), got "4".'),
+    ("alerts not a list", set_at(("alerts",), "none"), ("alerts",), "Not a valid list."),
+    ("alert status is a state", set_at(("alerts", 0, "status"), "alerting"), ("alerts", 0, "status"), "Must be one"),
     (
         "label value an int",
-        _set(("alerts", 0, "labels", "test"), 1),
+        set_at(("alerts", 0, "labels", "test"), 1),
         ("alerts", 0, "labels", "test", "value"),
         "Not a valid string.",
     ),
     (
         "value a string",
-        _set(("alerts", 0, "values"), {"A": "1.5"}),
+        set_at(("alerts", 0, "values"), {"A": "1.5"}),
         ("alerts", 0, "values", "A", "value"),
         "Not a valid number.",
     ),
     (
         "value a boolean",
-        _set(("alerts", 0, "values"), {"A": True}),
+        set_at(("alerts", 0, "values"), {"A": True}),
         ("alerts", 0, "values", "A", "value"),
         "Not a valid number.",
     ),
-    ("values a list", _set(("alerts", 0, "values"), [1, 2]), ("alerts", 0, "values"), "Not a valid mapping type."),
-    ("orgId a string", _set(("orgId",), "1"), ("orgId",), "Not a valid integer."),
-    ("alert orgId a string", _set(("alerts", 0, "orgId"), "1"), ("alerts", 0, "orgId"), "Not a valid integer."),
-    ("imageURL a number", _set(("alerts", 0, "imageURL"), 1), ("alerts", 0, "imageURL"), "Not a valid string."),
-    ("dashboardURL null", _set(("alerts", 0, "dashboardURL"), None), ("alerts", 0, "dashboardURL"), "may not be null"),
+    ("values a list", set_at(("alerts", 0, "values"), [1, 2]), ("alerts", 0, "values"), "Not a valid mapping type."),
+    ("orgId a string", set_at(("orgId",), "1"), ("orgId",), "Not a valid integer."),
+    ("alert orgId a string", set_at(("alerts", 0, "orgId"), "1"), ("alerts", 0, "orgId"), "Not a valid integer."),
+    ("imageURL a number", set_at(("alerts", 0, "imageURL"), 1), ("alerts", 0, "imageURL"), "Not a valid string."),
+    ("dashboardURL null", set_at(("alerts", 0, "dashboardURL"), None), ("alerts", 0, "dashboardURL"), "may not be null"),
 ]
 
 
