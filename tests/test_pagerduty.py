@@ -117,3 +117,20 @@ def test_send_never_returns_the_routing_key(pd, pd_client, routing_key):
     pd.set_routing_keys(["c" * 32])
     delivery = pd_client.send(_trigger(routing_key))
     assert routing_key not in repr(delivery)
+
+
+def test_send_goes_through_the_environment_proxy(pd, routing_key, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", pd.url)  # the simulator answers absolute-form requests as a proxy would
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    client = PagerDutyClient("http://events.pagerduty.invalid/v2/enqueue", connect_timeout=1, read_timeout=1)
+    assert client.send(_trigger(routing_key)).ok
+    assert pd.accepted()[-1]["routing_key"] == routing_key
+    client.close()
+
+
+def test_send_skips_the_proxy_for_no_proxy_hosts(pd, routing_key, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = PagerDutyClient(pd.events_url, connect_timeout=1, read_timeout=1)
+    assert client.send(_trigger(routing_key)).ok
+    client.close()
