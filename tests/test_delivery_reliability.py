@@ -465,11 +465,11 @@ def explain(dedup_key: str, records: list, rows: list, attempts: dict) -> str:
 def test_rate_limit_is_shared_across_two_instances(tmp_path, pd, own_postgres_url):
     run = uuid.uuid4().hex[:8]
     store = Store(own_postgres_url)
-    # Few slots per worker, so the four delivery workers (2 instances x 2 gunicorn workers) claim small batches
-    # side by side and race for the last of the budget, instead of one claim taking every row.
+    # Few slots per delivery process, so both instances claim small batches side by side and race for the last
+    # of the budget, instead of one claim taking every row.
     env = {**FAST, **NO_KILL, "RELAY_RATE_LIMIT_PER_MINUTE": "30", "RELAY_DELIVERY_CONCURRENCY": "4"}
     with instances(tmp_path, pd, own_postgres_url, env) as (first, second), watching_claimers(store) as claimers:
-        pd.set_latency(0.05)  # long enough for the sampler to see who holds what
+        pd.set_latency(0.15)  # long enough for both instances to join in, and for the sampler to see who does
         alerts = [am_alert(run, f"api-{i:03d}") for i in range(100)]
         bodies = [((first, second)[i % 2].alertmanager_webhook, notification(alerts[i::4])) for i in range(4)]
         answers = Burst([[body] for body in bodies]).start().join()  # all at once, two to each instance

@@ -96,3 +96,37 @@ def test_gunicorn_logs_never_show_the_routing_key(served_relay, pd, routing_key)
     proc.wait(timeout=30)
     assert "Booting worker" in output  # the log was captured, so its silence about the key means something
     assert routing_key not in output
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids whose parent is pid."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _is_delivery_process(pid: int) -> bool:
+    try:
+        return b"relay\x00worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_delivery_process_stops_when_the_master_is_killed(served_relay):
+    _, _, proc = served_relay
+    deadline = time.monotonic() + 20
+    while not (delivery := [pid for pid in _children(proc.pid) if _is_delivery_process(pid)]):
+        assert time.monotonic() < deadline, "gunicorn started no delivery process"
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL: no on_exit hook runs
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _is_delivery_process(delivery[0]):
+        assert time.monotonic() < deadline, "the delivery process outlived its master"
+        time.sleep(0.2)
