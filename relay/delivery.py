@@ -117,24 +117,36 @@ class DeliveryWorker:
                     self._idle(engine)
 
     def _step(self, engine) -> bool:
-        """Record finished sends and claim more; tell whether anything happened."""
+        """Record finished sends and claim more, in one transaction; tell whether anything happened."""
         finished = self._ready_results()
+        slots = self.concurrency - self.inflight
+        # Busy, claim a batch of slots per transaction rather than one per finished send.
+        wanted = slots > 0 and not self.stopping.is_set() and (self.inflight == 0 or slots >= self.batch)
+        if not (finished or wanted):
+            return False
+        try:
+            with outbox.claiming(engine) as conn:
+                now = utcnow()
+                if finished:
+                    outbox.complete(conn, self.id, finished, now, self.policy)
+                claimed = outbox.claim(conn, self.id, slots, now, self.lease_seconds, self.per_minute) if wanted else []
+        except Exception:
+            self._keep(finished)  # recorded by the next step, not lost with this transaction
+            raise
         if finished:
-            with engine.begin() as conn:
-                outbox.complete(conn, self.id, finished, utcnow(), self.policy)
             metrics.delivered(finished, self.policy)
             logs.delivery_outcomes(finished, self.policy)
             self._notify(finished)
-        claimed = []
-        slots = self.concurrency - self.inflight
-        # Busy, claim a batch of slots per transaction rather than one per finished send.
-        if slots > 0 and not self.stopping.is_set() and (self.inflight == 0 or slots >= self.batch):
-            with outbox.claiming(engine) as conn:
-                claimed = outbox.claim(conn, self.id, slots, utcnow(), self.lease_seconds, self.per_minute)
-            for item in claimed:
-                self.inflight += 1
-                self.senders.submit(self._send, item)
+        for item in claimed:
+            self.inflight += 1
+            self.senders.submit(self._send, item)
         return bool(finished or claimed)
+
+    def _keep(self, finished):
+        """Put results whose recording failed back at the head of the queue."""
+        now = time.monotonic()
+        self.inflight += len(finished)
+        self.results.extendleft((item, delivery, now) for item, delivery in reversed(finished))
 
     def _send(self, item):
         try:
