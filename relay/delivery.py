@@ -61,6 +61,7 @@ class DeliveryWorker:
         self.watchers_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="relay-delivery", daemon=True)
         self.listener = None
+        self.conn = None  # the delivery loop's connection, see _connection
         self.prune_after = config["RELAY_PRUNE_DELIVERED_AFTER"]
         self.next_prune = time.monotonic() + 60  # not in the middle of start-up
 
@@ -111,10 +112,24 @@ class DeliveryWorker:
                     progressed = self._step(engine)
                 except Exception:  # noqa: BLE001 - a store hiccup must not end delivery for good
                     log.exception("delivery step failed; retrying in a second")
+                    self._drop_connection()
                     progressed = False
                     self.wake_event.wait(1.0)
                 if not progressed:
                     self._idle(engine)
+            self._drop_connection()
+
+    def _connection(self, engine):
+        """The loop's own connection, kept between steps (no pool checkout or ping per step)."""
+        if self.conn is None:
+            self.conn = outbox.claiming_connection(engine)
+        return self.conn
+
+    def _drop_connection(self):
+        if self.conn is not None:
+            self.conn.invalidate()  # after a failure its state is unknown: never back into the pool
+            self.conn.close()
+            self.conn = None
 
     def _step(self, engine) -> bool:
         """Record finished sends and claim more, in one transaction; tell whether anything happened."""
@@ -125,7 +140,8 @@ class DeliveryWorker:
         if not (finished or wanted):
             return False
         try:
-            with outbox.claiming(engine) as conn:
+            conn = self._connection(engine)
+            with conn.begin():
                 now = utcnow()
                 if finished:
                     outbox.complete(conn, self.id, finished, now, self.policy)

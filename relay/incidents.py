@@ -75,7 +75,6 @@ def follow_up(action: str, dedup_key: str, data: dict, source: str) -> JobResult
 
 def _send(event: dict, source: str) -> JobResult:
     row = outbox.record(load_event(event), source=source)
-    outbox.announce_new_rows(db.session)
     db.session.commit()  # on record before PagerDuty is asked: nothing accepted is lost
     metrics.event_stored(source, event["event_action"])
     delivery.wait_for_outcome(row.id, current_app.config["RELAY_SYNC_WAIT_SECONDS"])

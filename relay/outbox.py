@@ -21,7 +21,7 @@ RATE_WINDOW = timedelta(seconds=60)  # PagerDuty 05-Rate-Limits.md: events per m
 # request's time in flight never lets PagerDuty see more than the limit in any minute.
 RATE_SLACK = timedelta(seconds=2)
 RATE_LOCK_ID = 0x72656C6179  # "relay": the PostgreSQL advisory lock around rate-limited claims
-NOTIFY_CHANNEL = "relay_outbox"
+NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
 
 
 def row_values(event: dict, source: str, route: str | None = None, alert: dict | None = None,
@@ -52,12 +52,6 @@ def record_many(session, rows: list[dict]) -> list[int]:
     table = IncidentLog.__table__  # Core, not the ORM bulk path: several times cheaper per row
     result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
     return list(result.scalars())
-
-
-def announce_new_rows(session) -> None:
-    """Tell delivery workers on other instances that rows are waiting (PostgreSQL NOTIFY, sent at commit)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
 
 
 @dataclass
@@ -260,6 +254,6 @@ def requeue(conn, now: datetime, *conditions, statuses=(models.FAILED, models.DE
     return sorted(result.scalars().all())
 
 
-def claiming(engine):
-    """A transaction fit for claims: on SQLite it holds the write lock from its first read."""
-    return engine.execution_options(sqlite_immediate=True).begin()
+def claiming_connection(engine):
+    """A connection fit for claims: on SQLite its transactions hold the write lock from their first read."""
+    return engine.connect().execution_options(sqlite_immediate=True)

@@ -54,7 +54,6 @@ def store(source_name: str, planned: list[Planned]) -> list[int]:
                           status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
         for item in planned
     ])
-    outbox.announce_new_rows(db.session)
     db.session.commit()
     delivery.wake()
     metrics.events_stored(source_name, planned)

@@ -29,7 +29,7 @@ def add(app, routing_key, action="trigger", dedup_key="d"):
 
 
 def claim(app, worker="w1", slots=10, now=None, lease=30, per_minute=0):
-    with app.app_context(), outbox.claiming(db.engine) as conn:
+    with app.app_context(), outbox.claiming_connection(db.engine) as conn, conn.begin():
         return outbox.claim(conn, worker, slots, now or utcnow(), lease, per_minute)
 
 
@@ -163,3 +163,26 @@ def test_rows_that_are_not_open_are_never_claimed(app, routing_key, status):
                       source="test", status=status)
         db.session.commit()
     assert claim(app) == []
+
+
+def test_rows_turning_pending_notify_listeners_on_postgresql(app, routing_key):
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        pytest.skip("SQLite has no NOTIFY: its delivery process watches data_version")
+    import psycopg
+
+    with app.app_context():
+        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
+
+        def notified() -> int:
+            return sum(1 for _ in listener.notifies(timeout=0.3))
+
+        log_id = add(app, routing_key)
+        assert notified() == 1  # a new row
+        (claimed,) = claim(app)
+        complete(app, [(claimed, Delivery("failed", 400))])
+        assert notified() == 0  # claims and outcomes wake nobody
+        with app.app_context(), db.engine.begin() as conn:
+            outbox.requeue(conn, utcnow(), IncidentLog.id == log_id)
+        assert notified() == 1  # a row put back by replay
