@@ -67,6 +67,9 @@ class Config:
     RELAY_DELIVERY = os.environ.get("RELAY_DELIVERY", "1") == "1"
     RELAY_DELIVERY_CONCURRENCY = _env_int("RELAY_DELIVERY_CONCURRENCY", 64)  # requests in flight per process
     RELAY_DELIVERY_POLL_SECONDS = _env_float("RELAY_DELIVERY_POLL_SECONDS", 1.0)  # fallback when not woken
+    # `relay worker` lowers its CPU priority by this much (0-19): when the CPU is short, webhooks answer first and
+    # events wait, stored, in the outbox.
+    RELAY_DELIVERY_NICE = _env_int("RELAY_DELIVERY_NICE", 10)
     RELAY_CLAIM_LEASE_SECONDS = _env_float("RELAY_CLAIM_LEASE_SECONDS", 60)  # a dead worker's rows wait this long
     RELAY_RETRY_BASE_SECONDS = _env_float("RELAY_RETRY_BASE_SECONDS", 1.0)
     RELAY_RETRY_MAX_SECONDS = _env_float("RELAY_RETRY_MAX_SECONDS", 300)

@@ -73,7 +73,7 @@ def when_ready(server):
 
 
 def _supervise_delivery(server):
-    command = [sys.executable, "-m", "flask", "--app", "wsgi", "relay", "worker", "--exit-with-parent"]
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "relay", "worker", "--parent-pid", str(os.getpid())]
     while not _delivery["stopping"].is_set():
         _delivery["process"] = subprocess.Popen(command, cwd=os.path.dirname(os.path.abspath(__file__)))
         code = _delivery["process"].wait()

@@ -133,21 +133,21 @@ def _error_json(exc):
 
 
 @relay_cli.command("worker")
-@click.option("--exit-with-parent", is_flag=True,
-              help="Stop when the process that started this one dies (gunicorn's master uses it).")
-def worker(exit_with_parent):
+@click.option("--parent-pid", type=int, default=None,
+              help="Stop once process PID is no longer this one's parent (gunicorn's master passes its own).")
+def worker(parent_pid):
     """Run a delivery worker in the foreground until SIGINT or SIGTERM (for RELAY_DELIVERY=0 set-ups)."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    parent = os.getppid()
+    os.nice(current_app.config["RELAY_DELIVERY_NICE"])
     running = delivery.start(current_app._get_current_object())
     log.info("delivery worker %s running", running.id)
     while not stop.wait(1.0):
         if not running.thread.is_alive():
             raise click.ClickException("the delivery loop stopped unexpectedly; see the log")
-        if exit_with_parent and os.getppid() != parent:  # a master killed with -9 runs no on_exit
-            log.warning("the parent process %d is gone; stopping delivery", parent)
+        if parent_pid and os.getppid() != parent_pid:  # a master killed with -9 runs no on_exit
+            log.warning("the parent process %d is gone; stopping delivery", parent_pid)
             break
     delivery.stop()
     log.info("delivery worker %s stopped", running.id)

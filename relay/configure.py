@@ -27,9 +27,16 @@ def check_lease(config) -> None:
                           f"PAGERDUTY_CONNECT_TIMEOUT + PAGERDUTY_READ_TIMEOUT ({longest_send})")
 
 
+def check_nice(config) -> None:
+    """Refuse a priority change the worker could not make: raising priority needs root, 19 is the lowest."""
+    if not 0 <= config["RELAY_DELIVERY_NICE"] <= 19:
+        raise ConfigError(f"RELAY_DELIVERY_NICE ({config['RELAY_DELIVERY_NICE']}) must be between 0 and 19")
+
+
 def load(config, environ=os.environ) -> tuple[Routing, dict]:
     """Load and check the routing, source and delivery settings; raise ConfigError on the first problem."""
     check_lease(config)
+    check_nice(config)
     routing = load_routing(config.get("ROUTES") or [], config.get("DEFAULT_ROUTE"), environ)
     return routing, load_source_settings(config)
 

@@ -265,3 +265,10 @@ def test_a_lease_shorter_than_one_send_stops_start_up(make_app):
     from relay.routing import ConfigError
     with pytest.raises(ConfigError, match="RELAY_CLAIM_LEASE_SECONDS"):
         make_app(RELAY_CLAIM_LEASE_SECONDS=2.0, PAGERDUTY_CONNECT_TIMEOUT=1.0, PAGERDUTY_READ_TIMEOUT=2.0)
+
+
+@pytest.mark.parametrize("nice", [-1, 20])
+def test_a_delivery_priority_the_worker_cannot_take_stops_start_up(make_app, nice):
+    from relay.routing import ConfigError
+    with pytest.raises(ConfigError, match="RELAY_DELIVERY_NICE"):
+        make_app(RELAY_DELIVERY_NICE=nice)

@@ -118,12 +118,30 @@ def _is_delivery_process(pid: int) -> bool:
         return False
 
 
-def test_delivery_process_stops_when_the_master_is_killed(served_relay):
-    _, _, proc = served_relay
+def _delivery_process(master: int) -> int:
+    """The delivery process gunicorn's master started, once it runs."""
     deadline = time.monotonic() + 20
-    while not (delivery := [pid for pid in _children(proc.pid) if _is_delivery_process(pid)]):
+    while not (found := [pid for pid in _children(master) if _is_delivery_process(pid)]):
         assert time.monotonic() < deadline, "gunicorn started no delivery process"
         time.sleep(0.1)
+    return found[0]
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_delivery_process_yields_the_cpu_to_the_web_workers(served_relay):
+    _, _, proc = served_relay
+    deadline = time.monotonic() + 10
+    while _nice(_delivery_process(proc.pid)) != _nice(proc.pid) + 10:  # RELAY_DELIVERY_NICE's default
+        assert time.monotonic() < deadline, "the delivery process kept the web workers' priority"
+        time.sleep(0.1)
+
+
+def test_delivery_process_stops_when_the_master_is_killed(served_relay):
+    _, _, proc = served_relay
+    delivery = [_delivery_process(proc.pid)]
     proc.kill()  # SIGKILL: no on_exit hook runs
     proc.wait(timeout=10)
     deadline = time.monotonic() + 10
