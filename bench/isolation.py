@@ -11,12 +11,11 @@ scheduled by the clock, not by the previous answer, and each latency is measured
 time (no coordinated omission). A request not answered within --timeout seconds of its scheduled time counts as
 timed out.
 
-  relay  `gunicorn -c gunicorn.conf.py wsgi:app` as deployed: delivery ON in every worker, sending to the slow
-         simulator. RELAY_RATE_LIMIT_PER_MINUTE is set to --rate-limit (default 0 = off), so the delivery
-         workers send as fast as they can (64 in flight per worker) while the webhooks arrive: the worst case
-         for isolation, since delivery never sits idle behind the limiter. Note that 200 webhooks/s x 2 alerts
-         is 400 events/s, above what 2 workers x 64 in flight can send at 500 ms (256/s): the backlog grows during
-         the run. --alerts 1 (200 events/s) stays under that.
+  relay  `gunicorn -c gunicorn.conf.py wsgi:app` as deployed: the web workers take webhooks and the master's
+         delivery process (64 in flight, nice 10) sends to the slow simulator. RELAY_RATE_LIMIT_PER_MINUTE is set
+         to --rate-limit (default 0 = off), so delivery sends as fast as it can while the webhooks arrive: the
+         worst case for isolation, since delivery never sits idle behind the limiter. 200 webhooks/s x 2 alerts
+         is 400 events/s, above what 64 in flight can send at 500 ms (128/s): the backlog grows during the run.
   control (unless --no-control): the same relay with RELAY_DELIVERY=0, to separate delivery's interference
          from the machine's own noise.
   naive  a tiny Flask app written below (create_naive_app), under the same gunicorn.conf.py: for each alert it

@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify
 
 from relay import schemas
 from relay.incidents import IncidentInputSchema, ServiceKeySchema
-from relay.logquery import LogFilterSchema, Moment
+from relay.logquery import NO_NUL, LogFilterSchema, Moment
 from relay.sources import alertmanager, grafana
 
 bp = Blueprint("openapi", __name__)
@@ -53,7 +53,8 @@ def _job_responses():
 def _paths():
     log_id = {"name": "log_id", "in": "path", "required": True,
               "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
-    dedup = {"name": "dedup_key", "in": "path", "required": True, "schema": {"type": "string"}}
+    dedup = {"name": "dedup_key", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": NO_NUL.regex.pattern}}
     api = {"tags": ["api"], "security": [{"api_token": []}]}
     return {
         "/api/v1/incidents": {"post": {**api, "summary": "Create a PagerDuty incident (the original job).",
