@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Integer, bindparam, func, insert, or_, select, text, update
 
 from relay import models, pgbatch
 from relay.masking import mask
@@ -70,15 +70,34 @@ def key_hash(routing_key: str) -> str:
     return hashlib.sha256(routing_key.encode()).hexdigest()
 
 
-def _open_unleased(now: datetime):
+def _open_unleased(now):
     """Open rows no live lease holds."""
     return (text(f"incident_log.{models.OPEN_SQL}"),
             or_(IncidentLog.claimed_until.is_(None), IncidentLog.claimed_until < now))
 
 
-def _due(now: datetime):
+def _due(now):
     """Open, unleased rows whose time has come."""
     return (*_open_unleased(now), IncidentLog.next_attempt_at <= now)
+
+
+# The claim's statements, built once: per claim only their parameters change (no construction, no cache-key
+# walk), which is most of what a one-row claim costs.
+_NOW = bindparam("now")
+_IDS = bindparam("ids", expanding=True)
+_CANDIDATES = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.dedup_key).where(*_due(_NOW))
+               .order_by(IncidentLog.id).limit(bindparam("count", type_=Integer, literal_execute=True)))
+_FIRST_OPEN = (select(IncidentLog.routing_key, IncidentLog.dedup_key, func.min(IncidentLog.id))
+               .where(text(f"incident_log.{models.OPEN_SQL}"), IncidentLog.dedup_key.in_(bindparam("dedups", expanding=True)))
+               .group_by(IncidentLog.routing_key, IncidentLog.dedup_key))
+_TAKE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.event, IncidentLog.created_at,
+                IncidentLog.attempts, IncidentLog.claimed_by)
+         .where(IncidentLog.id.in_(_IDS), *_due(_NOW)).order_by(IncidentLog.id))
+# SKIP LOCKED: another instance claiming a row right now keeps it; the due check is re-read once locked.
+_TAKE_AND_LOCK = _TAKE.with_for_update(skip_locked=True)
+_LEASE = update(IncidentLog).where(IncidentLog.id.in_(_IDS)).values(
+    claimed_by=bindparam("worker"), claimed_until=bindparam("until"), attempts=IncidentLog.attempts + 1)
+_OPEN_ATTEMPTS = insert(DeliveryAttempt).returning(DeliveryAttempt.id, sort_by_parameter_order=True)
 
 
 def next_due_at(conn, now: datetime) -> datetime | None:
@@ -94,9 +113,7 @@ def next_due_at(conn, now: datetime) -> datetime | None:
 
 def _candidates(conn, now: datetime, count: int):
     """The first due rows in acceptance order, read without locks (only the rows taken get locked)."""
-    log = IncidentLog
-    return conn.execute(select(log.id, log.routing_key, log.dedup_key).where(*_due(now))
-                        .order_by(log.id).limit(count)).all()
+    return conn.execute(_CANDIDATES, {"now": now, "count": count}).all()
 
 
 def _in_alert_order(conn, rows):
@@ -116,23 +133,15 @@ def _in_alert_order(conn, rows):
 
 def _first_open(conn, alerts):
     """For each alert, the id of its first open row (SQLite; see pgbatch)."""
-    log = IncidentLog
-    return conn.execute(select(log.routing_key, log.dedup_key, func.min(log.id)).where(
-        text(f"incident_log.{models.OPEN_SQL}"), log.dedup_key.in_({dedup for _, dedup in alerts}),
-    ).group_by(log.routing_key, log.dedup_key)).all()
+    return conn.execute(_FIRST_OPEN, {"dedups": sorted({dedup for _, dedup in alerts})}).all()
 
 
 def _take(conn, rows, now: datetime):
     """Read the events of the rows still due, locking them on PostgreSQL (SQLite's claim holds its lock)."""
     if not rows:
         return []
-    log = IncidentLog
-    query = select(log.id, log.routing_key, log.event, log.created_at, log.attempts, log.claimed_by).where(
-        log.id.in_([row.id for row in rows]), *_due(now)).order_by(log.id)
-    if conn.dialect.name == "postgresql":
-        # SKIP LOCKED: another instance claiming a row right now keeps it; the due check is re-read once locked.
-        query = query.with_for_update(skip_locked=True)
-    return conn.execute(query).all()
+    query = _TAKE_AND_LOCK if conn.dialect.name == "postgresql" else _TAKE
+    return conn.execute(query, {"ids": [row.id for row in rows], "now": now}).all()
 
 
 def _rate_windows(conn, keys, now: datetime) -> dict[str, tuple[int, datetime]]:
@@ -173,16 +182,13 @@ def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float,
     if not allowed:
         return []
     ids = [row.id for row in allowed]
-    conn.execute(update(IncidentLog).where(IncidentLog.id.in_(ids)).values(
-        claimed_by=worker_id, claimed_until=now + timedelta(seconds=lease_seconds),
-        attempts=IncidentLog.attempts + 1))
+    conn.execute(_LEASE, {"ids": ids, "worker": worker_id, "until": now + timedelta(seconds=lease_seconds)})
     taken_over = [row.id for row in allowed if row.claimed_by is not None]
     if taken_over:  # a lease that ran out means its sender died mid-request: say so rather than leave it "sending"
         conn.execute(update(DeliveryAttempt).where(DeliveryAttempt.log_id.in_(taken_over),
                                                    DeliveryAttempt.outcome == models.SENDING).values(outcome="abandoned"))
-    attempt_ids = conn.execute(insert(DeliveryAttempt).returning(DeliveryAttempt.id, sort_by_parameter_order=True),
-                               [{"log_id": row.id, "started_at": now, "outcome": models.SENDING,
-                                 "routing_key_hash": key_hash(row.routing_key)} for row in allowed]).scalars().all()
+    attempt_ids = conn.execute(_OPEN_ATTEMPTS, [{"log_id": row.id, "started_at": now, "outcome": models.SENDING,
+                                                "routing_key_hash": key_hash(row.routing_key)} for row in allowed]).scalars().all()
     return [Claimed(row.id, attempt_id, {"routing_key": row.routing_key, **row.event},
                     models.as_utc(row.created_at), row.attempts + 1)
             for row, attempt_id in zip(allowed, attempt_ids)]
