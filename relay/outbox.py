@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Integer, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.orm import aliased
 
 from relay import models, pgbatch
 from relay.masking import mask
@@ -85,11 +86,14 @@ def _due(now):
 # walk), which is most of what a one-row claim costs.
 _NOW = bindparam("now")
 _IDS = bindparam("ids", expanding=True)
-_CANDIDATES = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.dedup_key).where(*_due(_NOW))
-               .order_by(IncidentLog.id).limit(bindparam("count", type_=Integer, literal_execute=True)))
-_FIRST_OPEN = (select(IncidentLog.routing_key, IncidentLog.dedup_key, func.min(IncidentLog.id))
-               .where(text(f"incident_log.{models.OPEN_SQL}"), IncidentLog.dedup_key.in_(bindparam("dedups", expanding=True)))
-               .group_by(IncidentLog.routing_key, IncidentLog.dedup_key))
+_FIRST_DUE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.dedup_key).where(*_due(_NOW))
+              .order_by(IncidentLog.id).limit(bindparam("count", type_=Integer, literal_execute=True)).subquery())
+_EARLIER = aliased(IncidentLog, name="earlier")
+# Each candidate with its alert's first open row: one index probe per candidate (ix_incident_log_order) rather
+# than an anti-join over the backlog, whose plan PostgreSQL gets badly wrong without fresh statistics.
+_CANDIDATES = select(_FIRST_DUE, select(func.min(_EARLIER.id)).where(
+    _EARLIER.routing_key == _FIRST_DUE.c.routing_key, _EARLIER.dedup_key == _FIRST_DUE.c.dedup_key,
+    text(f"earlier.{models.OPEN_SQL}")).scalar_subquery().label("first_open")).order_by(_FIRST_DUE.c.id)
 _TAKE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.event, IncidentLog.created_at,
                 IncidentLog.attempts, IncidentLog.claimed_by)
          .where(IncidentLog.id.in_(_IDS), *_due(_NOW)).order_by(IncidentLog.id))
@@ -112,28 +116,10 @@ def next_due_at(conn, now: datetime) -> datetime | None:
 
 
 def _candidates(conn, now: datetime, count: int):
-    """The first due rows in acceptance order, read without locks (only the rows taken get locked)."""
-    return conn.execute(_CANDIDATES, {"now": now, "count": count}).all()
-
-
-def _in_alert_order(conn, rows):
-    """Keep the candidates that are their alert's first open row (same routing key and dedup key).
-
-    One statement decides for all of them, looked up by alert rather than by an anti-join over the backlog,
-    whose plan PostgreSQL gets badly wrong without fresh statistics (a burst of new rows: 100+ ms a claim).
-    """
-    alerts = sorted({(row.routing_key, row.dedup_key) for row in rows if row.dedup_key is not None})
-    if not alerts:
-        return rows
-    first = (pgbatch.first_open if conn.dialect.name == "postgresql" else _first_open)(conn, alerts)
-    first_open = {(key, dedup): log_id for key, dedup, log_id in first}
-    return [row for row in rows
-            if row.dedup_key is None or first_open.get((row.routing_key, row.dedup_key)) == row.id]
-
-
-def _first_open(conn, alerts):
-    """For each alert, the id of its first open row (SQLite; see pgbatch)."""
-    return conn.execute(_FIRST_OPEN, {"dedups": sorted({dedup for _, dedup in alerts})}).all()
+    """The first due rows in acceptance order that are their alert's first open row, read without locks."""
+    rows = conn.execute(_CANDIDATES, {"now": now, "count": count}).all()
+    # A row waits while an earlier open row of its alert (same routing key and dedup key) is in flight or due.
+    return [row for row in rows if row.dedup_key is None or row.first_open == row.id]
 
 
 def _take(conn, rows, now: datetime):
@@ -174,7 +160,7 @@ def _within_rate_limit(conn, rows, now: datetime, per_minute: int):
 
 def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float, per_minute: int):
     """Lease up to `slots` due rows to this worker and open an attempt for each."""
-    rows = _in_alert_order(conn, _candidates(conn, now, slots * CANDIDATES_PER_SLOT))
+    rows = _candidates(conn, now, slots * CANDIDATES_PER_SLOT)
     allowed, deferred = _within_rate_limit(conn, rows, now, per_minute)
     allowed = _take(conn, allowed[:slots], now)
     for log_id, moment in deferred.items():

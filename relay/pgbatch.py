@@ -1,21 +1,12 @@
-"""PostgreSQL's one-statement forms of the outbox's batch reads and writes.
+"""PostgreSQL's one-statement form of the outbox's batch of results.
 
 Per row, executemany costs a round trip's worth of driver work and a VALUES list costs SQLAlchemy a fresh
-compile; these statements are fixed text whose size never grows, fed one array or one JSON document per batch.
+compile; this statement is fixed text whose size never grows, fed one JSON document per batch.
 """
 import json
 from datetime import datetime
 
 from sqlalchemy import text
-
-# The first open row per alert: one index probe per alert (ix_incident_log_order), whatever the backlog and
-# whether or not the table's statistics are fresh.
-_FIRST_OPEN = text("""
-SELECT k.routing_key, k.dedup_key,
-       (SELECT min(l.id) FROM incident_log AS l
-         WHERE l.routing_key = k.routing_key AND l.dedup_key = k.dedup_key AND l.status IN ('pending', 'retrying'))
-FROM unnest(CAST(:routing_keys AS text[]), CAST(:dedup_keys AS text[])) AS k(routing_key, dedup_key)
-""")
 
 # Each result on its attempt, then on its row (only while this worker holds the lease), in one statement.
 _FINISH = text("""
@@ -36,12 +27,6 @@ SET status = r.b_status, next_attempt_at = r.b_next, delivered_at = coalesce(l.d
     claimed_by = NULL, claimed_until = NULL, updated_at = :now
 FROM r WHERE l.id = r.b_log_id AND l.claimed_by = :worker
 """)
-
-
-def first_open(conn, alerts: list[tuple[str, str]]) -> list[tuple[str, str, int | None]]:
-    """For each (routing key, dedup key), the id of its first open row."""
-    return conn.execute(_FIRST_OPEN, {"routing_keys": [key for key, _ in alerts],
-                                      "dedup_keys": [dedup for _, dedup in alerts]}).all()
 
 
 def finish(conn, worker_id: str, records: list[dict], now: datetime) -> None:
