@@ -126,6 +126,7 @@ class DeliveryWorker:
         return self.conn
 
     def _drop_connection(self):
+        """Discard the loop's connection; the next step opens a fresh one."""
         if self.conn is not None:
             self.conn.invalidate()  # after a failure its state is unknown: never back into the pool
             self.conn.close()
@@ -145,7 +146,8 @@ class DeliveryWorker:
                 now = utcnow()
                 if finished:
                     outbox.complete(conn, self.id, finished, now, self.policy)
-                claimed = outbox.claim(conn, self.id, slots, now, self.lease_seconds, self.per_minute) if wanted else []
+                claimed = (outbox.claim(conn, self.id, slots, now, self.lease_seconds, self.per_minute)
+                           if wanted else [])
         except Exception:
             self._keep(finished)  # recorded by the next step, not lost with this transaction
             raise

@@ -171,10 +171,11 @@ def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float,
     conn.execute(_LEASE, {"ids": ids, "worker": worker_id, "until": now + timedelta(seconds=lease_seconds)})
     taken_over = [row.id for row in allowed if row.claimed_by is not None]
     if taken_over:  # a lease that ran out means its sender died mid-request: say so rather than leave it "sending"
-        conn.execute(update(DeliveryAttempt).where(DeliveryAttempt.log_id.in_(taken_over),
-                                                   DeliveryAttempt.outcome == models.SENDING).values(outcome="abandoned"))
-    attempt_ids = conn.execute(_OPEN_ATTEMPTS, [{"log_id": row.id, "started_at": now, "outcome": models.SENDING,
-                                                "routing_key_hash": key_hash(row.routing_key)} for row in allowed]).scalars().all()
+        conn.execute(update(DeliveryAttempt).values(outcome="abandoned").where(
+            DeliveryAttempt.log_id.in_(taken_over), DeliveryAttempt.outcome == models.SENDING))
+    attempts = [{"log_id": row.id, "started_at": now, "outcome": models.SENDING,
+                 "routing_key_hash": key_hash(row.routing_key)} for row in allowed]
+    attempt_ids = conn.execute(_OPEN_ATTEMPTS, attempts).scalars().all()
     return [Claimed(row.id, attempt_id, {"routing_key": row.routing_key, **row.event},
                     models.as_utc(row.created_at), row.attempts + 1)
             for row, attempt_id in zip(allowed, attempt_ids)]

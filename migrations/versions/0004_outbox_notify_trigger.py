@@ -36,7 +36,8 @@ def upgrade():
         return  # SQLite: the delivery process watches the file's data_version instead
     op.execute(FUNCTION)
     # Transition tables allow one event per trigger: one for inserts, one for updates.
-    for event, tables in (("INSERT", "NEW TABLE AS changed"), ("UPDATE", "OLD TABLE AS previous NEW TABLE AS changed")):
+    transition_tables = {"INSERT": "NEW TABLE AS changed", "UPDATE": "OLD TABLE AS previous NEW TABLE AS changed"}
+    for event, tables in transition_tables.items():
         op.execute(f"CREATE TRIGGER incident_log_notify_{event.lower()} AFTER {event} ON incident_log "
                    f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION relay_outbox_notify()")
 
