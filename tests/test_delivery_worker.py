@@ -1,9 +1,11 @@
 """The in-process delivery worker keeps delivering when its own store connection breaks."""
+import time
+
 import pytest
 from sqlalchemy import func, select
 
 from relay import delivery, outbox
-from relay.models import db
+from relay.models import IncidentLog, db
 from tests.helpers import wait_until
 
 
@@ -23,3 +25,35 @@ def test_worker_recovers_when_postgresql_drops_its_connection(app, pd, routing_k
     wait_until(lambda: pd.accepted(), timeout=10, message="the event delivered after the break")
     assert pd.accepted()[0]["dedup_key"] == "after-break"
     assert "delivery step failed" in caplog.text  # the break was met and survived, not missed
+
+
+def test_a_result_whose_recording_failed_is_recorded_later_not_sent_again(delivering, backend, pd, routing_key,
+                                                                            caplog):
+    if backend != "postgresql":
+        pytest.skip("a SQLite file has no server to drop the connection")
+    app = delivering(RELAY_DELIVERY_POLL_SECONDS=30)  # no poll in between: the answer's recording hits the break
+    worker = delivery.current()
+    pd.set_latency(0.5)  # long enough to drop the worker's connection while the event is on the wire
+    with app.app_context():
+        row = outbox.record({"routing_key": routing_key, "event_action": "trigger", "dedup_key": "in-flight",
+                             "payload": {"summary": "s", "source": "x", "severity": "info"}}, source="test")
+        db.session.commit()
+        log_id = row.id
+    delivery.wake()
+    wait_until(lambda: worker.inflight == 1, timeout=5, message="the event on its way")
+    time.sleep(0.2)  # the loop has looked for more work and now waits for the answer, 0.3 s away
+    backend = worker.conn.connection.dbapi_connection.info.backend_pid
+    with app.app_context():
+        assert db.session.execute(select(func.pg_terminate_backend(backend))).scalar()
+        db.session.commit()
+
+    def status():
+        with app.app_context():
+            found = db.session.get(IncidentLog, log_id)
+            db.session.commit()
+            return found.status == "delivered" and [attempt.outcome for attempt in found.attempt_rows]
+
+    # Well within the 5 s lease: the result was kept and recorded, not left for a takeover to send again.
+    assert wait_until(status, timeout=4, message="the kept result recorded") == ["delivered"]
+    assert len(pd.accepted()) == 1
+    assert "delivery step failed" in caplog.text  # the recording did fail once
