@@ -71,10 +71,13 @@ def key_hash(routing_key: str) -> str:
     return hashlib.sha256(routing_key.encode()).hexdigest()
 
 
+# Verbatim, so the partial index ix_incident_log_open serves it.
+_OPEN = text(f"incident_log.{models.OPEN_SQL}")
+
+
 def _open_unleased(now):
     """Open rows no live lease holds."""
-    return (text(f"incident_log.{models.OPEN_SQL}"),
-            or_(IncidentLog.claimed_until.is_(None), IncidentLog.claimed_until < now))
+    return _OPEN, or_(IncidentLog.claimed_until.is_(None), IncidentLog.claimed_until < now)
 
 
 def _due(now):
@@ -110,7 +113,7 @@ def next_due_at(conn, now: datetime) -> datetime | None:
     due = conn.execute(select(func.min(log.next_attempt_at)).where(*_open_unleased(now),
                                                                      log.next_attempt_at > now)).scalar()
     lease = conn.execute(select(func.min(log.claimed_until)).where(
-        text(f"incident_log.{models.OPEN_SQL}"), log.claimed_until >= now)).scalar()
+        _OPEN, log.claimed_until >= now)).scalar()
     moments = [models.as_utc(m) for m in (due, lease) if m is not None]
     return min(moments) if moments else None
 

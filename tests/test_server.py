@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -98,15 +100,20 @@ def test_gunicorn_logs_never_show_the_routing_key(served_relay, pd, routing_key)
     assert routing_key not in output
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _children(pid: int) -> list[int]:
     """The process ids whose parent is pid."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent = int(_stat_fields(int(stat.parent.name))[1])
         except OSError:  # the process ended while we looked
             continue
-        if int(fields[1]) == pid:
+        if parent == pid:
             found.append(int(stat.parent.name))
     return found
 
@@ -120,31 +127,24 @@ def _is_delivery_process(pid: int) -> bool:
 
 def _delivery_process(master: int) -> int:
     """The delivery process gunicorn's master started, once it runs."""
-    deadline = time.monotonic() + 20
-    while not (found := [pid for pid in _children(master) if _is_delivery_process(pid)]):
-        assert time.monotonic() < deadline, "gunicorn started no delivery process"
-        time.sleep(0.1)
+    found = wait_until(lambda: [pid for pid in _children(master) if _is_delivery_process(pid)], timeout=20,
+                       message="gunicorn's delivery process")
     return found[0]
 
 
 def _nice(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    return int(_stat_fields(pid)[16])
 
 
 def test_delivery_process_yields_the_cpu_to_the_web_workers(served_relay):
     _, _, proc = served_relay
-    deadline = time.monotonic() + 10
-    while _nice(_delivery_process(proc.pid)) != _nice(proc.pid) + 10:  # RELAY_DELIVERY_NICE's default
-        assert time.monotonic() < deadline, "the delivery process kept the web workers' priority"
-        time.sleep(0.1)
+    wait_until(lambda: _nice(_delivery_process(proc.pid)) == _nice(proc.pid) + 10,  # RELAY_DELIVERY_NICE's default
+               timeout=10, message="the delivery process at a lower priority than the web workers")
 
 
 def test_delivery_process_stops_when_the_master_is_killed(served_relay):
     _, _, proc = served_relay
-    delivery = [_delivery_process(proc.pid)]
+    delivery = _delivery_process(proc.pid)
     proc.kill()  # SIGKILL: no on_exit hook runs
     proc.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while _is_delivery_process(delivery[0]):
-        assert time.monotonic() < deadline, "the delivery process outlived its master"
-        time.sleep(0.2)
+    wait_until(lambda: not _is_delivery_process(delivery), timeout=10, message="the delivery process gone")
