@@ -2,10 +2,12 @@
 import os
 import secrets
 import uuid
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
 from flask_migrate import upgrade
+from sqlalchemy.pool import NullPool
 
 from relay import create_app, delivery
 from relay.models import db
@@ -29,17 +31,26 @@ def pd(simulator):
     return simulator
 
 
+@contextmanager
+def fresh_postgres_database():
+    """Yield the URL of a new, empty PostgreSQL database; drop it afterwards."""
+    name = f"relay_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A fresh PostgreSQL database for this run, dropped at the end."""
-    name = f"relay_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield admin.url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from conftest import POSTGRES_ADMIN_URL
+from conftest import fresh_postgres_database
 from e2e.harness import migrate_store, relay_server, wait_for
 from relay.models import DeliveryAttempt, IncidentLog
 
@@ -41,21 +41,6 @@ DELIVER_TIMEOUT = 45  # seconds for any outbox to drain once PagerDuty answers
 
 
 # --- stores ------------------------------------------------------------------------------------------------
-
-@contextmanager
-def fresh_postgres():
-    """Create an empty PostgreSQL database for one test, yield its URL, drop it (connections and all) after."""
-    name = f"relay_reliability_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
 
 class Store:
     """Reads the relays' store from the test process (no pooled connection outlives a query)."""
@@ -92,14 +77,14 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'relay.sqlite3'}"
     else:
-        with fresh_postgres() as url:
+        with fresh_postgres_database() as url:
             yield url
 
 
 @pytest.fixture
 def own_postgres_url():
     """A new PostgreSQL database for this test alone."""
-    with fresh_postgres() as url:
+    with fresh_postgres_database() as url:
         yield url
 
 
