@@ -246,6 +246,25 @@ def memory_of(pid: int) -> dict:
     return fields
 
 
+def _cpu_times() -> tuple[int, int]:
+    """Jiffies the machine's CPUs spent in all states, and of those stolen by the hypervisor (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values[:8]), values[7]
+
+
+class StealMeter:
+    """The share of CPU time the hypervisor took from this machine while a figure was measured: on a shared VM
+    it moves throughput by tens of percent, so each figure is reported with it."""
+
+    def __init__(self):
+        self.total, self.stolen = _cpu_times()
+
+    def percent(self) -> float:
+        """Stolen share of all CPU time since the meter started, in percent."""
+        total, stolen = _cpu_times()
+        return round(100 * (stolen - self.stolen) / max(1, total - self.total), 1)
+
+
 def count_rows(store_url: str, table: str = "incident_log", where: str = "") -> int:
     """SELECT count(*) from a table of the store."""
     engine = sa.create_engine(store_url)

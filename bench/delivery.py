@@ -14,7 +14,8 @@ from pathlib import Path
 
 import requests
 
-from common import ROOT, fresh_store, free_port, percentile, sim_count, sim_events, simulator_process, wait_until
+from common import (ROOT, StealMeter, fresh_store, free_port, percentile, sim_count, sim_events, simulator_process,
+                    wait_until)
 
 from relay import create_app, delivery, outbox  # noqa: E402 - common puts the project on sys.path
 from relay.models import db
@@ -36,8 +37,8 @@ def baseline(events_url: str, events: list[dict]) -> float:
     return len(events) / (time.perf_counter() - started)
 
 
-def relay_throughput(store_url: str, base: str, events: list[dict]) -> float:
-    """Events/s from a full outbox to the simulator through the delivery worker."""
+def relay_throughput(store_url: str, base: str, events: list[dict]) -> tuple[float, float]:
+    """Events/s from a full outbox to the simulator through the delivery worker, and the CPU steal meanwhile."""
     app = create_app({"SQLALCHEMY_DATABASE_URI": store_url, "PAGERDUTY_EVENTS_URL": base + "/v2/enqueue",
                       "RELAY_RATE_LIMIT_PER_MINUTE": 0})
     with app.app_context():
@@ -45,12 +46,12 @@ def relay_throughput(store_url: str, base: str, events: list[dict]) -> float:
             outbox.record(event, source="bench")
         db.session.commit()
     last = sim_count(base) + len(events) - 1
-    started = time.perf_counter()
+    started, steal = time.perf_counter(), StealMeter()
     delivery.start(app)
     wait_until(lambda: sim_events(base, last), timeout=600, interval=0.05)
     elapsed = time.perf_counter() - started
     delivery.stop()
-    return len(events) / elapsed
+    return len(events) / elapsed, steal.percent()
 
 
 WARMUP_NOTIFICATIONS = 5  # unmeasured: a fresh process's first sends pay for connections and compiled statements
@@ -115,13 +116,17 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         if not args.idle_only:
             with simulator_process(0.0) as fast:
+                steal = StealMeter()
                 results["baseline_0ms"] = baseline(fast + "/v2/enqueue", sample_events(args.events))
+                results["baseline_0ms_steal_pct"] = steal.percent()
         for kind in args.stores:
             if not args.idle_only:
                 with simulator_process(0.0) as fast, fresh_store(kind, Path(tmp)) as url:
-                    results[f"{kind}_0ms"] = relay_throughput(url, fast, sample_events(args.events))
+                    results[f"{kind}_0ms"], results[f"{kind}_0ms_steal_pct"] = relay_throughput(
+                        url, fast, sample_events(args.events))
                 with simulator_process(0.2) as slow, fresh_store(kind, Path(tmp)) as url:
-                    results[f"{kind}_200ms"] = relay_throughput(url, slow, sample_events(args.slow_events))
+                    results[f"{kind}_200ms"], results[f"{kind}_200ms_steal_pct"] = relay_throughput(
+                        url, slow, sample_events(args.slow_events))
             with simulator_process(0.0) as fast, fresh_store(kind, Path(tmp)) as url:
                 (results[f"{kind}_idle_p50_ms"], results[f"{kind}_idle_p99_ms"],
                  results[f"{kind}_idle_from_send_p50_ms"], results[f"{kind}_idle_from_send_p99_ms"]) = \

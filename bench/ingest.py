@@ -28,7 +28,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import (alertmanager_template, count_rows, fresh_store, gunicorn, relay_env, run_wrk,
+from common import (StealMeter, alertmanager_template, count_rows, fresh_store, gunicorn, relay_env, run_wrk,
                     simulator_process, wrk_available)
 
 import bare_app  # noqa: E402 - bench/ is on sys.path when this script runs
@@ -58,7 +58,8 @@ def run_store(kind: str, args, workdir: Path) -> dict:
             result = measure_with(server.url, path, body, args, workdir, url, table, per_request)
             out[target] = result
             print(f"  {kind} {target}: {result['requests_per_s']} req/s, p50 {result['latency_ms']['p50']} ms, "
-                  f"p99 {result['latency_ms']['p99']} ms, non-2xx {result['non_2xx']}, rows {result['rows_check']}",
+                  f"p99 {result['latency_ms']['p99']} ms, non-2xx {result['non_2xx']}, rows {result['rows_check']}, "
+                  f"CPU steal {result['steal_pct']}%",
                   file=sys.stderr)
     out["ratio_relay_to_bare"] = round(out["relay"]["requests_per_s"] / out["bare"]["requests_per_s"], 3)
     if args.with_delivery:
@@ -74,8 +75,9 @@ def measure_with(server_url, path, body, args, workdir, store_url, table, per_re
     if args.warmup:
         run_wrk(server_url + path, body, workdir, args.warmup, args.threads, args.connections)
     time.sleep(0.5)
-    before = count()
+    before, steal = count(), StealMeter()
     result = run_wrk(server_url + path, body, workdir, args.duration, args.threads, args.connections)
+    result["steal_pct"] = steal.percent()
     time.sleep(1.0)  # let requests wrk abandoned at the end finish
     rows = count() - before
     accepted = result["statuses"].get(202, 0)
