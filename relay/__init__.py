@@ -1,6 +1,7 @@
 """The relay: receives alerts, logs them as PagerDuty events, and delivers them."""
 import os
 import sqlite3
+import time
 
 from flask import Flask
 from flask_migrate import Migrate
@@ -13,6 +14,8 @@ from relay.models import db
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 migrate = Migrate()
+SQLITE_BUSY_TIMEOUT_SECONDS = 10  # how long a SQLite writer waits for another's lock before it fails
+SQLITE_WRITE_RETRY_SECONDS = 0.0005
 
 
 def create_app(test_config=None):
@@ -51,7 +54,7 @@ def _tune_sqlite(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # transactions are begun in _begin_sqlite instead
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -59,8 +62,41 @@ def _tune_sqlite(dbapi_connection, _record):
 
 @event.listens_for(Engine, "begin")
 def _begin_sqlite(conn):
-    """Begin SQLite transactions ourselves; IMMEDIATE ones (claims) take the write lock up front, since a
-    read-then-write transaction fails with SQLITE_BUSY, past any busy_timeout, if a writer commits between."""
+    """Begin SQLite transactions ourselves; IMMEDIATE ones (claims, stored webhooks) take the write lock up
+    front, since a read-then-write transaction fails with SQLITE_BUSY, past any busy_timeout, if a writer commits
+    between."""
     if conn.dialect.name == "sqlite":
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if conn.get_execution_options().get("sqlite_immediate"):
+            _begin_immediate(conn)
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def _begin_immediate(conn):
+    """Take the write lock, retrying every half millisecond while another writer holds it.
+
+    SQLite's own busy handler sleeps ever longer between tries (up to 100 ms each): a webhook that met the
+    delivery process's write would wait tens of milliseconds after the lock came free.
+    """
+    dbapi_connection = conn.connection.dbapi_connection
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+    try:
+        while not _try_begin_immediate(dbapi_connection):
+            if time.monotonic() > deadline:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # a last try, which fails as SQLAlchemy errors do
+                return
+            time.sleep(SQLITE_WRITE_RETRY_SECONDS)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+
+
+def _try_begin_immediate(dbapi_connection) -> bool:
+    """BEGIN IMMEDIATE once; tell whether it got the write lock (straight on the driver: tries are cheap)."""
+    try:
+        dbapi_connection.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        return False

@@ -49,11 +49,11 @@ def describe(item: Planned, log_id=None) -> dict:
 
 def store(source_name: str, planned: list[Planned]) -> list[int]:
     """Write one incident_log row per planned event, commit them together, and return their ids."""
-    ids = outbox.record_many(db.session, [
-        outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
-                          status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
-        for item in planned
-    ])
+    rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
+                              status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
+            for item in planned]
+    db.session.connection(execution_options={"sqlite_immediate": True})  # the write lock without waiting long
+    ids = outbox.record_many(db.session, rows)
     db.session.commit()
     delivery.wake()
     metrics.events_stored(source_name, planned)

@@ -1,0 +1,57 @@
+"""SQLite writers across connections: the write lock is taken as soon as it comes free."""
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from relay.models import db
+
+HOLD_SECONDS = 0.08  # SQLite's own busy handler would try at 78 ms, then sleep on to 103 ms
+
+
+@pytest.fixture
+def app(make_app, backend):
+    if backend != "sqlite":
+        pytest.skip("SQLite's write lock")
+    return make_app()
+
+
+def test_a_waiting_writer_gets_the_lock_moments_after_it_is_released(app):
+    with app.app_context():
+        holder = db.engine.connect().execution_options(sqlite_immediate=True)
+        waiter = db.engine.connect().execution_options(sqlite_immediate=True)
+        released = {}
+
+        def hold():
+            with holder.begin():
+                taken.set()
+                time.sleep(HOLD_SECONDS)
+                released["at"] = time.monotonic()  # the commit follows in microseconds
+
+        taken = threading.Event()
+        thread = threading.Thread(target=hold)
+        thread.start()
+        taken.wait(5)
+        with waiter.begin():
+            got = time.monotonic()
+            waiter.execute(sa.text("SELECT 1"))
+        thread.join()
+        holder.close()
+        waiter.close()
+    assert 0 <= got - released["at"] < 0.015, f"the lock was taken {1000 * (got - released['at']):.1f} ms late"
+
+
+def test_a_writer_that_never_gets_the_lock_fails_with_a_database_error(app, monkeypatch):
+    import relay
+
+    monkeypatch.setattr(relay, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.05)
+    with app.app_context():
+        with db.engine.connect().execution_options(sqlite_immediate=True) as holder, holder.begin():
+            waiter = db.engine.connect().execution_options(sqlite_immediate=True)
+            with pytest.raises(sa.exc.OperationalError, match="locked"):
+                waiter.begin()
+            waiter.invalidate()
+            waiter.close()
+        with db.engine.connect().execution_options(sqlite_immediate=True) as after, after.begin():
+            after.execute(sa.text("SELECT 1"))  # the lock is free again once the holder is done
