@@ -41,15 +41,19 @@ def compile_template(text: str):
 
 
 def alert_context(alert: Alert) -> dict:
-    """Name what a template may use: labels, annotations, status, and the rest of the alert."""
+    """Name what a template may use: labels, annotations, status, and the rest of the alert (and Jinja's
+    globals, since render shares this dict rather than copying it with them for each template)."""
     values = alert.as_dict()
-    return {**values, "alert": values}
+    return {**environment.globals, **values, "alert": values}
 
 
 def render(template, context: dict) -> str | None:
-    """Render a compiled template, stripped; None when it fails at run time or the sandbox refuses."""
+    """Render a compiled template over a context from alert_context, stripped; None when it fails at run time
+    or the sandbox refuses."""
     try:
-        return template.render(context).strip()
+        # shared: the context as it is, where render() would copy it with the globals: a route renders up to
+        # nine fields per alert. Templates cannot change it: {% set %} writes to their own module's scope.
+        return str(template.make_module(context, shared=True)).strip()
     except Exception as exc:  # noqa: BLE001 - any template failure must not lose the page
         log.warning("template failed, the default is used instead: %s", type(exc).__name__)
         return None

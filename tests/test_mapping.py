@@ -339,6 +339,15 @@ def test_failing_template_falls_back_to_the_default(template, expected_class):
     assert event["payload"].get("class") == expected_class
 
 
+def test_templates_share_jinja_globals_but_not_each_others_variables():
+    summary = "{% set ns = namespace(n=0) %}{% for _ in range(3) %}{% set ns.n = ns.n + 1 %}{% endfor %}" \
+              "{% set source = 'leaked' %}{{ labels.alertname }} x{{ ns.n }}"
+    routing = routes(default=everything(templates={"summary": summary, "class": "{{ source }}"}))
+    (event,) = events("alertmanager", fixture("alertmanager_0.25_firing_captured.json"), routing)
+    assert event["payload"]["summary"].endswith(" x3")  # namespace() and range() are there
+    assert event["payload"]["class"] == "alertmanager"  # the summary's {% set source %} stayed in the summary
+
+
 @pytest.mark.parametrize("template", [
     "{{ ''.__class__.__mro__ }}",
     "{{ ''.__class__.__mro__[1].__subclasses__() }}",
