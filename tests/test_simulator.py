@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from relay.simulator import MAX_EVENT_BYTES, PagerDutySimulator, mask_key
+from tests.helpers import delete_at, set_at
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DIRS = (ROOT / "tests" / "fixtures", Path("/work/shared/fixtures"))
@@ -67,72 +68,52 @@ def follow_up(trigger_event: dict, action: str) -> dict:
 
 # --- validation ------------------------------------------------------------------------------
 
-def setter(*path, value):
-    """Return a mutation setting event[path...] = value."""
-    def mutate(event):
-        target = event
-        for name in path[:-1]:
-            target = target[name]
-        target[path[-1]] = value
-    return mutate
-
-
-def remover(*path):
-    """Return a mutation deleting event[path...]."""
-    def mutate(event):
-        target = event
-        for name in path[:-1]:
-            target = target[name]
-        del target[path[-1]]
-    return mutate
-
-
 VALID = [
     ("documented example", lambda event: None),
-    ("summary of exactly 1024", setter("payload", "summary", value="s" * 1024)),
-    ("dedup_key of exactly 255", setter("dedup_key", value="d" * 255)),
-    ("severity critical", setter("payload", "severity", value="critical")),
-    ("severity error", setter("payload", "severity", value="error")),
-    ("severity warning", setter("payload", "severity", value="warning")),
-    ("timestamp with Z", setter("payload", "timestamp", value="2024-05-01T12:00:00Z")),
-    ("no timestamp", remover("payload", "timestamp")),
+    ("summary of exactly 1024", set_at(("payload", "summary"), "s" * 1024)),
+    ("dedup_key of exactly 255", set_at(("dedup_key",), "d" * 255)),
+    ("severity critical", set_at(("payload", "severity"), "critical")),
+    ("severity error", set_at(("payload", "severity"), "error")),
+    ("severity warning", set_at(("payload", "severity"), "warning")),
+    ("timestamp with Z", set_at(("payload", "timestamp"), "2024-05-01T12:00:00Z")),
+    ("no timestamp", delete_at(("payload", "timestamp"))),
     ("no images or links", lambda event: (event.pop("images"), event.pop("links"))),
-    ("empty custom_details", setter("payload", "custom_details", value={})),
+    ("empty custom_details", set_at(("payload", "custom_details"), {})),
 ]
 
 INVALID = [
-    ("routing_key missing", remover("routing_key"), "'routing_key' is missing or blank"),
-    ("routing_key 31 chars", setter("routing_key", value=KEY[:31]), "'routing_key' must be 32 characters long (got 31)"),
-    ("routing_key 33 chars", setter("routing_key", value=KEY + "x"), "'routing_key' must be 32 characters long (got 33)"),
-    ("event_action missing", remover("event_action"), "'event_action' is missing or blank"),
-    ("event_action unknown", setter("event_action", value="fire"),
+    ("routing_key missing", delete_at(("routing_key",)), "'routing_key' is missing or blank"),
+    ("routing_key 31 chars", set_at(("routing_key",), KEY[:31]), "'routing_key' must be 32 characters long (got 31)"),
+    ("routing_key 33 chars", set_at(("routing_key",), KEY + "x"), "'routing_key' must be 32 characters long (got 33)"),
+    ("event_action missing", delete_at(("event_action",)), "'event_action' is missing or blank"),
+    ("event_action unknown", set_at(("event_action",), "fire"),
      "'event_action' must be one of trigger, acknowledge, resolve"),
-    ("dedup_key 256", setter("dedup_key", value="d" * 256), "'dedup_key' must be at most 255 characters (got 256)"),
-    ("payload missing", remover("payload"), "'payload' is required for trigger events"),
-    ("payload not an object", setter("payload", value="down"), "'payload' must be an object"),
-    ("summary missing", remover("payload", "summary"), "'payload.summary' is missing or blank"),
-    ("summary blank", setter("payload", "summary", value="  "), "'payload.summary' is missing or blank"),
-    ("summary 1025", setter("payload", "summary", value="s" * 1025),
+    ("dedup_key 256", set_at(("dedup_key",), "d" * 256), "'dedup_key' must be at most 255 characters (got 256)"),
+    ("payload missing", delete_at(("payload",)), "'payload' is required for trigger events"),
+    ("payload not an object", set_at(("payload",), "down"), "'payload' must be an object"),
+    ("summary missing", delete_at(("payload", "summary")), "'payload.summary' is missing or blank"),
+    ("summary blank", set_at(("payload", "summary"), "  "), "'payload.summary' is missing or blank"),
+    ("summary 1025", set_at(("payload", "summary"), "s" * 1025),
      "'payload.summary' must be at most 1024 characters (got 1025)"),
-    ("source missing", remover("payload", "source"), "'payload.source' is missing or blank"),
-    ("severity missing", remover("payload", "severity"), "'payload.severity' is missing or blank"),
-    ("severity upper case", setter("payload", "severity", value="CRITICAL"),
+    ("source missing", delete_at(("payload", "source")), "'payload.source' is missing or blank"),
+    ("severity missing", delete_at(("payload", "severity")), "'payload.severity' is missing or blank"),
+    ("severity upper case", set_at(("payload", "severity"), "CRITICAL"),
      "'payload.severity' must be one of critical, error, warning, info"),
-    ("severity is urgency", setter("payload", "severity", value="high"),
+    ("severity is urgency", set_at(("payload", "severity"), "high"),
      "'payload.severity' must be one of critical, error, warning, info"),
-    ("timestamp not ISO 8601", setter("payload", "timestamp", value="yesterday at noon"),
+    ("timestamp not ISO 8601", set_at(("payload", "timestamp"), "yesterday at noon"),
      "'payload.timestamp' must be an ISO 8601 timestamp"),
-    ("timestamp a number", setter("payload", "timestamp", value=1714564800),
+    ("timestamp a number", set_at(("payload", "timestamp"), 1714564800),
      "'payload.timestamp' must be an ISO 8601 timestamp"),
-    ("custom_details a string", setter("payload", "custom_details", value="ping time 1500ms"),
+    ("custom_details a string", set_at(("payload", "custom_details"), "ping time 1500ms"),
      "'payload.custom_details' must be an object"),
-    ("custom_details a list", setter("payload", "custom_details", value=[1, 2]),
+    ("custom_details a list", set_at(("payload", "custom_details"), [1, 2]),
      "'payload.custom_details' must be an object"),
-    ("image over http", setter("images", 0, "src", value="http://example.com/x.png"),
+    ("image over http", set_at(("images", 0, "src"), "http://example.com/x.png"),
      "'images[0].src' must be an https URL"),
-    ("image without src", remover("images", 0, "src"), "'images[0].src' must be an https URL"),
-    ("link without href", remover("links", 0, "href"), "'links[0].href' is missing or blank"),
-    ("images not an array", setter("images", value={"src": "https://x"}), "'images' must be an array"),
+    ("image without src", delete_at(("images", 0, "src")), "'images[0].src' must be an https URL"),
+    ("link without href", delete_at(("links", 0, "href")), "'links[0].href' is missing or blank"),
+    ("images not an array", set_at(("images",), {"src": "https://x"}), "'images' must be an array"),
 ]
 
 
