@@ -82,21 +82,19 @@ def _begin_immediate(conn):
     dbapi_connection.execute("PRAGMA busy_timeout=0")
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
     try:
-        while not _try_begin_immediate(dbapi_connection):
-            if time.monotonic() > deadline:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")  # a last try, which fails as SQLAlchemy errors do
-                return
+        while _write_lock_busy(dbapi_connection) and time.monotonic() < deadline:
             time.sleep(SQLITE_WRITE_RETRY_SECONDS)
+        if not dbapi_connection.in_transaction:  # out of time, or another error: raised as SQLAlchemy raises it
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
         dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
 
 
-def _try_begin_immediate(dbapi_connection) -> bool:
-    """BEGIN IMMEDIATE once; tell whether it got the write lock (straight on the driver: tries are cheap)."""
+def _write_lock_busy(dbapi_connection) -> bool:
+    """Try BEGIN IMMEDIATE once, straight on the driver (tries are cheap); tell whether another writer has the
+    lock."""
     try:
         dbapi_connection.execute("BEGIN IMMEDIATE")
-        return True
     except sqlite3.OperationalError as exc:
-        if "locked" not in str(exc):
-            raise
-        return False
+        return "locked" in str(exc)
+    return False
