@@ -122,7 +122,7 @@ class DeliveryWorker:
     def _connection(self, engine):
         """The loop's own connection, kept between steps (no pool checkout or ping per step)."""
         if self.conn is None:
-            self.conn = outbox.claiming_connection(engine)
+            self.conn = outbox.writer_connection(engine)
         return self.conn
 
     def _drop_connection(self):

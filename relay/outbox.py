@@ -46,12 +46,12 @@ def record(event: dict, source: str, **values) -> IncidentLog:
     return row
 
 
-def record_many(session, rows: list[dict]) -> list[int]:
+def record_many(conn, rows: list[dict]) -> list[int]:
     """Insert rows made by row_values in one statement and return their ids, in order; the caller commits."""
     if not rows:
         return []
     table = IncidentLog.__table__  # Core, not the ORM bulk path: several times cheaper per row
-    result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
+    result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
     return list(result.scalars())
 
 
@@ -254,6 +254,7 @@ def requeue(conn, now: datetime, *conditions, statuses=(models.FAILED, models.DE
     return sorted(result.scalars().all())
 
 
-def claiming_connection(engine):
-    """A connection fit for claims: on SQLite its transactions hold the write lock from their first read."""
+def writer_connection(engine):
+    """A connection for claims and stored webhooks: on SQLite its transactions take the write lock as they begin
+    (see relay/__init__.py)."""
     return engine.connect().execution_options(sqlite_immediate=True)

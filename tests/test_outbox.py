@@ -31,7 +31,7 @@ def add(app, routing_key, action="trigger", dedup_key="d"):
 
 
 def claim(app, worker="w1", slots=10, now=None, lease=30, per_minute=0):
-    with app.app_context(), outbox.claiming_connection(db.engine) as conn, conn.begin():
+    with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
         return outbox.claim(conn, worker, slots, now or utcnow(), lease, per_minute)
 
 
@@ -201,7 +201,7 @@ def test_claims_walk_the_open_index_before_the_store_was_ever_analyzed(pd):
                                        source="test") for n in range(3000)]
             outbox.record_many(db.session, burst)
             db.session.commit()
-            with outbox.claiming_connection(db.engine) as conn, conn.begin():
+            with outbox.writer_connection(db.engine) as conn, conn.begin():
                 assert len(outbox._candidates(conn, utcnow(), 32)) == 32
                 plan = _plan(conn, outbox._CANDIDATES, {"now": utcnow()}, count=32)
             db.engine.dispose()
