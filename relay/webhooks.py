@@ -1,7 +1,8 @@
 """POST /webhooks/<source>: read, map and store the alerts of a notification, then answer 202."""
 import logging
+import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from relay import delivery, metrics, models, outbox
 from relay.errors import RelayError
@@ -70,12 +71,19 @@ def receive(source_name):
     return jsonify({"accepted": len(events), "events": events}), 202
 
 
+@bp.url_value_preprocessor
+def start_clock(_endpoint, _values):
+    """Note when the relay began on this webhook, for its duration in the metrics (URL preprocessors run before
+    every before_request function, the authentication check included, so refused webhooks are timed too)."""
+    g.webhook_started = time.perf_counter()
+
+
 @bp.after_request
 def count(response):
     """Count every webhook by source and outcome, refused ones included; say why one was refused."""
     name = (request.view_args or {}).get("source_name", "")
     source = name if get_source(name) is not None else "unknown"  # URL junk must not become label values
-    outcome = metrics.webhook(source, response.status_code)
+    outcome = metrics.webhook(source, response.status_code, time.perf_counter() - g.webhook_started)
     if outcome != "accepted":
         log.info("webhook refused", extra={"source": source, "outcome": outcome, "status": response.status_code})
     return response

@@ -100,6 +100,22 @@ def test_webhooks_counted_by_source_and_outcome(make_app):
     assert total(scrape(client), name) == total(after, name)
 
 
+def test_webhook_durations_timed_refused_ones_included(make_app):
+    app = make_app(DEFAULT_ROUTE={"name": "default", "routing_key": DB_KEY},
+                   WEBHOOK_AUTH={"grafana": {"bearer_token": "grafana-token-5150"}})
+    client = app.test_client()
+    before = scrape(client)
+    assert client.post("/webhooks/alertmanager", json=alertmanager({"n": "1"})).status_code == 202
+    assert client.post("/webhooks/grafana", json={}, headers={"Authorization": "Bearer no"}).status_code == 401
+    after = scrape(client)
+
+    name = "relay_webhook_duration_seconds"
+    assert delta(before, after, name + "_count", source="alertmanager") == 1
+    assert delta(before, after, name + "_count", source="grafana") == 1  # refused before the view: still timed
+    assert 0 < delta(before, after, name + "_sum", source="alertmanager") < 5
+    assert delta(before, after, name + "_bucket", source="alertmanager", le="+Inf") == 1
+
+
 def test_events_counted_by_route_and_action(make_app):
     app = make_app(ROUTES=[{"name": "db", "matchers": ['service="db"'], "routing_key": DB_KEY}],
                    DEFAULT_ROUTE=None, RELAY_SYNC_WAIT_SECONDS=0.1)
