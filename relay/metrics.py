@@ -28,7 +28,7 @@ DIRECT_ROUTE = "direct"  # route label of the create-incident job's events: the 
 WEBHOOKS = Counter("relay_webhooks_received_total", "Webhooks received, by source and outcome.",
                    ["source", "outcome"])
 WEBHOOK_DURATION = Histogram("relay_webhook_duration_seconds",
-                             "How long the relay took to answer a webhook, from reading it to the answer, by source.",
+                             "How long the relay took to answer a webhook, from the start of its handling, by source.",
                              ["source"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 EVENTS = Counter("relay_events_stored_total",
                  "Events stored in incident_log, by source, route (unrouted: matched none) and event action.",
