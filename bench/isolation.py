@@ -23,7 +23,10 @@ timed out.
          relay's defaults), and answers 202 when all were accepted, 502 otherwise.
 
 Each gets a short warm-up first. Failed requests count in the percentiles with the time they took (a timeout as
---timeout), so the naive relay's figures are lower bounds. Target: relay p99 <= 25 ms.
+--timeout), so the naive relay's figures are lower bounds. Target: relay p99 <= 25 ms. For the relay runs,
+relay_side gives the share of webhooks the relay answered within 5, 10 and 25 ms by its own clock (its
+relay_webhook_duration_seconds histogram, scraped before and after): the client's latencies also hold the time a
+request waits for a CPU on this machine, where the load generator runs beside the servers.
 Prints one JSON document (stdout), then a one-line summary.
 """
 import argparse
