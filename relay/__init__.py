@@ -17,6 +17,7 @@ migrate = Migrate()
 SQLITE_BUSY_TIMEOUT_SECONDS = 10  # how long a SQLite writer waits for another's lock before it fails
 SQLITE_WRITE_RETRY_SECONDS = 0.0005  # a writer's first pause while another holds the lock; each next one doubles
 SQLITE_WRITE_RETRY_MAX_SECONDS = 0.002  # up to this: at most 2 ms late, without a wake-up every half millisecond
+_SQLITE_BUSY_TIMEOUT = f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}"
 
 
 def create_app(test_config=None):
@@ -55,7 +56,7 @@ def _tune_sqlite(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # transactions are begun in _begin_sqlite instead
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.execute(_SQLITE_BUSY_TIMEOUT)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -90,7 +91,7 @@ def _begin_immediate(conn):
         if not dbapi_connection.in_transaction:  # out of time, or another error: raised as SQLAlchemy raises it
             conn.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
-        dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        dbapi_connection.execute(_SQLITE_BUSY_TIMEOUT)
 
 
 def _write_lock_busy(dbapi_connection) -> bool:

@@ -190,7 +190,6 @@ def test_rows_turning_pending_notify_listeners_on_postgresql(app, routing_key):
         assert notified() == 1  # a row put back by replay
 
 
-
 def test_claims_walk_the_open_index_before_the_store_was_ever_analyzed(pd):
     """A new install's first burst: no statistics yet, and no claim may sort the whole backlog."""
     with fresh_postgres_database() as url:

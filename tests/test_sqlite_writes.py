@@ -5,6 +5,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from relay import outbox
 from relay.models import db
 
 HOLD_SECONDS = 0.08  # SQLite's own busy handler would try at 78 ms, then sleep on to 103 ms
@@ -19,8 +20,8 @@ def app(make_app, backend):
 
 def test_a_waiting_writer_gets_the_lock_moments_after_it_is_released(app):
     with app.app_context():
-        holder = db.engine.connect().execution_options(sqlite_immediate=True)
-        waiter = db.engine.connect().execution_options(sqlite_immediate=True)
+        holder = outbox.writer_connection(db.engine)
+        waiter = outbox.writer_connection(db.engine)
         released = {}
 
         def hold():
@@ -47,11 +48,11 @@ def test_a_writer_that_never_gets_the_lock_fails_with_a_database_error(app, monk
 
     monkeypatch.setattr(relay, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.05)
     with app.app_context():
-        with db.engine.connect().execution_options(sqlite_immediate=True) as holder, holder.begin():
-            waiter = db.engine.connect().execution_options(sqlite_immediate=True)
+        with outbox.writer_connection(db.engine) as holder, holder.begin():
+            waiter = outbox.writer_connection(db.engine)
             with pytest.raises(sa.exc.OperationalError, match="locked"):
                 waiter.begin()
             waiter.invalidate()
             waiter.close()
-        with db.engine.connect().execution_options(sqlite_immediate=True) as after, after.begin():
+        with outbox.writer_connection(db.engine) as after, after.begin():
             after.execute(sa.text("SELECT 1"))  # the lock is free again once the holder is done
