@@ -70,6 +70,9 @@ class Config:
     # `relay worker` lowers its CPU priority by this much (0-19): when the CPU is short, webhooks answer first and
     # events wait, stored, in the outbox.
     RELAY_DELIVERY_NICE = _env_int("RELAY_DELIVERY_NICE", 10)
+    # `relay worker` touches this file every second while its loop runs, and /readyz in processes that do not
+    # deliver reads its age. gunicorn.conf.py sets it for the delivery process it starts; empty: no file.
+    RELAY_DELIVERY_HEARTBEAT_FILE = os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE", "")
     RELAY_CLAIM_LEASE_SECONDS = _env_float("RELAY_CLAIM_LEASE_SECONDS", 60)  # a dead worker's rows wait this long
     RELAY_RETRY_BASE_SECONDS = _env_float("RELAY_RETRY_BASE_SECONDS", 1.0)
     RELAY_RETRY_MAX_SECONDS = _env_float("RELAY_RETRY_MAX_SECONDS", 300)

@@ -26,6 +26,11 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
     os.environ["RELAY_TEMPORARY_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]  # removed on exit
 
+# The delivery process started below touches this file every second; /readyz in the web workers reads its age.
+if os.environ.get("RELAY_DELIVERY", "1") == "1" and not os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE"):
+    os.environ["RELAY_DELIVERY_HEARTBEAT_FILE"] = os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"],
+                                                               "delivery.heartbeat")
+
 
 def _relay_logs():
     """Load relay/logs.py on its own: importing the relay package would load the app into the master, and
@@ -53,11 +58,15 @@ logconfig_dict = {
 
 
 def on_starting(server):
-    """Empty the metrics directory: counts left by an earlier run must not add to this one's."""
+    """Empty the metrics directory: counts left by an earlier run must not add to this one's, nor may an earlier
+    delivery process's heartbeat vouch for this one's."""
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(path, exist_ok=True)
     for name in glob.glob(os.path.join(path, "*.db")):
         os.remove(name)
+    heartbeat = os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE")
+    if heartbeat and os.path.exists(heartbeat):
+        os.remove(heartbeat)
 
 
 def post_worker_init(worker):

@@ -143,7 +143,12 @@ def worker(parent_pid):
     os.nice(current_app.config["RELAY_DELIVERY_NICE"])
     running = delivery.start(current_app._get_current_object())
     log.info("delivery worker %s running", running.id)
-    while not stop.wait(1.0):
+    heartbeat = current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]
+    while True:
+        if heartbeat and running.alive and not _touch(heartbeat):
+            heartbeat = ""  # said once in the log; /readyz will say the rest
+        if stop.wait(1.0):
+            break
         if not running.thread.is_alive():
             raise click.ClickException("the delivery loop stopped unexpectedly; see the log")
         if parent_pid and os.getppid() != parent_pid:  # a master killed with -9 runs no on_exit
@@ -151,6 +156,17 @@ def worker(parent_pid):
             break
     delivery.stop()
     log.info("delivery worker %s stopped", running.id)
+
+
+def _touch(path) -> bool:
+    """Mark the delivery loop alive for /readyz in the web workers; False, logged, if the file cannot be written."""
+    try:
+        with open(path, "a"):
+            os.utime(path)
+    except OSError as exc:
+        log.warning("cannot touch the delivery heartbeat file %s: %s", path, exc.strerror)
+        return False
+    return True
 
 
 @relay_cli.command("replay")

@@ -36,6 +36,11 @@ def policy_from(config) -> RetryPolicy:
                        config["RELAY_GIVE_UP_AFTER_SECONDS"])
 
 
+def stalled_after(poll_seconds: float) -> float:
+    """Seconds a delivery loop may go without coming round before it counts as stalled."""
+    return max(30.0, 3 * poll_seconds)
+
+
 class DeliveryWorker:
     """Moves rows from the outbox to PagerDuty with a pool of concurrent senders."""
 
@@ -101,7 +106,7 @@ class DeliveryWorker:
     @property
     def alive(self) -> bool:
         """Tell whether the delivery loop has run recently."""
-        return self.thread.is_alive() and time.monotonic() - self.heartbeat < max(30.0, 3 * self.poll_seconds)
+        return self.thread.is_alive() and time.monotonic() - self.heartbeat < stalled_after(self.poll_seconds)
 
     def _run(self):
         with self.app.app_context():

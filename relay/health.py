@@ -1,5 +1,7 @@
 """Health endpoints for load balancers and orchestrators: /healthz (the process is up), /readyz (it can work)."""
 import logging
+import os
+import time
 
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
@@ -46,7 +48,10 @@ def _check_store(checks, reasons):
 
 def _check_worker(checks, reasons):
     if not current_app.config["RELAY_DELIVERY"]:
-        checks["delivery_worker"] = {"ok": True, "skipped": "RELAY_DELIVERY=0: delivery runs in another process"}
+        if current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]:
+            _check_delivery_process(checks, reasons)
+        else:
+            checks["delivery_worker"] = {"ok": True, "skipped": "RELAY_DELIVERY=0: delivery runs in another process"}
         return
     worker = delivery.current()
     if worker is None:
@@ -57,6 +62,21 @@ def _check_worker(checks, reasons):
         reasons.append("delivery worker stalled (its loop has not run recently)")
     else:
         checks["delivery_worker"] = {"ok": True, "state": "running"}
+
+
+def _check_delivery_process(checks, reasons):
+    """Under gunicorn: is this host's delivery process beating (it touches the heartbeat file every second)?"""
+    try:
+        age = round(max(0.0, time.time() - os.path.getmtime(current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"])), 1)
+    except OSError:
+        checks["delivery_worker"] = {"ok": False, "state": "not started"}
+        reasons.append("the delivery process has not started yet")
+        return
+    if age >= delivery.stalled_after(current_app.config["RELAY_DELIVERY_POLL_SECONDS"]):
+        checks["delivery_worker"] = {"ok": False, "state": "stalled", "seconds_since_heartbeat": age}
+        reasons.append(f"the delivery process has not beaten for {age:.0f}s")
+        return
+    checks["delivery_worker"] = {"ok": True, "state": "running in its own process", "seconds_since_heartbeat": age}
 
 
 def _check_outbox(checks, reasons):

@@ -1,5 +1,6 @@
 """GET /readyz: 200 when the store answers, the delivery worker runs and the outbox keeps up; else 503 naming
 every failed check, and never a 500."""
+import os
 import time
 from datetime import timedelta
 
@@ -57,6 +58,24 @@ def test_worker_check_skipped_when_delivery_runs_elsewhere(make_app):
     assert status == 200
     assert body["checks"]["delivery_worker"]["ok"] is True
     assert "RELAY_DELIVERY=0" in body["checks"]["delivery_worker"]["skipped"]
+
+
+def test_web_workers_read_the_delivery_process_heartbeat(make_app, tmp_path):
+    heartbeat = tmp_path / "delivery.heartbeat"
+    client = make_app(RELAY_DELIVERY=False, RELAY_DELIVERY_HEARTBEAT_FILE=str(heartbeat)).test_client()
+    status, body = readyz(client)
+    assert status == 503 and body["reasons"] == ["the delivery process has not started yet"]
+
+    heartbeat.touch()
+    status, body = readyz(client)
+    assert status == 200, body
+    assert body["checks"]["delivery_worker"]["state"] == "running in its own process"
+
+    stale = time.time() - 45
+    os.utime(heartbeat, (stale, stale))
+    status, body = readyz(client)
+    assert status == 503 and body["reasons"] == ["the delivery process has not beaten for 45s"]
+    assert body["checks"]["delivery_worker"]["state"] == "stalled"
 
 
 def test_not_ready_without_a_worker_when_delivery_is_on(make_app):

@@ -42,7 +42,7 @@ def relay_env(tmp_path, pd):
     """Environment for a relay process: a fresh SQLite file, the simulator as PagerDuty."""
     db_path = tmp_path / "relay.sqlite3"
     return {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "PAGERDUTY_EVENTS_URL": pd.events_url,
-            "RELAY_BIND": "127.0.0.1:1", "RELAY_SYNC_WAIT_SECONDS": "1", "RELAY_RETRY_BASE_SECONDS": "0.1",
+            "RELAY_BIND": "127.0.0.1:1", "RELAY_SYNC_WAIT_SECONDS": "5", "RELAY_RETRY_BASE_SECONDS": "0.1",
             "PATH": f"{BIN}:{os.environ['PATH']}"}, db_path
 
 
@@ -57,7 +57,7 @@ def served_relay(relay_env):
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(base + "/healthz", proc)
+        wait_for(base + "/readyz", proc)  # ready: the delivery process beats, not only the web workers
         yield base, db_path, proc
     finally:
         proc.terminate()

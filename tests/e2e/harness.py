@@ -226,7 +226,7 @@ def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None
     process = Process(f"{name} (gunicorn)", [VENV_BIN / "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket",
                                              "-b", f"127.0.0.1:{port}", "wsgi:app"],
                       tmp_path / f"{name}.log", env=env, cwd=ROOT)
-    with running(process, url + "/healthz"):
+    with running(process, url + "/readyz"):  # the delivery process is up too
         yield Relay(url, db_path, process, routing_key, database_url)
 
 
