@@ -47,6 +47,11 @@ def _iso8601(value):
         raise ValidationError("not an ISO 8601 timestamp")
 
 
+def _string_keys(details):
+    if not all(isinstance(key, str) for key in details):
+        raise ValidationError("keys must be strings")
+
+
 class ImageSchema(Schema):
     """An image on the alert; PagerDuty shows https images only."""
 
@@ -68,6 +73,30 @@ class LinkSchema(Schema):
     text = fields.Str()
 
 
+class LinkList(fields.List):
+    """links[]: loaded by LinkSchema, one link at a time, only when one is wrong (for its errors): a well-formed
+    list is checked in one pass with the same href validators, where each link would otherwise be a schema load."""
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.Nested(LinkSchema), **kwargs)
+        self.href = LinkSchema().fields["href"]
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, list) and all(self._well_formed(link) for link in value):
+            return [{key: link[key] for key in ("href", "text") if key in link} for link in value]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+    def _well_formed(self, link) -> bool:
+        if not (isinstance(link, dict) and isinstance(link.get("href"), str)
+                and isinstance(link.get("text", ""), str)):
+            return False
+        try:
+            self.href._validate(link["href"])
+        except ValidationError:
+            return False
+        return True
+
+
 class PayloadSchema(Schema):
     """The trigger payload."""
 
@@ -81,7 +110,7 @@ class PayloadSchema(Schema):
     component = fields.Str()
     group = fields.Str()
     class_ = fields.Str(data_key="class", attribute="class")
-    custom_details = fields.Dict(keys=fields.Str())
+    custom_details = fields.Dict(validate=_string_keys)  # one check, where keys=Str() is a field per key
 
     @pre_load
     def truncate_texts(self, data, **kwargs):
@@ -105,7 +134,7 @@ class EventSchema(Schema):
     dedup_key = fields.Str(validate=validate.Length(min=1, max=DEDUP_KEY_MAX))
     payload = fields.Nested(PayloadSchema)
     images = fields.List(fields.Nested(ImageSchema))
-    links = fields.List(fields.Nested(LinkSchema))
+    links = LinkList()
     client = fields.Str()
     client_url = fields.Url(schemes={"http", "https"}, require_tld=False)
 

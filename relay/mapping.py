@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from marshmallow import ValidationError
 
 from relay.alerts import Alert
-from relay.events import DEDUP_KEY_MAX, LinkSchema, load_event, parse_iso8601
+from relay.events import DEDUP_KEY_MAX, load_event, parse_iso8601
 from relay.masking import redact_value
 from relay.routing import DEDUP_GROUP, Route, Routing, default_templates
 from relay.sources.alertmanager import is_http_url
@@ -20,7 +20,6 @@ DEFAULT_TEMPLATES = default_templates()
 OPTIONAL_PAYLOAD_FIELDS = ("component", "group", "class")
 REQUIRED_TEXTS = ("summary", "source")  # a trigger without them is refused, so an empty render is no answer
 ROUTING_KEY = re.compile(r"\S{1,255}")  # what PagerDuty and incident_log.routing_key can take
-link_schema = LinkSchema()
 UNROUTED_KEY = "unrouted"  # stands in for the missing key while an unrouted event is validated
 
 
@@ -76,12 +75,6 @@ def _texts(route: Route | None, context: dict) -> dict:
     return texts
 
 
-def _links(alert: Alert) -> list[dict]:
-    """Keep the links PagerDuty accepts: one it would refuse must not cost the event its other extras."""
-    links = [{"href": link.href, "text": link.text} for link in alert.links]
-    return [link for link in links if not link_schema.validate(link)]
-
-
 def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
     if route and route.custom_details is not None:
         return {name: render(template, context) or "" for name, template in route.custom_details.items()}
@@ -108,7 +101,7 @@ def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key
     if started:
         payload["timestamp"] = started.isoformat()
     event = {"routing_key": routing_key, "event_action": "trigger", "payload": payload,
-             "links": _links(alert)}
+             "links": [{"href": link.href, "text": link.text} for link in alert.links]}
     if dedup_key:
         event["dedup_key"] = dedup_key
     if alert.image_url and alert.image_url.startswith("https://"):
@@ -121,15 +114,27 @@ def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key
 
 
 def _validated(event: dict) -> dict:
-    """Validate an event; if an optional extra breaks it, send the page without the extras."""
+    """Validate an event, dropping the links PagerDuty would refuse; if another optional extra breaks it, send
+    the page without the extras."""
     try:
         return load_event(event)
     except ValidationError as exc:
+        bad_links = _bad_links(exc.messages)
+        if bad_links:
+            return _validated({**event, "links": [link for index, link in enumerate(event["links"])
+                                                  if index not in bad_links]})
         log.warning("event extras invalid, sending without them: %s", sorted(exc.messages))
         bare = {k: event[k] for k in ("routing_key", "event_action", "dedup_key") if k in event}
         if "payload" in event:
             bare["payload"] = {k: event["payload"][k] for k in ("summary", "source", "severity", "custom_details")}
         return load_event(bare)
+
+
+def _bad_links(messages) -> set:
+    """The indexes of the refused links, when nothing but links was refused."""
+    if isinstance(messages, dict) and list(messages) == ["links"] and isinstance(messages["links"], dict):
+        return set(messages["links"])
+    return set()
 
 
 def _without_key(event: dict, routing_key: str) -> dict:

@@ -52,8 +52,8 @@ def render(template, context: dict) -> str | None:
     or the sandbox refuses."""
     try:
         # shared: the context as it is, where render() would copy it with the globals: a route renders up to
-        # nine fields per alert. Templates cannot change it: {% set %} writes to their own module's scope.
-        return str(template.make_module(context, shared=True)).strip()
+        # nine fields per alert. Templates cannot change it: {% set %} writes to the render's own scope.
+        return environment.concat(template.root_render_func(template.new_context(context, shared=True))).strip()
     except Exception as exc:  # noqa: BLE001 - any template failure must not lose the page
         log.warning("template failed, the default is used instead: %s", type(exc).__name__)
         return None

@@ -3,9 +3,9 @@ import json
 from pathlib import Path
 
 import pytest
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError, fields
 
-from relay.events import EVENT_MAX_BYTES, SUMMARY_MAX, TRIM_NOTE, event_size, load_event, parse_iso8601
+from relay.events import EVENT_MAX_BYTES, SUMMARY_MAX, TRIM_NOTE, LinkSchema, event_size, load_event, parse_iso8601
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "0123456789abcdef0123456789abcdef"
@@ -105,3 +105,24 @@ def test_trimming_reaches_nested_text_and_counts_json_escapes():
     assert event_size(event) < EVENT_MAX_BYTES
     assert kept["labels"] == {"team": "db"} and kept["annotations"]["description"].endswith("…")
     assert len(kept["annotations"]["description"]) > 100_000  # cut to fit, not emptied
+
+
+class NestedLinks(Schema):
+    """links[] as marshmallow loads it without LinkList's one-pass check: the reference for its answers."""
+
+    links = fields.List(fields.Nested(LinkSchema))
+
+
+@pytest.mark.parametrize("links", [
+    [], [{"href": "http://a"}], [{"href": "http://a", "text": "t", "extra": 1}], [{"href": "ftp://a"}],
+    [{"href": "http://a b"}], [{"text": "t"}], ["x"], [{"href": None}], [{"href": 5}],
+    [{"href": "http://a", "text": None}], [{"href": "http://a", "text": 3}], "not a list", None,
+    [{"href": "https://x.example/p?q=1#f", "text": "ok"}, {"href": "javascript:alert(1)"}],
+])
+def test_links_load_and_fail_exactly_as_nested_link_schemas_do(links):
+    def outcome(load):
+        try:
+            return load().get("links")
+        except ValidationError as exc:
+            return exc.messages
+    assert outcome(lambda: load_event({**trigger(), "links": links})) == outcome(lambda: NestedLinks().load({"links": links}))
