@@ -13,6 +13,7 @@ from marshmallow import ValidationError
 
 from relay import configure, delivery, incidents, models, outbox, retention, webhooks
 from relay.api import preview_entry
+from relay.startup import freeze_startup_objects
 from relay.errors import RelayError, error_body
 from relay.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
@@ -142,7 +143,8 @@ def worker(parent_pid):
         signal.signal(signum, lambda *_: stop.set())
     os.nice(current_app.config["RELAY_DELIVERY_NICE"])
     running = delivery.start(current_app._get_current_object())
-    log.info("delivery worker %s running", running.id)
+    log.info("delivery worker %s running; froze %d start-up objects out of the garbage collector's way",
+             running.id, freeze_startup_objects())
     heartbeat = current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]
     while True:
         if heartbeat and running.alive and not _touch(heartbeat):

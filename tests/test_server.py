@@ -1,5 +1,7 @@
 """The relay as it runs in production: migrated by the CLI, served by gunicorn over real sockets."""
+import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -148,3 +150,14 @@ def test_delivery_process_stops_when_the_master_is_killed(served_relay):
     proc.kill()  # SIGKILL: no on_exit hook runs
     proc.wait(timeout=10)
     wait_until(lambda: not _is_delivery_process(delivery), timeout=10, message="the delivery process gone")
+
+
+def test_every_process_freezes_its_start_up_objects(served_relay):
+    _, _, proc = served_relay
+    proc.terminate()
+    lines = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
+    proc.wait(timeout=30)
+    frozen = [line for line in lines if "start-up objects out of the garbage collector's way" in line["message"]]
+    # Two web workers and the delivery process, each with the app loaded: tens of thousands of objects.
+    assert len({line["pid"] for line in frozen}) == 3, frozen
+    assert all(int(re.search(r"froze (\d+)", line["message"])[1]) > 10_000 for line in frozen), frozen
