@@ -32,11 +32,12 @@ if os.environ.get("RELAY_DELIVERY", "1") == "1" and not os.environ.get("RELAY_DE
                                                                "delivery.heartbeat")
 
 
-def _relay_logs():
-    """Load relay/logs.py on its own: importing the relay package would load the app into the master, and
-    workers forked after a HUP reload would then keep running the old code."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay", "logs.py")
-    spec = importlib.util.spec_from_file_location("relay_gunicorn_logs", path)
+def _relay_module(name: str):
+    """Load relay/<name>.py on its own. Importing the relay package would load the app into the master, and
+    workers forked after a HUP reload would then keep running the old code; in a worker it would load the relay
+    into whatever app this file serves (bench/bare_app.py), with its SQLAlchemy event listeners."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"relay_gunicorn_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -53,7 +54,7 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": [], "propagate": True},
         "alembic": {"level": "WARNING"},  # its plugin set-up chatter at import, in every worker
     },
-    "handlers": {"json": {"()": _relay_logs().json_handler}},
+    "handlers": {"json": {"()": _relay_module("logs").json_handler}},
 }
 
 
@@ -73,9 +74,8 @@ def post_worker_init(worker):
     """Web workers only take webhooks: delivery runs in its own process (when_ready), so its senders never
     hold a request's GIL and its claims are one writer, not one per worker."""
     worker.wsgi.config["RELAY_DELIVERY"] = False  # nothing delivers in this process (the API polls the store)
-    from relay.startup import freeze_startup_objects
-
-    worker.log.info("froze %d start-up objects out of the garbage collector's way", freeze_startup_objects())
+    frozen = _relay_module("startup").freeze_startup_objects()
+    worker.log.info("froze %d start-up objects out of the garbage collector's way", frozen)
 
 
 def when_ready(server):

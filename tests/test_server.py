@@ -161,3 +161,38 @@ def test_every_process_freezes_its_start_up_objects(served_relay):
     # Two web workers and the delivery process, each with the app loaded: tens of thousands of objects.
     assert len({line["pid"] for line in frozen}) == 3, frozen
     assert all(int(re.search(r"froze (\d+)", line["message"])[1]) > 10_000 for line in frozen), frozen
+
+
+OTHER_APP = '''
+import gc
+import sys
+
+from flask import Flask
+
+app = Flask(__name__)
+app.config["RELAY_DELIVERY"] = False  # gunicorn.conf.py's post_worker_init sets it
+
+
+@app.get("/")
+def state():
+    return {"relay_loaded": "relay" in sys.modules, "frozen": gc.get_freeze_count()}
+'''
+
+
+def test_the_gunicorn_config_keeps_the_relay_out_of_other_apps(tmp_path):
+    """bench/bare_app.py is served with the same gunicorn.conf.py: its hooks must not import the relay (whose
+    SQLAlchemy listeners would begin a second transaction on the other app's SQLite connections)."""
+    (tmp_path / "other_app.py").write_text(OTHER_APP)
+    port = free_port()
+    env = {**os.environ, "RELAY_DELIVERY": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([BIN / "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}",
+                             "--pythonpath", str(tmp_path), "other_app:app"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/", proc)
+        state = requests.get(f"http://127.0.0.1:{port}/", timeout=5).json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert state["relay_loaded"] is False
+    assert state["frozen"] > 1_000  # Flask's own start-up objects, frozen all the same
