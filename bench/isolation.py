@@ -5,8 +5,8 @@ Run by hand from the project root:
     .venv/bin/python bench/isolation.py [--rate 200] [--duration 20] [--pd-latency 0.5] [--store sqlite]
 
 The PagerDuty simulator answers every event after --pd-latency seconds (500 ms). An open-loop load generator
-(non-blocking sockets in one thread, one new connection per request, as many in flight as it takes) sends --rate Alertmanager webhooks per
-second for --duration seconds, each with --alerts distinct alerts (own labels, so own dedup keys); sends are
+(non-blocking sockets in one thread, one new connection per request, as many in flight as it takes) sends
+--rate Alertmanager webhooks per second for --duration seconds, each with --alerts distinct alerts (own labels, so own dedup keys); sends are
 scheduled by the clock, not by the previous answer, and each latency is measured from the request's scheduled
 time (no coordinated omission). A request not answered within --timeout seconds of its scheduled time counts as
 timed out.
@@ -199,6 +199,14 @@ def answered_within(before: dict, after: dict, bounds) -> dict:
             for b in bounds}
 
 
+def cpu_since(workers, before: float, server) -> float | None:
+    """CPU seconds the server's processes used since `before`; None if gunicorn replaced one meanwhile (a
+    process that is gone takes its CPU time with it)."""
+    if server.workers() != workers:
+        return None
+    return round(cpu_seconds(workers) - before, 2)
+
+
 def run_relay(args, tmp: Path, total: int, delivery: bool) -> dict:
     """The relay under open-loop load, with its delivery workers on (sending to the slow simulator) or off."""
     with ExitStack() as stack:
@@ -213,7 +221,7 @@ def run_relay(args, tmp: Path, total: int, delivery: bool) -> dict:
         cpu = cpu_seconds(workers)
         result = open_loop(relay.port, "/webhooks/alertmanager", bodies_for(total, args.alerts, "Iso"), args.rate,
                            args.timeout)
-        result["worker_cpu_seconds"] = round(cpu_seconds(workers) - cpu, 2)
+        result["worker_cpu_seconds"] = cpu_since(workers, cpu, relay)
         result["relay_side"] = answered_within(metrics_before, scrape(relay.url), ("0.005", "0.01", "0.025"))
         result["events_accepted_during_run"] = result["ok_2xx"] * args.alerts
         result["events_delivered_during_run"] = sim_count(sim) - seen
@@ -260,7 +268,7 @@ def main():
                 cpu = cpu_seconds(workers)
                 results["naive"] = open_loop(naive.port, "/webhooks/alertmanager",
                                              bodies_for(total, args.alerts, "Naive"), args.rate, args.timeout)
-                results["naive"]["worker_cpu_seconds"] = round(cpu_seconds(workers) - cpu, 2)
+                results["naive"]["worker_cpu_seconds"] = cpu_since(workers, cpu, naive)
                 print(f"  naive: {json.dumps(results['naive']['latency_ms'])}", file=sys.stderr)
     print(json.dumps(results, indent=2))
     r = results["relay"]

@@ -13,9 +13,9 @@ from marshmallow import ValidationError
 
 from relay import configure, delivery, incidents, models, outbox, retention, webhooks
 from relay.api import preview_entry
-from relay.startup import freeze_startup_objects
 from relay.errors import RelayError, error_body
 from relay.models import IncidentLog, db
+from relay.startup import freeze_startup_objects
 from relay.timeutil import parse_duration, parse_since
 from relay.views import log_entry
 

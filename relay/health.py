@@ -51,7 +51,8 @@ def _check_worker(checks, reasons):
         if current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]:
             _check_delivery_process(checks, reasons)
         else:
-            checks["delivery_worker"] = {"ok": True, "skipped": "RELAY_DELIVERY=0: delivery runs in another process"}
+            checks["delivery_worker"] = {"ok": True,
+                                         "skipped": "RELAY_DELIVERY=0: delivery runs in another process"}
         return
     worker = delivery.current()
     if worker is None:
@@ -67,16 +68,18 @@ def _check_worker(checks, reasons):
 def _check_delivery_process(checks, reasons):
     """Under gunicorn: is this host's delivery process beating (it touches the heartbeat file every second)?"""
     try:
-        age = round(max(0.0, time.time() - os.path.getmtime(current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"])), 1)
+        beaten = os.path.getmtime(current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"])
     except OSError:
         checks["delivery_worker"] = {"ok": False, "state": "not started"}
         reasons.append("the delivery process has not started yet")
         return
+    age = round(max(0.0, time.time() - beaten), 1)
     if age >= delivery.stalled_after(current_app.config["RELAY_DELIVERY_POLL_SECONDS"]):
         checks["delivery_worker"] = {"ok": False, "state": "stalled", "seconds_since_heartbeat": age}
         reasons.append(f"the delivery process has not beaten for {age:.0f}s")
         return
-    checks["delivery_worker"] = {"ok": True, "state": "running in its own process", "seconds_since_heartbeat": age}
+    checks["delivery_worker"] = {"ok": True, "state": "running in its own process",
+                                 "seconds_since_heartbeat": age}
 
 
 def _check_outbox(checks, reasons):
