@@ -6,9 +6,9 @@ Run by hand from the project root:
 
 The PagerDuty simulator answers every event after --pd-latency seconds (500 ms). An open-loop load generator
 (non-blocking sockets in one thread, one new connection per request, as many in flight as it takes) sends
---rate Alertmanager webhooks per second for --duration seconds, each with --alerts distinct alerts (own labels, so own dedup keys); sends are
-scheduled by the clock, not by the previous answer, and each latency is measured from the request's scheduled
-time (no coordinated omission). A request not answered within --timeout seconds of its scheduled time counts as
+--rate Alertmanager webhooks per second for --duration seconds, each with --alerts distinct alerts (own labels,
+so own dedup keys); sends are scheduled by the clock, not by the previous answer, and each latency is measured
+from the request's scheduled time (no coordinated omission). A request not answered within --timeout seconds of its scheduled time counts as
 timed out.
 
   relay  `gunicorn -c gunicorn.conf.py wsgi:app` as deployed: the web workers take webhooks and the master's
@@ -99,7 +99,7 @@ class _Exchange:
         self.sock.connect_ex(("127.0.0.1", port))  # EINPROGRESS: writable once connected
 
     def on_writable(self) -> bool:
-        """Send what is left of the request; True once it is all sent (or the connect failed: see on_readable)."""
+        """Send what is left of the request; True once it is all sent. Raises if the connection was refused."""
         if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
             raise ConnectionRefusedError("connect failed")
         self.request = self.request[self.sock.send(self.request):]
@@ -112,6 +112,7 @@ class _Exchange:
         return not chunk
 
     def outcome(self) -> str:
+        """The answer's HTTP status, or bad_answer."""
         if not self.answer.startswith(b"HTTP/"):
             return "bad_answer"
         return self.answer.split(b" ", 2)[1].decode()
