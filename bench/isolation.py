@@ -8,8 +8,8 @@ The PagerDuty simulator answers every event after --pd-latency seconds (500 ms).
 (non-blocking sockets in one thread, one new connection per request, as many in flight as it takes) sends
 --rate Alertmanager webhooks per second for --duration seconds, each with --alerts distinct alerts (own labels,
 so own dedup keys); sends are scheduled by the clock, not by the previous answer, and each latency is measured
-from the request's scheduled time (no coordinated omission). A request not answered within --timeout seconds of its scheduled time counts as
-timed out.
+from the request's scheduled time (no coordinated omission). A request not answered within --timeout seconds
+of its scheduled time counts as timed out.
 
   relay  `gunicorn -c gunicorn.conf.py wsgi:app` as deployed: the web workers take webhooks and the master's
          delivery process (64 in flight, nice 10) sends to the slow simulator. RELAY_RATE_LIMIT_PER_MINUTE is set
