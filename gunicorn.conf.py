@@ -74,8 +74,7 @@ def post_worker_init(worker):
     """Web workers only take webhooks: delivery runs in its own process (when_ready), so its senders never
     hold a request's GIL and its claims are one writer, not one per worker."""
     worker.wsgi.config["RELAY_DELIVERY"] = False  # nothing delivers in this process (the API polls the store)
-    frozen = _relay_module("startup").freeze_startup_objects()
-    worker.log.info("froze %d start-up objects out of the garbage collector's way", frozen)
+    _relay_module("startup").freeze_startup_objects()
 
 
 def when_ready(server):

@@ -143,8 +143,8 @@ def worker(parent_pid):
         signal.signal(signum, lambda *_: stop.set())
     os.nice(current_app.config["RELAY_DELIVERY_NICE"])
     running = delivery.start(current_app._get_current_object())
-    log.info("delivery worker %s running; froze %d start-up objects out of the garbage collector's way",
-             running.id, freeze_startup_objects())
+    log.info("delivery worker %s running", running.id)
+    freeze_startup_objects()
     heartbeat = current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]
     while True:
         if heartbeat and running.alive and not _touch(heartbeat):

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,22 +49,29 @@ def relay_env(tmp_path, pd):
             "PATH": f"{BIN}:{os.environ['PATH']}"}, db_path
 
 
-@pytest.fixture
-def served_relay(relay_env):
-    """Migrate with the CLI and serve with gunicorn on a -b address that overrides RELAY_BIND."""
-    env, db_path = relay_env
-    subprocess.run([BIN / "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=60)
+@contextmanager
+def gunicorn(env, app="wsgi:app", *options):
+    """Serve app with gunicorn.conf.py on a free port (a -b address that overrides RELAY_BIND); yield its base
+    URL and process, and stop it afterwards."""
     port = free_port()
-    proc = subprocess.Popen([BIN / "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", "wsgi:app"],
+    proc = subprocess.Popen([BIN / "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", *options, app],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(base + "/readyz", proc)  # ready: the delivery process beats, not only the web workers
-        yield base, db_path, proc
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served_relay(relay_env):
+    """Migrate with the CLI and serve with gunicorn."""
+    env, db_path = relay_env
+    subprocess.run([BIN / "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=60)
+    with gunicorn(env) as (base, proc):
+        wait_for(base + "/readyz", proc)  # ready: the delivery process beats, not only the web workers
+        yield base, db_path, proc
 
 
 def test_gunicorn_serves_the_job_end_to_end(served_relay, pd, routing_key):
@@ -183,16 +191,9 @@ def test_the_gunicorn_config_keeps_the_relay_out_of_other_apps(tmp_path):
     """bench/bare_app.py is served with the same gunicorn.conf.py: its hooks must not import the relay (whose
     SQLAlchemy listeners would begin a second transaction on the other app's SQLite connections)."""
     (tmp_path / "other_app.py").write_text(OTHER_APP)
-    port = free_port()
     env = {**os.environ, "RELAY_DELIVERY": "0", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    proc = subprocess.Popen([BIN / "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}",
-                             "--pythonpath", str(tmp_path), "other_app:app"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/", proc)
-        state = requests.get(f"http://127.0.0.1:{port}/", timeout=5).json()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with gunicorn(env, "other_app:app", "--pythonpath", str(tmp_path)) as (base, proc):
+        wait_for(base + "/", proc)
+        state = requests.get(base + "/", timeout=5).json()
     assert state["relay_loaded"] is False
     assert state["frozen"] > 1_000  # Flask's own start-up objects, frozen all the same
