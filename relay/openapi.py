@@ -83,6 +83,12 @@ def _paths():
         **{f"/webhooks/{name}": _webhook(name, body) for name, body in SOURCE_BODIES.items()},
         "/healthz": {"get": {"tags": ["health"], "summary": "The process is up.",
                              "responses": {"200": {"description": "up"}}}},
+        "/readyz": {"get": {"tags": ["health"],
+                            "summary": "The relay can work: the store answers, delivery runs, the outbox keeps up.",
+                            "responses": {"200": {"description": "ready, with every check"},
+                                          "503": {"description": "not ready, with the reasons and every check"}}}},
+        "/metrics": {"get": {"tags": ["health"], "summary": "Prometheus metrics (OpenMetrics when asked).",
+                             "responses": {"200": {"description": "the metrics, as text"}}}},
     }
 
 
