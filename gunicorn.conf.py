@@ -26,8 +26,10 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
     os.environ["RELAY_TEMPORARY_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]  # removed on exit
 
+_STARTS_DELIVERY = os.environ.get("RELAY_DELIVERY", "1") == "1"  # this master runs the host's delivery process
+
 # The delivery process started below touches this file every second; /readyz in the web workers reads its age.
-if os.environ.get("RELAY_DELIVERY", "1") == "1" and not os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE"):
+if _STARTS_DELIVERY and not os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE"):
     os.environ["RELAY_DELIVERY_HEARTBEAT_FILE"] = os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"],
                                                                "delivery.heartbeat")
 
@@ -79,7 +81,7 @@ def post_worker_init(worker):
 
 def when_ready(server):
     """Start this host's delivery process beside the web workers, and restart it should it die."""
-    if os.environ.get("RELAY_DELIVERY", "1") == "1":
+    if _STARTS_DELIVERY:
         threading.Thread(target=_supervise_delivery, args=(server,), name="relay-deliverer", daemon=True).start()
 
 

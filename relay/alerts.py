@@ -35,8 +35,12 @@ class Alert:
     def as_dict(self) -> dict:
         """The alert as plain JSON-ready data; nested values are shared, not copied."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["links"] = [{"href": link.href, "text": link.text} for link in self.links]
+        values["links"] = self.link_dicts()
         return values
+
+    def link_dicts(self) -> list[dict]:
+        """The links as plain dicts, as events and the alert's JSON carry them."""
+        return [{"href": link.href, "text": link.text} for link in self.links]
 
     @property
     def firing(self) -> bool:

@@ -101,7 +101,7 @@ def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key
     if started:
         payload["timestamp"] = started.isoformat()
     event = {"routing_key": routing_key, "event_action": "trigger", "payload": payload,
-             "links": [{"href": link.href, "text": link.text} for link in alert.links]}
+             "links": alert.link_dicts()}
     if dedup_key:
         event["dedup_key"] = dedup_key
     if alert.image_url and alert.image_url.startswith("https://"):

@@ -14,5 +14,6 @@ def freeze_startup_objects() -> int:
     """
     gc.collect()
     gc.freeze()
-    log.info("froze %d start-up objects out of the garbage collector's way", gc.get_freeze_count())
-    return gc.get_freeze_count()
+    frozen = gc.get_freeze_count()
+    log.info("froze %d start-up objects out of the garbage collector's way", frozen)
+    return frozen
