@@ -4,6 +4,7 @@ Limits cite PagerDuty/developer-docs docs/events-API-v2/02-Trigger-Events.md and
 An event is trimmed to fit, never refused for being long: a truncated page beats a lost one.
 """
 import copy
+import functools
 import json
 import re
 from datetime import datetime
@@ -75,13 +76,15 @@ class LinkSchema(Schema):
     text = fields.Str()
 
 
+_LINK_HREF = LinkSchema().fields["href"]  # the same check as EventSchema.client_url's
+
+
 class LinkList(fields.List):
     """links[]: loaded by LinkSchema, one link at a time, only when one is wrong (for its errors): a well-formed
     list is checked in one pass with the same href validators, where each link would otherwise be a schema load."""
 
     def __init__(self, **kwargs):
         super().__init__(fields.Nested(LinkSchema), **kwargs)
-        self.href = LinkSchema().fields["href"]
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, list) and all(self.well_formed(link) for link in value):
@@ -91,7 +94,7 @@ class LinkList(fields.List):
     def well_formed(self, link) -> bool:
         """Tell whether one link loads as it is: an object with an http(s) href and, if any, a text."""
         return (isinstance(link, dict) and isinstance(link.get("href"), str)
-                and isinstance(link.get("text", ""), str) and _passes(self.href, link["href"]))
+                and isinstance(link.get("text", ""), str) and http_url_ok(link["href"]))
 
 
 class PayloadSchema(Schema):
@@ -245,7 +248,7 @@ def quick_load(data) -> dict | None:
     if not (data.get("routing_key") and action in ACTIONS and _plain_dedup_key(data, action)
             and (payload is not None or not (has_payload or action == "trigger"))
             and ("links" not in data or _plain_links(data["links"]))
-            and ("client_url" not in data or _passes(event_schema.fields["client_url"], data["client_url"]))):
+            and ("client_url" not in data or http_url_ok(data["client_url"]))):
         return None
     event = {key: data[key] for key in PLAIN_EVENT_FIELDS if key in data}
     if action == "trigger":
@@ -288,9 +291,12 @@ def _plain_links(links) -> bool:
     return isinstance(links, list) and all(event_schema.fields["links"].well_formed(link) for link in links)
 
 
-def _passes(field, value) -> bool:
+@functools.lru_cache(maxsize=4096)
+def http_url_ok(href: str) -> bool:
+    """Tell whether href passes the schema's http(s) URL check (links, client_url); alerts repeat the same few
+    URLs (a rule's generatorURL and runbook, Alertmanager's own), and the check is a costly regular expression."""
     try:
-        field._validate(value)
+        _LINK_HREF._validate(href)
     except ValidationError:
         return False
     return True
