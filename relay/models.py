@@ -88,11 +88,11 @@ class IncidentLog(db.Model):
 
     __table_args__ = (
         db.Index("ix_incident_log_created_at", "created_at"),
-        db.Index("ix_incident_log_dedup_key", "dedup_key"),
         # The outbox proper: only open rows, in acceptance order, so claiming never wades through history.
         db.Index("ix_incident_log_open", "id", sqlite_where=db.text(OPEN_SQL), postgresql_where=db.text(OPEN_SQL)),
-        # Per-alert order: an event waits while an earlier one for the same key pair is still open.
-        db.Index("ix_incident_log_order", "routing_key", "dedup_key", "id"),
+        # Per-alert order (an event waits while an earlier one for the same key pair is still open), and the
+        # log's dedup_key filter: one index, written once per row.
+        db.Index("ix_incident_log_alert_order", "dedup_key", "routing_key", "id"),
     )
 
     def outbound_event(self):
