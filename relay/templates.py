@@ -7,6 +7,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from relay.alerts import Alert
 
 log = logging.getLogger(__name__)
+_DICT_ATTRIBUTES = frozenset(dir(dict))  # names a dict answers as attributes (methods), before its keys
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
@@ -14,6 +15,16 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     Immutable: templates share the alert's own dicts and lists (no copies), so none may change them.
     """
+
+    def getattr(self, obj, attribute):
+        """labels.team: the dict's item, or undefined, straight away. Jinja's sandbox would come to the same answer
+        through a failed attribute lookup and its exception, for every label a template names."""
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
     def unsafe_undefined(self, obj, attribute):
         """Refuse the access, so the render fails and the field's default is used."""
