@@ -62,9 +62,12 @@ def render(template, context: dict) -> str | None:
     """Render a compiled template over a context from alert_context, stripped; None when it fails at run time
     or the sandbox refuses."""
     try:
-        # shared: the context as it is, where render() would copy it with the globals: a route renders up to
-        # nine fields per alert. Templates cannot change it: {% set %} writes to the render's own scope.
-        return environment.concat(template.root_render_func(template.new_context(context, shared=True))).strip()
+        # The context as it is, where render() would copy it with the globals: a route renders up to nine fields
+        # per alert. Templates cannot change it: {% set %} writes to the render's own scope. No globals for the
+        # Context either: it would copy their names on every render, for imports, and with no loader a
+        # template imports nothing.
+        scope = environment.context_class(environment, context, template.name, template.blocks)
+        return environment.concat(template.root_render_func(scope)).strip()
     except Exception as exc:  # noqa: BLE001 - any template failure must not lose the page
         log.warning("template failed, the default is used instead: %s", type(exc).__name__)
         return None
