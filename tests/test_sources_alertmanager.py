@@ -3,6 +3,8 @@ import copy
 import inspect
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from relay.alerts import FIRING, RESOLVED, Alert, Link
@@ -196,3 +198,48 @@ def test_grafana_payload_is_refused_with_its_version():
     with pytest.raises(ValidationError) as err:
         alertmanager.to_alerts(fixture("grafana_unified_resolved.json"))
     assert err.value.messages == {"version": ['Must be "4" (Alertmanager webhook), got "1".']}
+
+
+# plain_alert against AlertSchema: every alert it answers for must get the schema's own answer.
+_JUNK = st.one_of(st.none(), st.integers(), st.just(""), st.lists(st.integers(), max_size=1), st.text(max_size=3),
+                  st.dictionaries(st.text(max_size=2), st.one_of(st.text(max_size=2), st.integers()), max_size=2))
+_TEXT = st.text(max_size=4)
+_ALERT = st.fixed_dictionaries(
+    {"status": st.sampled_from([FIRING, RESOLVED]), "labels": st.dictionaries(_TEXT, _TEXT, max_size=3)},
+    optional={"annotations": st.one_of(st.none(), st.dictionaries(_TEXT, _TEXT, max_size=2)),
+              "startsAt": st.one_of(st.none(), st.sampled_from(["2026-11-27T10:00:00.1234Z",
+                                                                 "0001-01-01T00:00:00Z", ""])),
+              "endsAt": st.one_of(st.none(), st.sampled_from(["0001-01-01T00:00:00Z", "2026-11-27T11:00:00Z"])),
+              "generatorURL": _TEXT, "fingerprint": st.one_of(st.none(), _TEXT), "extra": _JUNK})
+
+
+@st.composite
+def _alerts(draw):
+    """A well-formed alert, then up to two fields removed or replaced by junk."""
+    entry = draw(_ALERT)
+    for name in draw(st.lists(st.sampled_from(["status", "labels", "annotations", "startsAt", "endsAt",
+                                                "generatorURL", "fingerprint"]), max_size=2)):
+        if draw(st.booleans()):
+            entry.pop(name, None)
+        else:
+            entry[name] = draw(_JUNK)
+    return entry
+
+
+@settings(max_examples=500, deadline=None)
+@given(_alerts())
+@example({"status": FIRING, "labels": {"a": 1}})
+@example({"status": FIRING, "labels": {}, "annotations": None, "generatorURL": None})
+@example({"status": "pending", "labels": {}})
+@example({"status": RESOLVED, "labels": {}, "endsAt": 5})
+def test_plain_alerts_load_exactly_as_the_schema_loads_them(entry):
+    plain = alertmanager.plain_alert(entry)
+    if plain is not None:
+        assert plain == alertmanager.AlertSchema().load(entry)
+
+
+@pytest.mark.parametrize("name", ["alertmanager_0.25_firing_captured.json", "alertmanager_0.25_resolved_captured.json",
+                                  "captured_e2e_prometheus_firing.json", "alertmanager_firing_v4.json"])
+def test_real_alerts_take_the_one_pass_load(name):
+    for entry in fixture(name)["alerts"]:
+        assert alertmanager.plain_alert(entry) == alertmanager.AlertSchema().load(entry)
