@@ -1,5 +1,5 @@
 """The normalized alert: what every source maps its payload into, before routing."""
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -34,9 +34,7 @@ class Alert:
 
     def as_dict(self) -> dict:
         """The alert as plain JSON-ready data; nested values are shared, not copied."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values["links"] = self.link_dicts()
-        return values
+        return {**vars(self), "links": self.link_dicts()}  # vars: every attribute of an alert is one of its fields
 
     def link_dicts(self) -> list[dict]:
         """The links as plain dicts, as events and the alert's JSON carry them."""

@@ -1,5 +1,6 @@
 """Who may call the relay: per-source webhook credentials (bearer, basic, Grafana's HMAC signature), the
 API token, and the loopback-only default when nothing is configured. Every comparison is constant-time."""
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -82,8 +83,10 @@ def hmac_ok(auth: SourceAuth, now: float) -> bool:
     return same(signature, expected)
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(address: str | None) -> bool:
-    """Tell whether the peer address is this machine."""
+    """Tell whether the peer address is this machine (remembered per address: parsing one costs more than the
+    rest of the check)."""
     try:
         return ipaddress.ip_address((address or "").split("%")[0]).is_loopback
     except ValueError:

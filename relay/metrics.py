@@ -5,6 +5,7 @@ Counters and histograms are kept per process. Under gunicorn, prometheus_client'
 per-process files, and a scrape landing on any worker sums every worker's, dead ones included. The outbox
 gauges are not per-process state: they are read from the store at scrape time, with one query.
 """
+import functools
 import logging
 import os
 
@@ -63,15 +64,22 @@ def webhook_outcome(http_status: int) -> str:
 def webhook(source: str, http_status: int, seconds: float) -> str:
     """Count one webhook and how long it took to answer; return its outcome."""
     outcome = webhook_outcome(http_status)
-    WEBHOOKS.labels(source, outcome).inc()
-    WEBHOOK_DURATION.labels(source).observe(seconds)
+    _child(WEBHOOKS, source, outcome).inc()
+    _child(WEBHOOK_DURATION, source).observe(seconds)
     return outcome
+
+
+@functools.lru_cache(maxsize=1024)
+def _child(metric, *labels):
+    """A metric's child for these label values, looked up once: labels() checks and locks on every call, and
+    every webhook counts several (the values are few: sources, outcomes, routes, actions)."""
+    return metric.labels(*labels)
 
 
 def events_stored(source: str, planned) -> None:
     """Count the events of a webhook once their rows are committed."""
     for item in planned:
-        EVENTS.labels(source, item.route if item.routed else UNROUTED_ROUTE, item.event["event_action"]).inc()
+        _child(EVENTS, source, item.route if item.routed else UNROUTED_ROUTE, item.event["event_action"]).inc()
 
 
 def event_stored(source: str, action: str, route: str = DIRECT_ROUTE) -> None:
