@@ -238,8 +238,47 @@ def test_plain_alerts_load_exactly_as_the_schema_loads_them(entry):
         assert plain == alertmanager.AlertSchema().load(entry)
 
 
+_NOTIFICATION = st.fixed_dictionaries(
+    {"version": st.just("4"), "alerts": st.lists(_alerts(), max_size=2)},
+    optional={"groupKey": st.one_of(st.none(), _TEXT), "truncatedAlerts": st.integers(min_value=0, max_value=3),
+              "status": st.sampled_from([FIRING, RESOLVED]), "receiver": st.one_of(st.none(), _TEXT),
+              "groupLabels": st.one_of(st.none(), st.dictionaries(_TEXT, _TEXT, max_size=2)),
+              "commonLabels": st.dictionaries(_TEXT, _TEXT, max_size=2),
+              "commonAnnotations": st.dictionaries(_TEXT, _TEXT, max_size=2),
+              "externalURL": st.one_of(st.none(), _TEXT), "extra": _JUNK})
+
+
+@st.composite
+def _notifications(draw):
+    """A notification of alerts as _alerts() makes them, then up to two top-level fields removed or replaced."""
+    payload = draw(_NOTIFICATION)
+    for name in draw(st.lists(st.sampled_from(["version", "alerts", "groupKey", "truncatedAlerts", "status",
+                                                "receiver", "groupLabels", "commonAnnotations", "externalURL"]),
+                              max_size=2)):
+        if draw(st.booleans()):
+            payload.pop(name, None)
+        else:
+            payload[name] = draw(st.one_of(_JUNK, st.just(True), st.just(-1)))
+    return payload
+
+
+@settings(max_examples=500, deadline=None)
+@given(_notifications())
+@example({"version": "4", "alerts": [], "truncatedAlerts": True})
+@example({"version": "4", "alerts": [], "truncatedAlerts": -1})
+@example({"version": "4", "alerts": [], "status": "pending"})
+@example({"version": "4", "alerts": [], "groupLabels": None, "commonLabels": {"a": 1}})
+@example({"version": "3", "alerts": []})
+@example({"version": "4", "alerts": [{"status": FIRING, "labels": {}}, {"status": FIRING}]})
+def test_plain_notifications_load_exactly_as_the_schema_loads_them(payload):
+    plain = alertmanager.plain_notification(payload)
+    if plain is not None:
+        assert plain == alertmanager.SCHEMA.load(payload)
+
+
 @pytest.mark.parametrize("name", ["alertmanager_0.25_firing_captured.json", "alertmanager_0.25_resolved_captured.json",
-                                  "captured_e2e_prometheus_firing.json", "alertmanager_firing_v4.json"])
-def test_real_alerts_take_the_one_pass_load(name):
-    for entry in fixture(name)["alerts"]:
-        assert alertmanager.plain_alert(entry) == alertmanager.AlertSchema().load(entry)
+                                  "captured_e2e_prometheus_firing.json", "captured_e2e_prometheus_resolved.json",
+                                  "alertmanager_firing_v4.json", "alertmanager_resolved_v4.json"])
+def test_real_notifications_take_the_one_pass_load(name):
+    payload = fixture(name)
+    assert alertmanager.plain_notification(payload) == alertmanager.SCHEMA.load(payload)
