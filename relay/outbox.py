@@ -3,6 +3,7 @@
 Claims are atomic: PostgreSQL locks the rows it takes with FOR UPDATE SKIP LOCKED; SQLite runs claims as
 BEGIN IMMEDIATE (see relay/__init__.py), so one claimer at a time holds the write lock.
 """
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +56,40 @@ def record_many(conn, rows: list[dict]) -> list[int]:
     if not rows:
         return []
     return list(conn.execute(_INSERT_ROWS, rows).scalars())
+
+
+def store_rows(engine, rows: list[dict]) -> list[int]:
+    """Write rows made by row_values in a transaction of their own and return their ids, in order.
+
+    On SQLite every write waits for the one write lock, so the rows' values are bound for the driver (JSON,
+    timestamps) before the lock is taken, and the lock is held for the driver's inserts and the commit alone.
+    """
+    with writer_connection(engine) as conn:
+        if conn.dialect.name != "sqlite" or not rows:
+            with conn.begin():
+                return record_many(conn, rows)
+        sql, names, processors = _driver_insert(conn.dialect)
+        bound = [tuple(process(row[name]) if process else row[name] for name, process in zip(names, processors))
+                 for row in rows]
+        with conn.begin():
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                return [cursor.execute(sql, values).fetchone()[0] for values in bound]
+            finally:
+                cursor.close()
+
+
+@functools.cache
+def _driver_insert(dialect) -> tuple[str, tuple[str, ...], tuple]:
+    """The one-row INSERT … RETURNING id as the driver runs it, the columns in the order of its parameters, and
+    each column's bind processor: the statement and values SQLAlchemy's own insert would send."""
+    table = IncidentLog.__table__
+    columns = row_values({"event_action": "trigger", "routing_key": "-"}, source="-")  # the names a row has
+    compiled = insert(table).values({name: bindparam(name) for name in columns}).returning(table.c.id).compile(
+        dialect=dialect)
+    names = tuple(compiled.positiontup)
+    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+    return compiled.string, names, processors
 
 
 @dataclass

@@ -53,8 +53,7 @@ def store(source_name: str, planned: list[Planned]) -> list[int]:
     rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
                               status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
             for item in planned]
-    with outbox.writer_connection(db.engine) as conn, conn.begin():  # Core: nothing here is an ORM object
-        ids = outbox.record_many(conn, rows)
+    ids = outbox.store_rows(db.engine, rows)
     delivery.wake()
     metrics.events_stored(source_name, planned)
     return ids
