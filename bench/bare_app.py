@@ -1,6 +1,6 @@
 """The baseline for bench/ingest.py and bench/memory.py: a bare Flask endpoint that inserts one row per request.
 
-    BENCH_DATABASE_URL=sqlite:////tmp/bare.sqlite3 .venv/bin/gunicorn -c gunicorn.conf.py bench.bare_app:app
+    BENCH_DATABASE_URL=sqlite:////tmp/bare.sqlite3 RELAY_DELIVERY=0 .venv/bin/gunicorn -c gunicorn.conf.py bench.bare_app:app
 
 (from the project root, with the same gunicorn.conf.py as the relay). POST /ingest parses the JSON body and
 inserts it, as text, into bench_rows with SQLAlchemy Core, in its own transaction, then answers 202. The engine
@@ -58,6 +58,12 @@ def create_table(url: str) -> None:
         metadata.create_all(engine)
     finally:
         engine.dispose()
+
+
+def server_env(url: str) -> dict:
+    """The environment to serve the bare app in: its store, and no delivery process (gunicorn.conf.py starts the
+    relay's own beside any app it serves unless RELAY_DELIVERY=0)."""
+    return {"BENCH_DATABASE_URL": url, "RELAY_DELIVERY": "0"}
 
 
 def create_app() -> Flask:

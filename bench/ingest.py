@@ -10,7 +10,8 @@ For each store (a fresh SQLite file, a fresh PostgreSQL database on BENCH_POSTGR
           2 committed incident_log rows. No credential: wrk comes from loopback. A Lua script gives every
           request its own alerts (own alertname and fingerprint, so own dedup keys); the bare endpoint gets the
           same bodies.
-  bare    `gunicorn -c gunicorn.conf.py bench.bare_app:app`, the same config file: POST /ingest inserts one row
+  bare    `gunicorn -c gunicorn.conf.py bench.bare_app:app`, the same config file and RELAY_DELIVERY=0 (no delivery
+          process beside it either): POST /ingest inserts one row
           per request (SQLAlchemy Core, the relay's engine settings) into the same kind of store.
   relay+delivery (--with-delivery): the relay as deployed, delivering to a PagerDuty simulator with no latency and
           the rate limit off, so ingest competes with delivery for the CPU and, on SQLite, the one write lock.
@@ -45,7 +46,7 @@ def run_store(kind: str, args, workdir: Path) -> dict:
             url = stack.enter_context(fresh_store(kind, workdir))
             if target == "bare":
                 bare_app.create_table(url)
-                server = stack.enter_context(gunicorn("bench.bare_app:app", {"BENCH_DATABASE_URL": url},
+                server = stack.enter_context(gunicorn("bench.bare_app:app", bare_app.server_env(url),
                                                       workdir, f"bare-{kind}"))
                 path, table, per_request = "/ingest", "bench_rows", 1
             else:

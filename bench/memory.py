@@ -92,7 +92,7 @@ def main():
         with ExitStack() as stack:
             url = stack.enter_context(fresh_store(args.store, tmp))
             bare_app.create_table(url)
-            bare = stack.enter_context(gunicorn("bench.bare_app:app", {"BENCH_DATABASE_URL": url}, tmp, "bare"))
+            bare = stack.enter_context(gunicorn("bench.bare_app:app", bare_app.server_env(url), tmp, "bare"))
             idle = snapshot(bare)
             wrk = load(bare.url, "/ingest", body, args, tmp)
             results["bare"] = {"wrk": {k: wrk[k] for k in ("requests", "requests_per_s", "statuses")},
