@@ -5,9 +5,9 @@ own error log, and the master must not import the app (workers would then keep o
 """
 import json
 import logging
+import os
 import re
 import sys
-import uuid
 from datetime import datetime, timezone
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -127,7 +127,7 @@ def init_app(app):
         if not has_request_context():
             return None
         if "request_id" not in g:
-            g.request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+            g.request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or os.urandom(16).hex()
         return g.request_id
 
     def echo_request_id(response):

@@ -61,7 +61,8 @@ def _reason(exc):
 
 def refuse_nul_in_url():
     """Refuse NUL characters in the path or query string with a 400 rather than a store error."""
-    if NUL in request.path or any(NUL in key + value for key, value in request.args.items(multi=True)):
+    if NUL in request.path or (request.query_string and any(NUL in key + value
+                                                            for key, value in request.args.items(multi=True))):
         raise BadInput("NUL characters are not allowed in the URL")
 
 
