@@ -10,13 +10,12 @@ from marshmallow import ValidationError
 from relay.alerts import Alert
 from relay.events import DEDUP_KEY_MAX, load_event, parse_iso8601
 from relay.masking import redact_value
-from relay.routing import DEDUP_GROUP, Route, Routing, default_templates
+from relay.routing import DEDUP_GROUP, TEMPLATED_FIELDS, Route, Routing, default_texts
 from relay.sources.alertmanager import is_http_url
 from relay.templates import alert_context, render
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATES = default_templates()
 OPTIONAL_PAYLOAD_FIELDS = ("component", "group", "class")
 REQUIRED_TEXTS = ("summary", "source")  # a trigger without them is refused, so an empty render is no answer
 ROUTING_KEY = re.compile(r"\S{1,255}")  # what PagerDuty and incident_log.routing_key can take
@@ -63,15 +62,16 @@ def dedup_key_for(route: Route, alert: Alert, context: dict) -> str:
     return alert_dedup_key(route, alert)
 
 
-def _texts(route: Route | None, context: dict) -> dict:
+def _texts(route: Route | None, alert: Alert, context: dict) -> dict:
     """Render the route's templated fields, each falling back to the default when it fails."""
-    texts = {}
-    for name, default in DEFAULT_TEMPLATES.items():
+    texts = default_texts(alert)
+    for name in TEMPLATED_FIELDS:
         custom = route.templates.get(name) if route else None
         text = render(custom, context) if custom else None
         if name in REQUIRED_TEXTS and not text:
             text = None  # "{{ annotations.title }}" without that annotation: the default says more than "Alert"
-        texts[name] = text if text is not None else (render(default, context) or "")
+        if text is not None:
+            texts[name] = text
     return texts
 
 
@@ -89,7 +89,7 @@ def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
 def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key: str | None,
                   context: dict) -> dict:
     """Build the trigger for a firing alert (not yet validated)."""
-    texts = _texts(route, context)
+    texts = _texts(route, alert, context)
     payload = {
         "summary": texts["summary"] or "Alert",
         "source": texts["source"] or alert.source,

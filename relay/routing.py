@@ -210,3 +210,25 @@ def load_routing(routes, default_route, environ=os.environ) -> Routing:
 def default_templates():
     """Compile the templates a route uses for fields it does not set."""
     return {f: compile_template(t) for f, t in DEFAULT_TEMPLATES.items()}
+
+
+CLIENTS = {"alertmanager": "Prometheus Alertmanager", "grafana": "Grafana"}
+
+
+def default_texts(alert: Alert) -> dict[str, str]:
+    """What DEFAULT_TEMPLATES render for an alert, computed directly: rendering seven templates per alert took a
+    large share of a webhook's time. tests/test_routing.py holds the two to the same text for any alert."""
+    labels, notes = alert.labels, alert.annotations
+    label = labels.get  # a missing label renders as "", as Jinja's undefined does
+
+    text = notes.get("summary") or notes.get("description") or notes.get("message")
+    summary = ": ".join(value for value in (label("alertname"), text) if value) or "Alert"
+    where = label("instance") or label("pod") or label("host") or label("service") or label("job")
+    if where:
+        summary += f" ({where})"
+    source = (label("instance") or label("host") or label("pod") or label("service") or label("job")
+              or alert.external_url or alert.source)
+    texts = {"summary": summary, "source": str(source), "component": label("job") or label("service", ""),
+             "group": label("cluster") or label("namespace") or label("env", ""), "class": label("alertname", ""),
+             "client": CLIENTS.get(alert.source, "relay"), "client_url": str(alert.external_url)}
+    return {name: value.strip() for name, value in texts.items()}

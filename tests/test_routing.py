@@ -1,9 +1,12 @@
 """Routes from config.py: loading, validation errors that name route and field, and choosing routes."""
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from relay.alerts import FIRING, Alert
 from relay.matchers import Matcher
-from relay.routing import ConfigError, load_route, load_routing
+from relay.routing import DEFAULT_TEMPLATES, ConfigError, default_texts, load_route, load_routing
+from relay.templates import alert_context, compile_template, render
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -272,3 +275,23 @@ def test_a_delivery_priority_the_worker_cannot_take_stops_start_up(make_app, nic
     from relay.routing import ConfigError
     with pytest.raises(ConfigError, match="RELAY_DELIVERY_NICE"):
         make_app(RELAY_DELIVERY_NICE=nice)
+
+
+# default_texts against the default templates it stands for: the same text for any alert.
+_COMPILED_DEFAULTS = {name: compile_template(text) for name, text in DEFAULT_TEMPLATES.items()}
+_VALUES = st.one_of(st.just(""), st.just("  "), st.text(max_size=4), st.sampled_from(["db1:9100", " x ", "None"]))
+_LABELS = st.dictionaries(st.sampled_from(["alertname", "instance", "pod", "host", "service", "job", "cluster",
+                                           "namespace", "env", "severity", "other"]), _VALUES, max_size=6)
+_NOTES = st.dictionaries(st.sampled_from(["summary", "description", "message", "runbook_url"]), _VALUES, max_size=3)
+_ALERTS = st.builds(Alert, source=st.one_of(st.sampled_from(["alertmanager", "grafana", "generic"]), _VALUES),
+                    status=st.just(FIRING), labels=_LABELS, annotations=_NOTES,
+                    external_url=st.one_of(st.none(), _VALUES, st.just("http://am:9093")))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_ALERTS)
+@example(Alert(source="alertmanager", status=FIRING))
+@example(Alert(source="", status=FIRING, labels={"job": "", "alertname": " "}, external_url=""))
+def test_default_texts_are_what_the_default_templates_render(alert):
+    context = alert_context(alert)
+    assert default_texts(alert) == {name: render(template, context) for name, template in _COMPILED_DEFAULTS.items()}
