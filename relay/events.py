@@ -160,9 +160,12 @@ def _is_https_image(image):
     return isinstance(image, dict) and str(image.get("src", "")).startswith("https://")
 
 
+_WIRE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: json.dumps makes one a call
+
+
 def encode(event) -> bytes:
     """Serialize an event exactly as it is sent: compact UTF-8 JSON (ASCII escapes would bloat non-Latin text)."""
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    return _WIRE_JSON.encode(event).encode()
 
 
 def event_size(event) -> int:

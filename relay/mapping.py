@@ -42,9 +42,12 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_IDENTITY_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(…, ensure_ascii=False), made once
+
+
 def alert_dedup_key(route: Route, alert: Alert) -> str:
     """A key stable for every repeat of the alert and its resolve, distinct per route and source."""
-    identity = json.dumps([route.name, alert.source, sorted(alert.labels.items())], ensure_ascii=False)
+    identity = _IDENTITY_JSON.encode([route.name, alert.source, sorted(alert.labels.items())])
     return sha256_hex(identity)
 
 

@@ -1,4 +1,5 @@
 """Prometheus Alertmanager webhooks (version "4"): the payload schema and its mapping onto alerts."""
+import functools
 import re
 from urllib.parse import urlsplit
 
@@ -143,6 +144,7 @@ def go_time(value: str | None) -> str | None:
     return value
 
 
+@functools.lru_cache(maxsize=256)  # every alert of a notification has its receiver, and receivers are few
 def unquote_receiver(receiver: str | None) -> str | None:
     """Undo the regexp quoting of the receiver name: `web\\.hook` is receiver `web.hook`."""
     # alertmanager template/template.go Data() sets Receiver to regexp.QuoteMeta(recv); grafana/alerting
