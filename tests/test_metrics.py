@@ -146,6 +146,13 @@ def test_invalid_webhook_stores_and_counts_no_event(make_app):
 
 # --- deliveries ------------------------------------------------------------------------------------
 
+def counted(client, before, name, expected=1, **labels):
+    """Scrape once the delivery loop has counted its last outcome: it counts right after the commit that a test
+    sees in the rows' statuses, so a scrape at once can come a moment early."""
+    wait_until(lambda: delta(before, scrape(client), name, **labels) >= expected, message=f"{name} counted")
+    return scrape(client)
+
+
 def test_retry_then_delivery_counted(delivering, pd, routing_key):
     app = delivering(DEFAULT_ROUTE={"name": "default", "routing_key": routing_key})
     client = app.test_client()
@@ -153,7 +160,7 @@ def test_retry_then_delivery_counted(delivering, pd, routing_key):
     pd.inject(503, count=1)
     assert client.post("/webhooks/alertmanager", json=alertmanager({"n": "1"})).status_code == 202
     wait_until(lambda: statuses(app) == ["delivered"], message="delivered after one retry")
-    after = scrape(client)
+    after = counted(client, before, "relay_deliveries_total", outcome="delivered", http_status="202")
 
     assert delta(before, after, "relay_deliveries_total", outcome="retry", http_status="503") == 1
     assert delta(before, after, "relay_deliveries_total", outcome="delivered", http_status="202") == 1
@@ -174,7 +181,7 @@ def test_refused_event_counted_as_failed(delivering, pd, routing_key):
     before = scrape(client)
     assert client.post("/webhooks/alertmanager", json=alertmanager({"n": "1"})).status_code == 202
     wait_until(lambda: statuses(app) == ["failed"], message="failed")
-    after = scrape(client)
+    after = counted(client, before, "relay_deliveries_total", outcome="failed", http_status="400")
     assert delta(before, after, "relay_deliveries_total", outcome="failed", http_status="400") == 1
     assert delta(before, after, "relay_retries_scheduled_total") == 0
     assert delta(before, after, "relay_rows_given_up_total") == 0
@@ -189,7 +196,7 @@ def test_given_up_rows_counted(delivering, pd, routing_key):
     before = scrape(client)
     assert client.post("/webhooks/alertmanager", json=alertmanager({"n": "1"}, {"n": "2"})).status_code == 202
     wait_until(lambda: statuses(app) == ["dead", "dead"], message="both dead")
-    after = scrape(client)
+    after = counted(client, before, "relay_rows_given_up_total", expected=2)
     assert delta(before, after, "relay_deliveries_total", outcome="retry", http_status="none") == 1
     assert delta(before, after, "relay_deliveries_total", outcome="retry", http_status="502") == 1
     assert delta(before, after, "relay_rows_given_up_total") == 2
