@@ -9,6 +9,7 @@ import json
 import re
 from datetime import datetime
 
+import orjson
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 ACTIONS = ("trigger", "acknowledge", "resolve")
@@ -164,8 +165,12 @@ _WIRE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made
 
 
 def encode(event) -> bytes:
-    """Serialize an event exactly as it is sent: compact UTF-8 JSON (ASCII escapes would bloat non-Latin text)."""
-    return _WIRE_JSON.encode(event).encode()
+    """Serialize an event exactly as it is sent: compact UTF-8 JSON (ASCII escapes would bloat non-Latin text),
+    by orjson; the json module's same compact form for what orjson refuses (integers past 64 bits)."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return _WIRE_JSON.encode(event).encode()
 
 
 def event_size(event) -> int:

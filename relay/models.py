@@ -1,12 +1,24 @@
 """The store: incident_log (the log of every event and the delivery outbox) and its attempts."""
+import json
 from datetime import datetime, timezone
 
+import orjson
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import JSON, BigInteger, DateTime, Integer
 from sqlalchemy.types import TypeDecorator
 
 
-db = SQLAlchemy()
+
+def json_text(value) -> str:
+    """A JSON column's text: compact UTF-8 from orjson, or the json module's ASCII text for what orjson refuses
+    (integers past 64 bits, lone surrogates), as SQLAlchemy wrote it before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+db = SQLAlchemy(engine_options={"json_serializer": json_text})  # SQLALCHEMY_ENGINE_OPTIONS add to these
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

@@ -1,5 +1,6 @@
-"""Reading request input safely: JSON syntax, shape, nesting depth and NUL characters, with clear 400s."""
+"""Reading request input safely: JSON syntax, shape, nesting depth, NUL characters and lone surrogates."""
 import json
+import re
 
 from flask import current_app, request
 
@@ -7,6 +8,11 @@ from relay.errors import BadInput
 
 NUL = "\u0000"
 REPLACEMENT = "\ufffd"
+# U+0000 and lone UTF-16 surrogates reach a string only through JSON escapes (\u0000, \ud800…): checked in the raw
+# body first, so a body without them is never walked. Neither can be stored or sent: PostgreSQL text refuses
+# U+0000, and a lone surrogate is no UTF-8 at all.
+_UNFIT_ESCAPE = re.compile(rb"\\u(0000|[dD][89a-fA-F])")
+_UNFIT = re.compile("[\u0000\ud800-\udfff]")
 
 
 def nesting_depth(value) -> int:
@@ -36,18 +42,18 @@ def read_json(allow_array=False):
     limit = current_app.config["RELAY_MAX_JSON_DEPTH"]
     if raw.count(b"[") + raw.count(b"{") > limit and nesting_depth(data) > limit:  # fewer brackets: none too deep
         raise BadInput(f"the request body nests deeper than {limit} levels")
-    # PostgreSQL text cannot hold U+0000 (a 500 on store); valid JSON only carries it escaped, so check cheaply.
-    return without_nul(data) if b"\\u0000" in raw else data
+    return storable(data) if _UNFIT_ESCAPE.search(raw) else data
 
 
-def without_nul(value):
-    """Replace U+0000 by U+FFFD in every string of a JSON value, object keys included."""
+def storable(value):
+    """Replace U+0000 and lone surrogates by U+FFFD in every string of a JSON value, object keys included (a
+    surrogate pair was already joined into its character by the JSON parser)."""
     if isinstance(value, str):
-        return value.replace(NUL, REPLACEMENT)
+        return _UNFIT.sub(REPLACEMENT, value)
     if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
+        return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [without_nul(v) for v in value]
+        return [storable(v) for v in value]
     return value
 
 

@@ -296,6 +296,17 @@ def test_nul_characters_are_replaced_not_a_500(relay, http):
     assert row["alert"]["labels"]["mount\ufffd"] == "/data\ufffd"
 
 
+def test_lone_surrogates_are_replaced_not_a_500(relay, http):
+    # "\ud800" is valid JSON but no character: it cannot be stored as UTF-8, nor sent. A pair stays one character.
+    body = json.dumps(fixture("alertmanager_0.25_firing_captured.json"))
+    body = body.replace('"Disk almost full"', '"Disk \\ud800 full \\ud83d\\ude00"').replace('"db"', '"d\\uDC00b"')
+    response = http.post("/webhooks/alertmanager", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    (row,) = log_rows(relay)
+    assert row["summary"] == "DiskFull: Disk \ufffd full \U0001F600 (db1:9100)"
+    assert row["alert"]["labels"]["service"] == "d\ufffdb"
+
+
 def test_unicode_and_huge_alerts_are_accepted(relay, http):
     payload = fixture("alertmanager_firing_v4.json")
     payload["alerts"][0]["labels"]["host"] = "サーバー-1 🔥"
