@@ -147,7 +147,7 @@ class DeliveryWorker:
             return False
         try:
             conn = self._connection(engine)
-            with conn.begin():
+            with outbox.write_transaction(conn):
                 now = utcnow()
                 if finished:
                     outbox.complete(conn, self.id, finished, now, self.policy)

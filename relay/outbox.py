@@ -3,8 +3,11 @@
 Claims are atomic: PostgreSQL locks the rows it takes with FOR UPDATE SKIP LOCKED; SQLite runs claims as
 BEGIN IMMEDIATE (see relay/__init__.py), so one claimer at a time holds the write lock.
 """
+import fcntl
 import functools
 import hashlib
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -71,7 +74,7 @@ def store_rows(engine, rows: list[dict]) -> list[int]:
         sql, names, processors = _driver_insert(conn.dialect)
         bound = [tuple(process(row[name]) if process else row[name] for name, process in zip(names, processors))
                  for row in rows]
-        with conn.begin():
+        with write_transaction(conn):
             cursor = conn.connection.driver_connection.cursor()
             try:
                 return [cursor.execute(sql, values).fetchone()[0] for values in bound]
@@ -295,3 +298,22 @@ def writer_connection(engine):
     """A connection for claims and stored webhooks: on SQLite its transactions take the write lock as they begin
     (see relay/__init__.py)."""
     return engine.connect().execution_options(sqlite_immediate=True)
+
+
+@contextmanager
+def write_transaction(conn):
+    """A transaction on a writer connection. On SQLite the relay's writers first queue for the file's write lock
+    on a lock file beside it: the kernel hands it to the next one the moment the last one is done, where SQLite's
+    own lock can only be tried again and again (see relay/__init__.py), and every failed try costs CPU."""
+    path = conn.engine.url.database if conn.dialect.name == "sqlite" else None
+    if not path or path == ":memory:":
+        with conn.begin():
+            yield conn
+        return
+    queue = os.open(f"{path}-writers", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(queue, fcntl.LOCK_EX)
+        with conn.begin():
+            yield conn
+    finally:
+        os.close(queue)  # and with it the flock

@@ -56,3 +56,32 @@ def test_a_writer_that_never_gets_the_lock_fails_with_a_database_error(app, monk
             waiter.close()
         with outbox.writer_connection(db.engine) as after, after.begin():
             after.execute(sa.text("SELECT 1"))  # the lock is free again once the holder is done
+
+
+def test_writers_queue_for_the_lock_instead_of_trying_it_over_and_over(app):
+    """write_transaction: a writer waits on the queue file while another holds the lock, then takes the lock at
+    its first try (polling would try it dozens of times in 80 ms)."""
+    with app.app_context():
+        holder = outbox.writer_connection(db.engine)
+        waiter = outbox.writer_connection(db.engine)
+        tries = []
+        waiter.connection.driver_connection.set_trace_callback(
+            lambda sql: tries.append(sql) if sql.startswith("BEGIN") else None)
+        taken = threading.Event()
+
+        def hold():
+            with outbox.write_transaction(holder):
+                taken.set()
+                time.sleep(HOLD_SECONDS)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        taken.wait(5)
+        started = time.monotonic()
+        with outbox.write_transaction(waiter):
+            waited = time.monotonic() - started
+            waiter.execute(sa.text("SELECT 1"))
+        thread.join()
+        holder.close()
+        waiter.close()
+    assert waited >= HOLD_SECONDS / 2 and tries == ["BEGIN IMMEDIATE"], (waited, tries)
