@@ -8,7 +8,6 @@ from sqlalchemy import JSON, BigInteger, DateTime, Integer
 from sqlalchemy.types import TypeDecorator
 
 
-
 def json_text(value) -> str:
     """A JSON column's text: compact UTF-8 from orjson, or the json module's ASCII text for what orjson refuses
     (integers past 64 bits, lone surrogates), as SQLAlchemy wrote it before."""

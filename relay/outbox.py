@@ -69,7 +69,7 @@ def store_rows(engine, rows: list[dict]) -> list[int]:
     """
     with writer_connection(engine) as conn:
         if conn.dialect.name != "sqlite" or not rows:
-            with conn.begin():
+            with write_transaction(conn):
                 return record_many(conn, rows)
         sql, names, processors = _driver_insert(conn.dialect)
         bound = [tuple(process(row[name]) if process else row[name] for name, process in zip(names, processors))
@@ -132,8 +132,8 @@ _IDS = bindparam("ids", expanding=True)
 _FIRST_DUE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.dedup_key).where(*_due(_NOW))
               .order_by(IncidentLog.id).limit(bindparam("count", type_=Integer, literal_execute=True)).subquery())
 _EARLIER = aliased(IncidentLog, name="earlier")
-# Each candidate with its alert's first open row: one index probe per candidate (ix_incident_log_alert_order) rather
-# than an anti-join over the backlog, whose plan PostgreSQL gets badly wrong without fresh statistics.
+# Each candidate with its alert's first open row: one index probe per candidate (ix_incident_log_alert_order)
+# rather than an anti-join over the backlog, whose plan PostgreSQL gets badly wrong without fresh statistics.
 _CANDIDATES = select(_FIRST_DUE, select(func.min(_EARLIER.id)).where(
     _EARLIER.routing_key == _FIRST_DUE.c.routing_key, _EARLIER.dedup_key == _FIRST_DUE.c.dedup_key,
     text(f"earlier.{models.OPEN_SQL}")).scalar_subquery().label("first_open")).order_by(_FIRST_DUE.c.id)

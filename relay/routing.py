@@ -207,11 +207,6 @@ def load_routing(routes, default_route, environ=os.environ) -> Routing:
     return Routing(loaded, default)
 
 
-def default_templates():
-    """Compile the templates a route uses for fields it does not set."""
-    return {f: compile_template(t) for f, t in DEFAULT_TEMPLATES.items()}
-
-
 CLIENTS = {"alertmanager": "Prometheus Alertmanager", "grafana": "Grafana"}
 
 

@@ -71,12 +71,14 @@ def plain_alert(entry) -> dict | None:
     """AlertSchema's answer for a plain, well-formed alert, in one pass where the schema loads a field at a time;
     None for anything else, which the schema then judges. tests/test_sources_alertmanager.py holds the two to
     the same answers."""
-    if not (isinstance(entry, dict) and entry.get("status") in (FIRING, RESOLVED) and _plain_map(entry.get("labels"))
+    if not (isinstance(entry, dict) and entry.get("status") in (FIRING, RESOLVED)
+            and _plain_map(entry.get("labels"))
             and (entry.get("annotations") is None or _plain_map(entry["annotations"]))
             and all(isinstance(entry.get(key), (str, type(None))) for key in ("startsAt", "endsAt", "fingerprint"))
             and isinstance(entry.get("generatorURL", ""), str)):
         return None
-    return {"status": entry["status"], "labels": dict(entry["labels"]), "annotations": dict(entry.get("annotations") or {}),
+    return {"status": entry["status"], "labels": dict(entry["labels"]),
+            "annotations": dict(entry.get("annotations") or {}),
             "starts_at": go_time(entry.get("startsAt")), "ends_at": go_time(entry.get("endsAt")),
             "generator_url": entry.get("generatorURL", ""), "fingerprint": entry.get("fingerprint")}
 
