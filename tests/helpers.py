@@ -3,6 +3,8 @@ import json
 import time
 from pathlib import Path
 
+from hypothesis import strategies as st
+
 from relay.models import IncidentLog, db
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -65,3 +67,19 @@ def delete_at(path):
         return payload
 
     return mutate
+
+
+def mutated(draw, value: dict, names: list[str], junk) -> dict:
+    """For a hypothesis @composite: value with up to two of its fields removed or replaced by what junk draws; a
+    dotted name ("payload.summary") reaches into a nested object, when there is one."""
+    for path in draw(st.lists(st.sampled_from(names), max_size=2)):
+        *outer, name = path.split(".")
+        parent = value
+        for key in outer:
+            if isinstance(parent.get(key), dict):
+                parent = parent[key]
+        if draw(st.booleans()):
+            parent.pop(name, None)
+        else:
+            parent[name] = draw(junk)
+    return value

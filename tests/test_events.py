@@ -13,6 +13,7 @@ from relay.mapping import trigger_event
 from relay.routing import load_routing
 from relay.sources import get_source
 from relay.templates import alert_context
+from tests.helpers import mutated
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "0123456789abcdef0123456789abcdef"
@@ -151,23 +152,15 @@ _EVENT = st.fixed_dictionaries(
      "payload": _PAYLOAD},
     optional={"dedup_key": _TEXT, "client": _TEXT, "client_url": _URL, "links": st.lists(
         st.fixed_dictionaries({"href": _URL}, optional={"text": _TEXT}), max_size=3)})
-_FIELDS = st.sampled_from(["routing_key", "event_action", "dedup_key", "payload", "links", "client", "client_url",
-                           "images", "extra", "payload.summary", "payload.source", "payload.severity",
-                           "payload.timestamp", "payload.class", "payload.custom_details", "payload.extra"])
+_FIELDS = ["routing_key", "event_action", "dedup_key", "payload", "links", "client", "client_url", "images", "extra",
+           "payload.summary", "payload.source", "payload.severity", "payload.timestamp", "payload.class",
+           "payload.custom_details", "payload.extra"]
 
 
 @st.composite
 def _events(draw):
     """A well-formed event, then up to two fields removed or replaced by junk."""
-    event = draw(_EVENT)
-    for path in draw(st.lists(_FIELDS, max_size=2)):
-        parent = event["payload"] if path.startswith("payload.") and isinstance(event.get("payload"), dict) else event
-        name = path.split(".")[-1]
-        if draw(st.booleans()):
-            parent.pop(name, None)
-        else:
-            parent[name] = draw(_JUNK)
-    return event
+    return mutated(draw, draw(_EVENT), _FIELDS, _JUNK)
 
 
 @settings(max_examples=600, deadline=None)

@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 
 from relay.alerts import FIRING, RESOLVED, Alert, Link
 from relay.sources import SOURCES, alertmanager, get_source
-from tests.helpers import delete_at, fixture, messages_at, set_at
+from tests.helpers import delete_at, fixture, messages_at, mutated, set_at
 
 
 def test_registered_with_the_shared_signature():
@@ -216,14 +216,8 @@ _ALERT = st.fixed_dictionaries(
 @st.composite
 def _alerts(draw):
     """A well-formed alert, then up to two fields removed or replaced by junk."""
-    entry = draw(_ALERT)
-    for name in draw(st.lists(st.sampled_from(["status", "labels", "annotations", "startsAt", "endsAt",
-                                                "generatorURL", "fingerprint"]), max_size=2)):
-        if draw(st.booleans()):
-            entry.pop(name, None)
-        else:
-            entry[name] = draw(_JUNK)
-    return entry
+    return mutated(draw, draw(_ALERT), ["status", "labels", "annotations", "startsAt", "endsAt", "generatorURL",
+                                        "fingerprint"], _JUNK)
 
 
 @settings(max_examples=500, deadline=None)
@@ -251,15 +245,9 @@ _NOTIFICATION = st.fixed_dictionaries(
 @st.composite
 def _notifications(draw):
     """A notification of alerts as _alerts() makes them, then up to two top-level fields removed or replaced."""
-    payload = draw(_NOTIFICATION)
-    for name in draw(st.lists(st.sampled_from(["version", "alerts", "groupKey", "truncatedAlerts", "status",
-                                                "receiver", "groupLabels", "commonAnnotations", "externalURL"]),
-                              max_size=2)):
-        if draw(st.booleans()):
-            payload.pop(name, None)
-        else:
-            payload[name] = draw(st.one_of(_JUNK, st.just(True), st.just(-1)))
-    return payload
+    return mutated(draw, draw(_NOTIFICATION), ["version", "alerts", "groupKey", "truncatedAlerts", "status",
+                                               "receiver", "groupLabels", "commonAnnotations", "externalURL"],
+                   st.one_of(_JUNK, st.just(True), st.just(-1)))
 
 
 @settings(max_examples=500, deadline=None)
