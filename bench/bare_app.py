@@ -1,6 +1,7 @@
 """The baseline for bench/ingest.py and bench/memory.py: a bare Flask endpoint that inserts one row per request.
 
-    BENCH_DATABASE_URL=sqlite:////tmp/bare.sqlite3 RELAY_DELIVERY=0 .venv/bin/gunicorn -c gunicorn.conf.py bench.bare_app:app
+    BENCH_DATABASE_URL=sqlite:////tmp/bare.sqlite3 RELAY_DELIVERY=0 \
+        .venv/bin/gunicorn -c gunicorn.conf.py bench.bare_app:app
 
 (from the project root, with the same gunicorn.conf.py as the relay). POST /ingest parses the JSON body and
 inserts it, as text, into bench_rows with SQLAlchemy Core, in its own transaction, then answers 202. The engine
