@@ -451,38 +451,40 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(latency)
         if fault is not None:
             record["body"] = _parse_quietly(raw)
-            self._answer_fault(state, record, *fault)
+            answer = self._fault_answer(state, record, *fault)
         elif path != EVENTS_PATH or self.command != "POST":
             record["body"] = _parse_quietly(raw)
             status = 404 if path != EVENTS_PATH else 405
             record.update(status=status, outcome=REJECTED)
             state.record(record)
-            self._send(status, {"status": "error", "message": HTTPStatus(status).phrase})
+            answer = (status, {"status": "error", "message": HTTPStatus(status).phrase}, None)
         else:
-            self._answer_event(state, record, raw)
+            answer = self._event_answer(state, record, raw)
         if self.server.verbose:
-            _log_record(record)
+            _log_record(record)  # before the answer: a client holding its answer finds the line written
+        if answer is None:
+            self.close_connection = True  # close without a word, like a dead load balancer
+        else:
+            self._send(*answer)
 
-    def _answer_fault(self, state: SimulatorState, record: dict, status, retry_after) -> None:
-        """Answer (or refuse) with an injected fault; alert state stays untouched."""
+    def _fault_answer(self, state: SimulatorState, record: dict, status, retry_after):
+        """The answer to an injected fault (None: refuse it); alert state stays untouched."""
         record.update(status=None if status == REFUSE else status, outcome=INJECTED_FAULT)
         state.record(record)
         if status == REFUSE:
-            self.close_connection = True  # close without a word, like a dead load balancer
-            return
-        self._send(status, fault_body(status), {"Retry-After": retry_after} if retry_after else None)
+            return None
+        return status, fault_body(status), {"Retry-After": retry_after} if retry_after else None
 
-    def _answer_event(self, state: SimulatorState, record: dict, raw: bytes) -> None:
-        """Validate an event and apply it, answering like PagerDuty."""
+    def _event_answer(self, state: SimulatorState, record: dict, raw: bytes):
+        """Validate an event and apply it; return PagerDuty's answer."""
         body, errors = parse_event(raw)
         record["body"] = body
         if errors:
             record.update(status=400, outcome=REJECTED, errors=errors)
             state.record(record)
-            self._send(400, invalid_event_body(errors))
-            return
+            return 400, invalid_event_body(errors), None
         status, answer = state.apply_event(body, record)
-        self._send(status, answer)
+        return status, answer, None
 
     # control side
 
