@@ -717,7 +717,7 @@ def _parse_args(argv):
 
 
 def _interrupt(signum, frame):
-    """Turn SIGTERM into the same clean exit as Ctrl-C."""
+    """Turn SIGINT and SIGTERM into the same clean exit."""
     raise KeyboardInterrupt
 
 
@@ -726,7 +726,8 @@ def main(argv=None) -> int:
     args = _parse_args(argv)
     simulator = PagerDutySimulator(args.host, args.port, args.routing_keys, verbose=args.verbose)
     simulator.set_latency(args.latency)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell starts background jobs ignoring it
+        signal.signal(signum, _interrupt)
     print(f"PagerDuty simulator listening on {simulator.url}", flush=True)
     try:
         simulator.serve_forever()
