@@ -88,14 +88,10 @@ class LinkList(fields.List):
         super().__init__(fields.Nested(LinkSchema), **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, list) and all(self.well_formed(link) for link in value):
-            return [{key: link[key] for key in ("href", "text") if key in link} for link in value]
+        if _plain_links(value):
+            return _link_fields(value)
         return super()._deserialize(value, attr, data, **kwargs)
 
-    def well_formed(self, link) -> bool:
-        """Tell whether one link loads as it is: an object with an http(s) href and, if any, a text."""
-        return (isinstance(link, dict) and isinstance(link.get("href"), str)
-                and isinstance(link.get("text", ""), str) and http_url_ok(link["href"]))
 
 
 class PayloadSchema(Schema):
@@ -161,16 +157,13 @@ def _is_https_image(image):
     return isinstance(image, dict) and str(image.get("src", "")).startswith("https://")
 
 
-_WIRE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: json.dumps makes one a call
-
-
 def encode(event) -> bytes:
     """Serialize an event exactly as it is sent: compact UTF-8 JSON (ASCII escapes would bloat non-Latin text),
     by orjson; the json module's same compact form for what orjson refuses (integers past 64 bits)."""
     try:
         return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        return _WIRE_JSON.encode(event).encode()
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def event_size(event) -> int:
@@ -264,7 +257,7 @@ def quick_load(data) -> dict | None:
     else:
         event.pop("payload", None)  # PagerDuty reads payload on triggers only
     if "links" in event:
-        event["links"] = [{key: link[key] for key in ("href", "text") if key in link} for link in event["links"]]
+        event["links"] = _link_fields(event["links"])
     return fit_size(event)
 
 
@@ -295,8 +288,16 @@ def _texts_in(data: dict, keys) -> bool:
     return all(isinstance(data[key], str) for key in keys if key in data)
 
 
+def _link_fields(links) -> list[dict]:
+    """Plain links as LinkSchema loads them: href and text, nothing else."""
+    return [{key: link[key] for key in ("href", "text") if key in link} for link in links]
+
+
 def _plain_links(links) -> bool:
-    return isinstance(links, list) and all(event_schema.fields["links"].well_formed(link) for link in links)
+    """Tell whether links loads as it is: a list of objects, each with an http(s) href and, if any, a text."""
+    return isinstance(links, list) and all(
+        isinstance(link, dict) and isinstance(link.get("href"), str) and isinstance(link.get("text", ""), str)
+        and http_url_ok(link["href"]) for link in links)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -23,13 +23,12 @@ class LabelMap(fields.Dict):
     and values loads every entry as a field of its own, a third of the time an Alertmanager webhook takes to load."""
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if _plain_map(value):
+            return dict(value)
         if not isinstance(value, dict):
             raise self.make_error("invalid")
-        errors = {key: {"key" if not isinstance(key, str) else "value": [NOT_A_STRING]}
-                  for key, item in value.items() if not (isinstance(key, str) and isinstance(item, str))}
-        if errors:
-            raise ValidationError(errors)
-        return dict(value)
+        raise ValidationError({key: {"key" if not isinstance(key, str) else "value": [NOT_A_STRING]}
+                               for key, item in value.items() if not (isinstance(key, str) and isinstance(item, str))})
 
 
 def label_map(**kwargs) -> LabelMap:
@@ -84,6 +83,7 @@ def plain_alert(entry) -> dict | None:
 
 
 def _plain_map(value) -> bool:
+    """Tell whether value is a map of names to string values, as LabelMap loads it."""
     return isinstance(value, dict) and all(isinstance(key, str) and isinstance(item, str)
                                            for key, item in value.items())
 
