@@ -3,10 +3,8 @@ import glob
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 
 bind = os.environ.get("RELAY_BIND", "127.0.0.1:8080")
 workers = int(os.environ.get("RELAY_WORKERS", "2"))
@@ -17,7 +15,7 @@ keepalive = 5
 accesslog = "-" if os.environ.get("RELAY_ACCESS_LOG", "0") == "1" else None
 errorlog = "-"
 loglevel = os.environ.get("RELAY_LOG_LEVEL", "info").lower()
-_delivery = {"stopping": threading.Event(), "process": None}
+_delivery = {"supervisor": None}
 
 # Metrics: prometheus_client's multiprocess mode keeps each worker's counters in files in this directory and a
 # scrape sums them all. It must be in the environment before a worker imports prometheus_client (workers import
@@ -82,18 +80,9 @@ def post_worker_init(worker):
 def when_ready(server):
     """Start this host's delivery process beside the web workers, and restart it should it die."""
     if _STARTS_DELIVERY:
-        threading.Thread(target=_supervise_delivery, args=(server,), name="relay-deliverer", daemon=True).start()
-
-
-def _supervise_delivery(server):
-    command = [sys.executable, "-m", "flask", "--app", "wsgi", "relay", "worker", "--parent-pid", str(os.getpid())]
-    while not _delivery["stopping"].is_set():
-        _delivery["process"] = subprocess.Popen(command, cwd=os.path.dirname(os.path.abspath(__file__)))
-        code = _delivery["process"].wait()
-        if _delivery["stopping"].is_set():
-            return
-        server.log.error("delivery process exited with %s; starting it again in 1 s", code)
-        _delivery["stopping"].wait(1.0)
+        argv = [sys.executable, "-m", "flask", "--app", "wsgi", "relay", "worker", "--parent-pid", str(os.getpid())]
+        supervisor = _relay_module("supervisor").Supervisor(argv, "delivery process", server.log)
+        _delivery["supervisor"] = supervisor.start()
 
 
 def worker_exit(server, worker):
@@ -113,14 +102,8 @@ def child_exit(server, worker):
 def on_exit(server):
     """Stop the delivery process (it finishes its in-flight sends), then remove the metrics directory if this
     configuration made it."""
-    _delivery["stopping"].set()
-    process = _delivery.get("process")
-    if process and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=graceful_timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    if _delivery["supervisor"]:
+        _delivery["supervisor"].stop(graceful_timeout)
     path = os.environ.get("RELAY_TEMPORARY_METRICS_DIR")
     if path and path == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(path, ignore_errors=True)

@@ -153,6 +153,11 @@ def worker(parent_pid):
             break
         if not running.thread.is_alive():
             raise click.ClickException("the delivery loop stopped unexpectedly; see the log")
+        if not running.alive:  # stuck in one step: its threads cannot be stopped, the process can be replaced
+            log.error("the delivery loop has not come round for %.0f s; exiting so a new process takes over",
+                      delivery.stalled_after(running.poll_seconds))
+            logging.shutdown()
+            os._exit(1)
         if parent_pid and os.getppid() != parent_pid:  # a master killed with -9 runs no on_exit
             log.warning("the parent process %d is gone; stopping delivery", parent_pid)
             break

@@ -1,4 +1,8 @@
-"""Health endpoints for load balancers and orchestrators: /healthz (the process is up), /readyz (it can work)."""
+"""Health endpoints for load balancers and orchestrators: /healthz (alive), /readyz (it can work now).
+
+Under gunicorn /healthz also fails once this host's delivery process has not beaten for its stall threshold: the
+web workers would go on accepting alerts that nothing sends, and only a restart of the whole relay can help then.
+"""
 import logging
 import os
 import time
@@ -11,11 +15,21 @@ from relay.models import db, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
+_STARTED = time.monotonic()  # a delivery process not started yet is no fault during its first threshold
 
 
 @bp.get("/healthz")
 def healthz():
-    """Answer 200 while the process serves requests."""
+    """Answer 200 while the process serves requests and this host's delivery process (if any) beats; else 503."""
+    heartbeat = current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]
+    if heartbeat and not current_app.config["RELAY_DELIVERY"]:
+        state = _delivery_process_state(heartbeat)
+        threshold = _stall_threshold()
+        late = state["state"] == "stalled" or (state["state"] == "not started"
+                                               and time.monotonic() - _STARTED >= threshold)
+        if late:
+            log.error("unhealthy: no delivery process has beaten for %.0f s", threshold)
+            return jsonify({"status": "unhealthy", "reason": state["reason"]}), 503
     return {"status": "ok"}
 
 
@@ -67,19 +81,28 @@ def _check_worker(checks, reasons):
 
 def _check_delivery_process(checks, reasons):
     """Under gunicorn: is this host's delivery process beating (it touches the heartbeat file every second)?"""
+    state = _delivery_process_state(current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"])
+    reason = state.pop("reason", None)
+    checks["delivery_worker"] = state
+    if reason:
+        reasons.append(reason)
+
+
+def _delivery_process_state(path) -> dict:
+    """The delivery process's state from its heartbeat file's age, with a reason when it is not running."""
     try:
-        beaten = os.path.getmtime(current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"])
+        beaten = os.path.getmtime(path)
     except OSError:
-        checks["delivery_worker"] = {"ok": False, "state": "not started"}
-        reasons.append("the delivery process has not started yet")
-        return
+        return {"ok": False, "state": "not started", "reason": "the delivery process has not started yet"}
     age = round(max(0.0, time.time() - beaten), 1)
-    if age >= delivery.stalled_after(current_app.config["RELAY_DELIVERY_POLL_SECONDS"]):
-        checks["delivery_worker"] = {"ok": False, "state": "stalled", "seconds_since_heartbeat": age}
-        reasons.append(f"the delivery process has not beaten for {age:.0f}s")
-        return
-    checks["delivery_worker"] = {"ok": True, "state": "running in its own process",
-                                 "seconds_since_heartbeat": age}
+    if age >= _stall_threshold():
+        return {"ok": False, "state": "stalled", "seconds_since_heartbeat": age,
+                "reason": f"the delivery process has not beaten for {age:.0f}s"}
+    return {"ok": True, "state": "running in its own process", "seconds_since_heartbeat": age}
+
+
+def _stall_threshold() -> float:
+    return delivery.stalled_after(current_app.config["RELAY_DELIVERY_POLL_SECONDS"])
 
 
 def _check_outbox(checks, reasons):

@@ -3,7 +3,6 @@ gunicorn every worker reports the sum of all workers (prometheus_client multipro
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,12 +14,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import app_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import app_config
 from relay import create_app
 from relay.models import IncidentLog, db, utcnow
 from tests.helpers import statuses, wait_until
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -251,12 +251,6 @@ def test_openmetrics_when_asked(make_app):
 
 
 # --- several gunicorn workers ----------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def log_lines(path: Path) -> list[dict]:
     """Every line gunicorn and the app wrote, each of which must be a JSON object."""

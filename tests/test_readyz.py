@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import app_config
-from relay import create_app, delivery
+from relay import create_app, delivery, health
 from relay.models import IncidentLog, db, utcnow
 
 KEY = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d1b1"
@@ -76,6 +76,25 @@ def test_web_workers_read_the_delivery_process_heartbeat(make_app, tmp_path):
     status, body = readyz(client)
     assert status == 503 and body["reasons"] == ["the delivery process has not beaten for 45s"]
     assert body["checks"]["delivery_worker"]["state"] == "stalled"
+
+
+def test_healthz_fails_once_the_delivery_process_has_not_beaten_for_its_threshold(make_app, tmp_path, monkeypatch):
+    heartbeat = tmp_path / "delivery.heartbeat"
+    client = make_app(RELAY_DELIVERY=False, RELAY_DELIVERY_HEARTBEAT_FILE=str(heartbeat)).test_client()
+    assert client.get("/healthz").status_code == 200  # not started yet, within its first threshold
+
+    heartbeat.touch()
+    assert client.get("/healthz").status_code == 200
+
+    stale = time.time() - 45
+    os.utime(heartbeat, (stale, stale))
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "unhealthy", "reason": "the delivery process has not beaten for 45s"}
+
+    heartbeat.unlink()  # never started, and the web worker has served for longer than the threshold
+    monkeypatch.setattr(health, "_STARTED", time.monotonic() - 31)
+    assert client.get("/healthz").status_code == 503
 
 
 def test_not_ready_without_a_worker_when_delivery_is_on(make_app):

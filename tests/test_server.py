@@ -2,42 +2,14 @@
 import json
 import os
 import re
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.helpers import wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url, proc, timeout=20):
-    """Poll url until it answers 200, failing early if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode}: {proc.stdout.read()}")
-        try:
-            if requests.get(url, timeout=0.5).status_code == 200:
-                return
-        except requests.RequestException:  # not bound yet, or bound while workers still boot
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not up after {timeout}s")
+from tests.processes import BIN, ROOT, delivery_process, gunicorn, is_delivery_process, stat_fields, wait_for
 
 
 @pytest.fixture
@@ -47,20 +19,6 @@ def relay_env(tmp_path, pd):
     return {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "PAGERDUTY_EVENTS_URL": pd.events_url,
             "RELAY_BIND": "127.0.0.1:1", "RELAY_SYNC_WAIT_SECONDS": "5", "RELAY_RETRY_BASE_SECONDS": "0.1",
             "PATH": f"{BIN}:{os.environ['PATH']}"}, db_path
-
-
-@contextmanager
-def gunicorn(env, app="wsgi:app", *options):
-    """Serve app with gunicorn.conf.py on a free port (a -b address that overrides RELAY_BIND); yield its base
-    URL and process, and stop it afterwards."""
-    port = free_port()
-    proc = subprocess.Popen([BIN / "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{port}", *options, app],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -110,54 +68,22 @@ def test_gunicorn_logs_never_show_the_routing_key(served_relay, pd, routing_key)
     assert routing_key not in output
 
 
-def _stat_fields(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _children(pid: int) -> list[int]:
-    """The process ids whose parent is pid."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(_stat_fields(int(stat.parent.name))[1])
-        except OSError:  # the process ended while we looked
-            continue
-        if parent == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _is_delivery_process(pid: int) -> bool:
-    try:
-        return b"relay\x00worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _delivery_process(master: int) -> int:
-    """The delivery process gunicorn's master started, once it runs."""
-    found = wait_until(lambda: [pid for pid in _children(master) if _is_delivery_process(pid)], timeout=20,
-                       message="gunicorn's delivery process")
-    return found[0]
-
-
 def _nice(pid: int) -> int:
-    return int(_stat_fields(pid)[16])
+    return int(stat_fields(pid)[16])
 
 
 def test_delivery_process_yields_the_cpu_to_the_web_workers(served_relay):
     _, _, proc = served_relay
-    wait_until(lambda: _nice(_delivery_process(proc.pid)) == _nice(proc.pid) + 10,  # RELAY_DELIVERY_NICE's default
+    wait_until(lambda: _nice(delivery_process(proc.pid)) == _nice(proc.pid) + 10,  # RELAY_DELIVERY_NICE's default
                timeout=10, message="the delivery process at a lower priority than the web workers")
 
 
 def test_delivery_process_stops_when_the_master_is_killed(served_relay):
     _, _, proc = served_relay
-    delivery = _delivery_process(proc.pid)
+    delivery = delivery_process(proc.pid)
     proc.kill()  # SIGKILL: no on_exit hook runs
     proc.wait(timeout=10)
-    wait_until(lambda: not _is_delivery_process(delivery), timeout=10, message="the delivery process gone")
+    wait_until(lambda: not is_delivery_process(delivery), timeout=10, message="the delivery process gone")
 
 
 def test_every_process_freezes_its_start_up_objects(served_relay):

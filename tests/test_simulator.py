@@ -1,13 +1,12 @@
 """Tests for relay.simulator: the PagerDuty Events API v2 simulator, over real sockets."""
-import threading
 import copy
 import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import requests
 
 from relay.simulator import MAX_EVENT_BYTES, PagerDutySimulator, mask_key
 from tests.helpers import delete_at, set_at
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DIRS = (ROOT / "tests" / "fixtures", Path("/work/shared/fixtures"))
@@ -487,13 +487,6 @@ def test_mask_key_shows_only_the_tail():
 
 
 # --- CLI -------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    """Return a port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def read_line(stream, timeout: float) -> str:
     """Read one line from a pipe, failing after timeout seconds."""

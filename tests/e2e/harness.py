@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -34,13 +35,6 @@ STOP_TIMEOUT = 10  # seconds between SIGTERM and SIGKILL
 # Loopback only: never let an HTTP(S)_PROXY in the environment carry the test's own requests.
 http = requests.Session()
 http.trust_env = False
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
