@@ -27,7 +27,7 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 simulator: $(VENV)/.runtime
-	$(BIN)/python -m relay.simulator --port 8090
+	$(BIN)/python -m tools.simulator --port 8090
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

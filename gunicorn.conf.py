@@ -33,11 +33,11 @@ if _STARTS_DELIVERY and not os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE"):
 
 
 def _relay_module(name: str):
-    """Load relay/<name>.py on its own. Importing the relay package would load the app into the master, and
+    """Load relay/<name>.py (a path like delivery/supervisor) on its own. Importing the relay package would load the app into the master, and
     workers forked after a HUP reload would then keep running the old code; in a worker it would load the relay
     into whatever app this file serves (bench/bare_app.py), with its SQLAlchemy event listeners."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"relay_gunicorn_{name}", path)
+    spec = importlib.util.spec_from_file_location(f"relay_gunicorn_{name.replace('/', '_')}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -81,15 +81,15 @@ def when_ready(server):
     """Start this host's delivery process beside the web workers, and restart it should it die."""
     if _STARTS_DELIVERY:
         argv = [sys.executable, "-m", "flask", "--app", "wsgi", "relay", "worker", "--parent-pid", str(os.getpid())]
-        supervisor = _relay_module("supervisor").Supervisor(argv, "delivery process", server.log)
+        supervisor = _relay_module("delivery/supervisor").Supervisor(argv, "delivery process", server.log)
         _delivery["supervisor"] = supervisor.start()
 
 
 def worker_exit(server, worker):
     """Let in-flight deliveries finish and be recorded before the worker goes."""
-    from relay import delivery
+    from relay.delivery.worker import stop
 
-    delivery.stop()
+    stop()
 
 
 def child_exit(server, worker):

@@ -1,6 +1,6 @@
 """The WSGI entry point: `gunicorn -c gunicorn.conf.py wsgi:app` and `flask --app wsgi …`."""
 from relay import create_app
-from relay.routing import ConfigError
+from relay.intake.routing import ConfigError
 
 try:
     app = create_app()

@@ -72,7 +72,7 @@ def migrate(url: str) -> None:
 def simulator_process(latency: float = 0.0):
     """Run the PagerDuty simulator in its own process (its own GIL), yielding its base URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "relay.simulator", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "tools.simulator", "--port", str(port),
                              "--latency", str(latency)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:

@@ -1,6 +1,6 @@
 """Delivery benchmark: outbox → PagerDuty simulator throughput at 0 and 200 ms, and idle latency.
 
-Run by hand:  .venv/bin/python bench/delivery.py [--events 5000] [--stores sqlite postgresql]
+Run by hand:  .venv/bin/python bench/worker.py [--events 5000] [--stores sqlite postgresql]
 Baseline: a plain requests.Session posting the same events in a loop on one thread.
 """
 import argparse
@@ -13,12 +13,22 @@ import time
 from pathlib import Path
 
 import requests
+from common import (
+    ROOT,
+    StealMeter,
+    free_port,
+    fresh_store,
+    percentile,
+    sim_count,
+    sim_events,
+    simulator_process,
+    wait_until,
+)
 
-from common import (ROOT, StealMeter, fresh_store, free_port, percentile, sim_count, sim_events, simulator_process,
-                    wait_until)
-
-from relay import create_app, delivery, outbox  # noqa: E402 - common puts the project on sys.path
-from relay.models import db
+from relay import create_app  # noqa: E402 - common puts the project on sys.path
+from relay.delivery import worker
+from relay.store import outbox
+from relay.store.models import db
 
 
 def sample_events(count: int, keys: int = 50) -> list[dict]:
@@ -47,10 +57,10 @@ def relay_throughput(store_url: str, base: str, events: list[dict]) -> tuple[flo
         db.session.commit()
     last = sim_count(base) + len(events) - 1
     started, steal = time.perf_counter(), StealMeter()
-    delivery.start(app)
+    worker.start(app)
     wait_until(lambda: sim_events(base, last), timeout=600, interval=0.05)
     elapsed = time.perf_counter() - started
-    delivery.stop()
+    worker.stop()
     return len(events) / elapsed, steal.percent()
 
 

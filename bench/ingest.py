@@ -34,10 +34,18 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import (StealMeter, alertmanager_template, count_rows, fresh_store, gunicorn, relay_env, run_wrk,
-                    simulator_process, wrk_available)
-
 import bare_app  # noqa: E402 - bench/ is on sys.path when this script runs
+from common import (
+    StealMeter,
+    alertmanager_template,
+    count_rows,
+    fresh_store,
+    gunicorn,
+    relay_env,
+    run_wrk,
+    simulator_process,
+    wrk_available,
+)
 
 ALERTS_PER_WEBHOOK = 2
 

@@ -42,9 +42,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # when gunicorn imports this module for the naive app
 
-from common import (ROUTING_KEY, alertmanager_notification, cpu_seconds, fresh_store, gunicorn,  # noqa: E402
-                    percentile, relay_env, scrape, sim_count, simulator_process)
-
+from common import (  # noqa: E402
+    ROUTING_KEY,
+    alertmanager_notification,
+    cpu_seconds,
+    fresh_store,
+    gunicorn,
+    percentile,
+    relay_env,
+    scrape,
+    sim_count,
+    simulator_process,
+)
 
 # --- the naive relay (served by gunicorn as bench.isolation:create_naive_app()) ---------------------------------
 

@@ -30,10 +30,18 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from common import (alertmanager_template, fresh_store, gunicorn, memory_of, relay_env, run_wrk, scrape,
-                    simulator_process, wrk_available)
-
 import bare_app  # noqa: E402 - bench/ is on sys.path when this script runs
+from common import (
+    alertmanager_template,
+    fresh_store,
+    gunicorn,
+    memory_of,
+    relay_env,
+    run_wrk,
+    scrape,
+    simulator_process,
+    wrk_available,
+)
 
 TARGET_MB = 80
 

@@ -36,9 +36,16 @@ from pathlib import Path
 
 import requests
 import sqlalchemy as sa
-
-from common import (alertmanager_notification, fresh_store, gunicorn, relay_env, rolling_max, scrape,
-                    sim_events, simulator_process)
+from common import (
+    alertmanager_notification,
+    fresh_store,
+    gunicorn,
+    relay_env,
+    rolling_max,
+    scrape,
+    sim_events,
+    simulator_process,
+)
 
 
 def burst(url: str, alerts: int, per_webhook: int, senders: int) -> dict:

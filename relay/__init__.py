@@ -9,8 +9,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from config import Config
-from relay import api, auth, cli, configure, errors, health, logs, metrics, openapi, payloads, ui, webhooks
-from relay.models import db
+from relay import cli, errors, logs, metrics
+from relay.intake import configure
+from relay.store.models import db
+from relay.web import api, auth, health, openapi, page, payloads, webhooks
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 migrate = Migrate()
@@ -31,7 +33,8 @@ class RelayApp(Flask):
 
 def create_app(test_config=None):
     """Build the relay app from Config, overridden by test_config."""
-    app = RelayApp(__name__, instance_relative_config=True)
+    app = RelayApp(__name__, instance_relative_config=True, static_folder="web/static",
+                   template_folder="web/templates")
     app.config.from_object(Config)
     if os.environ.get("RELAY_CONFIG"):
         app.config.from_pyfile(os.path.abspath(os.environ["RELAY_CONFIG"]))
@@ -53,7 +56,7 @@ def create_app(test_config=None):
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(openapi.bp)
-    app.register_blueprint(ui.bp)  # the log page at /
+    app.register_blueprint(page.bp)  # the log page at /
     cli.init_app(app)
     return app
 

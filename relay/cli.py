@@ -11,13 +11,17 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from relay import configure, delivery, incidents, models, outbox, retention, webhooks
-from relay.api import preview_entry
+from relay import incidents
+from relay.delivery import worker
 from relay.errors import RelayError, error_body
-from relay.models import IncidentLog, db
+from relay.intake import configure
 from relay.startup import freeze_startup_objects
+from relay.store import models, outbox, retention
+from relay.store.entry import log_entry
+from relay.store.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
-from relay.views import log_entry
+from relay.web import webhooks
+from relay.web.api import preview_entry
 
 log = logging.getLogger(__name__)
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
@@ -26,8 +30,8 @@ relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
 def _emit(run):
     """Run a job with a delivery worker at hand, print its JSON answer, and exit with its code
     (0 delivered, 1 refused or given up, 2 bad input, 3 stored but not yet confirmed)."""
-    started_here = delivery.current() is None
-    delivery.start(current_app._get_current_object())
+    started_here = worker.current() is None
+    worker.start(current_app._get_current_object())
     try:
         result = run()
     except ValidationError as exc:
@@ -35,7 +39,7 @@ def _emit(run):
         sys.exit(2)
     finally:
         if started_here:
-            delivery.stop()
+            worker.stop()
     click.echo(json.dumps(result.body))
     sys.exit(result.exit_code)
 
@@ -136,13 +140,13 @@ def _error_json(exc):
 @relay_cli.command("worker")
 @click.option("--parent-pid", type=int, default=None,
               help="Stop once process PID is no longer this one's parent (gunicorn's master passes its own).")
-def worker(parent_pid):
+def run_worker(parent_pid):
     """Run a delivery worker in the foreground until SIGINT or SIGTERM (for RELAY_DELIVERY=0 set-ups)."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     os.nice(current_app.config["RELAY_DELIVERY_NICE"])
-    running = delivery.start(current_app._get_current_object())
+    running = worker.start(current_app._get_current_object())
     log.info("delivery worker %s running", running.id)
     freeze_startup_objects()
     heartbeat = current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]
@@ -155,13 +159,13 @@ def worker(parent_pid):
             raise click.ClickException("the delivery loop stopped unexpectedly; see the log")
         if not running.alive:  # stuck in one step: its threads cannot be stopped, the process can be replaced
             log.error("the delivery loop has not come round for %.0f s; exiting so a new process takes over",
-                      delivery.stalled_after(running.poll_seconds))
+                      worker.stalled_after(running.poll_seconds))
             logging.shutdown()
             os._exit(1)
         if parent_pid and os.getppid() != parent_pid:  # a master killed with -9 runs no on_exit
             log.warning("the parent process %d is gone; stopping delivery", parent_pid)
             break
-    delivery.stop()
+    worker.stop()
     log.info("delivery worker %s stopped", running.id)
 
 
@@ -192,7 +196,7 @@ def replay(statuses, since, log_ids):
     ids = outbox.requeue(db.session, models.utcnow(), *conditions,
                          statuses=statuses or (models.FAILED, models.DEAD))
     db.session.commit()
-    delivery.wake()
+    worker.wake()
     click.echo(json.dumps({"requeued": len(ids), "log_ids": ids}))
 
 

@@ -4,9 +4,11 @@ from dataclasses import dataclass
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, validate
 
-from relay import delivery, metrics, models, outbox
-from relay.events import DEDUP_KEY_MAX, load_event
-from relay.models import IncidentLog, db
+from relay import metrics
+from relay.delivery import worker
+from relay.pagerduty.event import DEDUP_KEY_MAX, load_event
+from relay.store import models, outbox
+from relay.store.models import IncidentLog, db
 
 # Urgency is not an Events API field; dynamic notifications map severity to it
 # (support.pagerduty.com "Dynamic notifications": critical, error → high; warning, info → low).
@@ -77,7 +79,7 @@ def _send(event: dict, source: str) -> JobResult:
     row = outbox.record(load_event(event), source=source)
     db.session.commit()  # on record before PagerDuty is asked: nothing accepted is lost
     metrics.event_stored(source, event["event_action"])
-    delivery.wait_for_outcome(row.id, current_app.config["RELAY_SYNC_WAIT_SECONDS"])
+    worker.wait_for_outcome(row.id, current_app.config["RELAY_SYNC_WAIT_SECONDS"])
     db.session.refresh(row)
     return answer(row)
 

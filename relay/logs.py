@@ -148,10 +148,10 @@ def add_secrets(secrets, mask) -> None:
 def delivery_outcomes(results, policy, now=None) -> None:
     """Log each attempt that was not a plain success: WARNING for a retry, ERROR for failed or given up."""
     from relay.masking import mask
-    from relay.models import utcnow
-    from relay.pagerduty import FAILED, RETRY
+    from relay.pagerduty.client import FAILED, RETRY
+    from relay.store.models import utcnow
 
-    log = logging.getLogger("relay.delivery")
+    log = logging.getLogger("relay.delivery.worker")
     now = now or utcnow()
     for claimed, delivery in results:
         if delivery.outcome not in (RETRY, FAILED):

@@ -16,9 +16,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select, text
 
-from relay import models
-from relay.models import IncidentLog, db, utcnow
-from relay.pagerduty import RETRY
+from relay.pagerduty.client import RETRY
+from relay.store import models
+from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)

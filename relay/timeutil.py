@@ -2,7 +2,7 @@
 import re
 from datetime import datetime, timedelta, timezone
 
-from relay.events import parse_iso8601
+from relay.pagerduty.event import parse_iso8601
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

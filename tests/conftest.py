@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from flask_migrate import upgrade
 from sqlalchemy.pool import NullPool
 
-from relay import create_app, delivery
-from relay.models import db
-from relay.simulator import PagerDutySimulator
+from relay import create_app
+from relay.delivery import worker
+from relay.store.models import db
+from tools.simulator import PagerDutySimulator
 
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
@@ -104,11 +105,11 @@ def delivering(make_app):
     """
     def build(**config):
         app = make_app(**config)
-        delivery.start(app)
+        worker.start(app)
         return app
 
     yield build
-    delivery.stop()
+    worker.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from relay.models import IncidentLog, db
+from relay.store.models import IncidentLog, db
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

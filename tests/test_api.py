@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from relay.models import DeliveryAttempt, IncidentLog, db
+from relay.store.models import DeliveryAttempt, IncidentLog, db
 from tests.helpers import wait_until
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.auth import SourceAuth, is_loopback
+from relay.web.auth import SourceAuth, is_loopback
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REMOTE = {"REMOTE_ADDR": "203.0.113.9"}  # a caller from the network, not this machine
@@ -125,7 +125,7 @@ def test_health_stays_open(secured):
 
 
 def test_unknown_auth_setting_stops_start_up(make_app):
-    from relay.routing import ConfigError
+    from relay.intake.routing import ConfigError
     with pytest.raises(ConfigError, match="bearer"):
         make_app(WEBHOOK_AUTH={"alertmanager": {"bearer": "typo"}})
 

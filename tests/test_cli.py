@@ -1,7 +1,7 @@
 """The relay CLI: trigger, run-job, acknowledge, resolve against the simulator."""
 import json
 
-from relay.models import IncidentLog, db
+from relay.store.models import IncidentLog, db
 from tests.helpers import wait_until
 
 

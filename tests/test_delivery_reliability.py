@@ -18,11 +18,11 @@ from datetime import timedelta
 import pytest
 import requests
 import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
-
 from conftest import fresh_postgres_database
 from e2e.harness import migrate_store, relay_server, wait_for
-from relay.models import DeliveryAttempt, IncidentLog
+from sqlalchemy.pool import NullPool
+
+from relay.store.models import DeliveryAttempt, IncidentLog
 
 # RELAY_CLAIM_LEASE_SECONDS where an instance is killed: its rows wait this long. Short, yet well above the
 # claim-to-record time of a live worker on a busy 2-core machine (up to ~1 s seen), which has no lease renewal.

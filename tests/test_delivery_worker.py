@@ -4,16 +4,17 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from relay import delivery, outbox
-from relay.models import IncidentLog, db
+from relay.delivery import worker
+from relay.store import outbox
+from relay.store.models import IncidentLog, db
 from tests.helpers import wait_until
 
 
 def test_worker_recovers_when_postgresql_drops_its_connection(app, pd, routing_key, caplog):
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         pytest.skip("a SQLite file has no server to drop the connection")
-    worker = delivery.current()
-    held = wait_until(lambda: worker.conn, timeout=5, message="the worker's own connection")
+    running = worker.current()
+    held = wait_until(lambda: running.conn, timeout=5, message="the worker's own connection")
     backend = held.connection.dbapi_connection.info.backend_pid
     with app.app_context():  # as a database restart or a failover would
         assert db.session.execute(select(func.pg_terminate_backend(backend))).scalar()
@@ -21,7 +22,7 @@ def test_worker_recovers_when_postgresql_drops_its_connection(app, pd, routing_k
         outbox.record({"routing_key": routing_key, "event_action": "trigger", "dedup_key": "after-break",
                        "payload": {"summary": "s", "source": "x", "severity": "info"}}, source="test")
         db.session.commit()
-    delivery.wake()
+    running.wake()
     wait_until(lambda: pd.accepted(), timeout=10, message="the event delivered after the break")
     assert pd.accepted()[0]["dedup_key"] == "after-break"
     assert "delivery step failed" in caplog.text  # the break was met and survived, not missed
@@ -32,17 +33,17 @@ def test_a_result_whose_recording_failed_is_recorded_later_not_sent_again(delive
     if backend != "postgresql":
         pytest.skip("a SQLite file has no server to drop the connection")
     app = delivering(RELAY_DELIVERY_POLL_SECONDS=30)  # no poll in between: the answer's recording hits the break
-    worker = delivery.current()
+    running = worker.current()
     pd.set_latency(0.5)  # long enough to drop the worker's connection while the event is on the wire
     with app.app_context():
         row = outbox.record({"routing_key": routing_key, "event_action": "trigger", "dedup_key": "in-flight",
                              "payload": {"summary": "s", "source": "x", "severity": "info"}}, source="test")
         db.session.commit()
         log_id = row.id
-    delivery.wake()
-    wait_until(lambda: worker.inflight == 1, timeout=5, message="the event on its way")
+    running.wake()
+    wait_until(lambda: running.inflight == 1, timeout=5, message="the event on its way")
     time.sleep(0.2)  # the loop has looked for more work and now waits for the answer, 0.3 s away
-    backend = worker.conn.connection.dbapi_connection.info.backend_pid
+    backend = running.conn.connection.dbapi_connection.info.backend_pid
     with app.app_context():
         assert db.session.execute(select(func.pg_terminate_backend(backend))).scalar()
         db.session.commit()

@@ -7,12 +7,22 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError, fields
 
-from relay.events import (EVENT_MAX_BYTES, SUMMARY_MAX, TRIM_NOTE, LinkSchema, encode, event_schema, event_size,
-                          load_event, parse_iso8601, quick_load)
-from relay.mapping import trigger_event
-from relay.routing import load_routing
-from relay.sources import get_source
-from relay.templates import alert_context
+from relay.intake.mapping import trigger_event
+from relay.intake.render import alert_context
+from relay.intake.routing import load_routing
+from relay.intake.sources import get_source
+from relay.pagerduty.event import (
+    EVENT_MAX_BYTES,
+    SUMMARY_MAX,
+    TRIM_NOTE,
+    LinkSchema,
+    encode,
+    event_schema,
+    event_size,
+    load_event,
+    parse_iso8601,
+    quick_load,
+)
 from tests.helpers import mutated
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.configure import load as load_config
-from relay.mapping import plan
-from relay.simulator import validate_event
-from relay.sources import get_source
+from relay.intake.configure import load as load_config
+from relay.intake.mapping import plan
+from relay.intake.sources import get_source
+from tools.simulator import validate_event
 
 KEY = "0123456789abcdef0123456789abcdef"
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

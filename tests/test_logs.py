@@ -14,7 +14,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from relay.models import IncidentLog, db
+from relay.store.models import IncidentLog, db
 from tests.helpers import statuses, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def test_webhook_accepted_is_one_info_json_line_with_the_request_id(make_app, ca
     entries = json_lines(capfd.readouterr().err)
     accepted = [e for e in entries if e["message"] == "webhook accepted"]
     assert len(accepted) == 1
-    assert accepted[0]["level"] == "INFO" and accepted[0]["logger"] == "relay.webhooks"
+    assert accepted[0]["level"] == "INFO" and accepted[0]["logger"] == "relay.web.webhooks"
     assert accepted[0]["request_id"] == "req-42.a:b"
     assert accepted[0]["source"] == "alertmanager" and accepted[0]["events"] == 2 and accepted[0]["unrouted"] == 0
 
@@ -100,7 +100,7 @@ def test_delivery_outcome_levels(delivering, pd, routing_key, capfd):
     client.post("/webhooks/alertmanager", json=alerts("refused"))
     wait_until(lambda: statuses(app)[-1] == "failed", message="refused")
     time.sleep(0.1)
-    entries = [e for e in json_lines(capfd.readouterr().err) if e["logger"] == "relay.delivery"]
+    entries = [e for e in json_lines(capfd.readouterr().err) if e["logger"] == "relay.delivery.worker"]
     assert [(e["level"], e["outcome"], e["http_status"]) for e in entries] == [
         ("WARNING", "retry", 503), ("ERROR", "failed", 400)]  # plain successes say nothing at INFO
     retry, failed = entries
@@ -117,7 +117,7 @@ def test_given_up_is_an_error(delivering, pd, routing_key, capfd):
     app.test_client().post("/webhooks/alertmanager", json=alerts("dead"))
     wait_until(lambda: statuses(app) == ["dead"], message="dead")
     time.sleep(0.1)
-    [entry] = [e for e in json_lines(capfd.readouterr().err) if e["logger"] == "relay.delivery"]
+    [entry] = [e for e in json_lines(capfd.readouterr().err) if e["logger"] == "relay.delivery.worker"]
     assert entry["level"] == "ERROR" and "given up" in entry["message"]
     assert entry["http_status"] is None and entry["error"]
 
@@ -255,7 +255,7 @@ def test_gunicorn_logs_json_without_access_log_by_default(tmp_path, pd):
         proc.wait(timeout=60)
     entries = json_lines(log_path.read_text())  # every line, gunicorn's own included, is JSON
     loggers = {e["logger"] for e in entries}
-    assert {"gunicorn.error", "relay.webhooks"} <= loggers
+    assert {"gunicorn.error", "relay.web.webhooks"} <= loggers
     assert "gunicorn.access" not in loggers
     assert any(e["message"].startswith("Booting worker") for e in entries)
     [accepted] = [e for e in entries if e["message"] == "webhook accepted"]

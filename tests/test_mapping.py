@@ -5,15 +5,14 @@ import json
 
 import pytest
 import requests
-
-from relay.events import EVENT_MAX_BYTES, encode, event_size, load_event
-from relay.mapping import plan
-from relay.routing import load_routing
-from relay.sources import get_source
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from relay.alerts import Alert
-from relay.templates import Sandbox, alert_context, compile_template, render
+from relay.intake.alert import Alert
+from relay.intake.mapping import plan
+from relay.intake.render import Sandbox, alert_context, compile_template, render
+from relay.intake.routing import load_routing
+from relay.intake.sources import get_source
+from relay.pagerduty.event import EVENT_MAX_BYTES, encode, event_size, load_event
 from tests.helpers import fixture
 
 KEY = "0123456789abcdef0123456789abcdef"

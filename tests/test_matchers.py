@@ -1,7 +1,7 @@
 """Tests for Alertmanager matchers, table-driven against its documented semantics."""
 import pytest
 
-from relay.matchers import Matcher, MatcherError, matches_all, parse_matcher, parse_matchers
+from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matcher, parse_matchers
 
 PARSED = [
     # text, name, operator, value

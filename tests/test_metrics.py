@@ -18,7 +18,7 @@ from conftest import app_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay import create_app
-from relay.models import IncidentLog, db, utcnow
+from relay.store.models import IncidentLog, db, utcnow
 from tests.helpers import statuses, wait_until
 from tests.processes import free_port
 

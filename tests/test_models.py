@@ -2,8 +2,8 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from relay import outbox
-from relay.models import IncidentLog, db
+from relay.store import outbox
+from relay.store.models import IncidentLog, db
 
 
 def test_migrations_build_exactly_the_models_schema(app):

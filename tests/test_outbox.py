@@ -6,10 +6,11 @@ from conftest import app_config, fresh_postgres_database
 from flask_migrate import upgrade
 from sqlalchemy import select
 
-from relay import create_app, models, outbox
-from relay.models import DeliveryAttempt, IncidentLog, db, utcnow
-from relay.pagerduty import Delivery
-from relay.retry import RetryPolicy
+from relay import create_app
+from relay.pagerduty.client import Delivery
+from relay.pagerduty.retry import RetryPolicy
+from relay.store import models, outbox
+from relay.store.models import DeliveryAttempt, IncidentLog, db, utcnow
 
 POLICY = RetryPolicy(base_seconds=10, max_seconds=100, give_up_seconds=3600)
 

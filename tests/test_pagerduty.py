@@ -3,7 +3,7 @@ import socket
 
 import pytest
 
-from relay.pagerduty import DELIVERED, FAILED, RETRY, PagerDutyClient, classify, parse_retry_after
+from relay.pagerduty.client import DELIVERED, FAILED, RETRY, PagerDutyClient, classify, parse_retry_after
 
 
 @pytest.mark.parametrize("http_status, outcome", [

@@ -7,8 +7,10 @@ from datetime import timedelta
 import pytest
 
 from conftest import app_config
-from relay import create_app, delivery, health
-from relay.models import IncidentLog, db, utcnow
+from relay import create_app
+from relay.delivery import worker
+from relay.store.models import IncidentLog, db, utcnow
+from relay.web import health
 
 KEY = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d1b1"
 DEFAULT_ROUTE = {"name": "default", "routing_key": KEY}
@@ -40,13 +42,13 @@ def test_ready_with_a_running_worker(client):
 
 def test_not_ready_when_the_worker_stops_or_stalls(app, client):
     assert readyz(client)[0] == 200
-    worker = delivery.current()
-    worker.heartbeat = time.monotonic() - 3600  # its loop has not come round for an hour
+    running = worker.current()
+    running.heartbeat = time.monotonic() - 3600  # its loop has not come round for an hour
     status, body = readyz(client)
     assert status == 503 and body["status"] == "not ready"
     assert body["reasons"] == ["delivery worker stalled (its loop has not run recently)"]
 
-    delivery.stop()
+    worker.stop()
     status, body = readyz(client)
     assert status == 503
     assert body["reasons"] == ["delivery worker not running in this process"]

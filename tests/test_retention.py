@@ -5,8 +5,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from relay import delivery, outbox, retention
-from relay.models import DeliveryAttempt, IncidentLog, db, utcnow
+from relay.delivery import worker
+from relay.store import outbox, retention
+from relay.store.models import DeliveryAttempt, IncidentLog, db, utcnow
 from tests.helpers import wait_until
 
 
@@ -69,11 +70,11 @@ def test_prune_works_in_batches(make_app, routing_key, monkeypatch):
 def test_worker_prunes_delivered_rows_past_retention(make_app, routing_key):
     app = make_app(RELAY_PRUNE_DELIVERED_AFTER=timedelta(days=30))
     add_rows(app, routing_key, 40, ["delivered", "failed"])
-    worker = delivery.DeliveryWorker(app)
-    worker.next_prune = 0  # due now rather than a minute after start
-    worker.start()
+    running = worker.DeliveryWorker(app)
+    running.next_prune = 0  # due now rather than a minute after start
+    running.start()
     try:
         wait_until(lambda: remaining(app)[0] == ["failed"], 5, "the automatic prune")
     finally:
-        worker.stop()
+        running.stop()
     assert remaining(app)[0] == ["failed"]

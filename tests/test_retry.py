@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from relay.retry import RetryPolicy
+from relay.pagerduty.retry import RetryPolicy
 
 POLICY = RetryPolicy(base_seconds=1, max_seconds=60, give_up_seconds=3600)
 

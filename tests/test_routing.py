@@ -3,10 +3,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from relay.alerts import FIRING, Alert
-from relay.matchers import Matcher
-from relay.routing import DEFAULT_TEMPLATES, ConfigError, default_texts, load_route, load_routing
-from relay.templates import alert_context, compile_template, render
+from relay.intake.alert import FIRING, Alert
+from relay.intake.matchers import Matcher
+from relay.intake.render import alert_context, compile_template, render
+from relay.intake.routing import DEFAULT_TEMPLATES, ConfigError, default_texts, load_route, load_routing
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -265,14 +265,14 @@ def test_severity_label_is_configurable():
 
 
 def test_a_lease_shorter_than_one_send_stops_start_up(make_app):
-    from relay.routing import ConfigError
+    from relay.intake.routing import ConfigError
     with pytest.raises(ConfigError, match="RELAY_CLAIM_LEASE_SECONDS"):
         make_app(RELAY_CLAIM_LEASE_SECONDS=2.0, PAGERDUTY_CONNECT_TIMEOUT=1.0, PAGERDUTY_READ_TIMEOUT=2.0)
 
 
 @pytest.mark.parametrize("nice", [-1, 20])
 def test_a_delivery_priority_the_worker_cannot_take_stops_start_up(make_app, nice):
-    from relay.routing import ConfigError
+    from relay.intake.routing import ConfigError
     with pytest.raises(ConfigError, match="RELAY_DELIVERY_NICE"):
         make_app(RELAY_DELIVERY_NICE=nice)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from relay.simulator import MAX_EVENT_BYTES, PagerDutySimulator, mask_key
 from tests.helpers import delete_at, set_at
 from tests.processes import free_port
+from tools.simulator import MAX_EVENT_BYTES, PagerDutySimulator, mask_key
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DIRS = (ROOT / "tests" / "fixtures", Path("/work/shared/fixtures"))
@@ -496,9 +496,9 @@ def read_line(stream, timeout: float) -> str:
 
 
 def start_cli(*args):
-    """Start `python -m relay.simulator` on a free port; return (process, base url)."""
+    """Start `python -m tools.simulator` on a free port; return (process, base url)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "relay.simulator", "--port", str(port), *args], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "tools.simulator", "--port", str(port), *args], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:

@@ -7,8 +7,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
-from relay.alerts import FIRING, RESOLVED, Alert, Link
-from relay.sources import SOURCES, alertmanager, get_source
+from relay.intake.alert import FIRING, RESOLVED, Alert, Link
+from relay.intake.sources import SOURCES, alertmanager, get_source
 from tests.helpers import delete_at, fixture, messages_at, mutated, set_at
 
 

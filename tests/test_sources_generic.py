@@ -4,8 +4,8 @@ import inspect
 import pytest
 from marshmallow import ValidationError
 
-from relay.alerts import FIRING, RESOLVED, Alert
-from relay.sources import SOURCES, generic, get_source
+from relay.intake.alert import FIRING, RESOLVED, Alert
+from relay.intake.sources import SOURCES, generic, get_source
 
 # The settings a config would give for a sender that names things its own way.
 CUSTOM = {

@@ -5,8 +5,8 @@ import inspect
 import pytest
 from marshmallow import ValidationError
 
-from relay.alerts import FIRING, RESOLVED, Alert, Link
-from relay.sources import SOURCES, get_source, grafana
+from relay.intake.alert import FIRING, RESOLVED, Alert, Link
+from relay.intake.sources import SOURCES, get_source, grafana
 from tests.helpers import fixture, messages_at, set_at
 
 

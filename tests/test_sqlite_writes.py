@@ -6,8 +6,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from relay import outbox
-from relay.models import db
+from relay.store import outbox
+from relay.store.models import db
 
 HOLD_SECONDS = 0.08  # SQLite's own busy handler would try at 78 ms, then sleep on to 103 ms
 

@@ -6,7 +6,7 @@ import sys
 import threading
 import time
 
-from relay.supervisor import Supervisor
+from relay.delivery.supervisor import Supervisor
 from tests.helpers import wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from relay.auth import UI_COOKIE
-from relay.models import IncidentLog, db
+from relay.store.models import IncidentLog, db
+from relay.web.auth import UI_COOKIE
 from tests.helpers import wait_until
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from relay import configure
-from relay.models import IncidentLog, db
-from relay.routing import load_routing
+from relay.intake import configure
+from relay.intake.routing import load_routing
+from relay.store.models import IncidentLog, db
 from tests.helpers import fixture
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -5,8 +5,8 @@ Revises: 0002
 Create Date: 2026-11-26
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 OPEN_SQL = "status IN ('pending', 'retrying')"
 

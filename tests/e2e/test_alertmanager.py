@@ -13,8 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from .harness import (ALERTMANAGER_BIN, AMTOOL_BIN, PROMETHEUS_BIN, alertmanager, alertmanager_config,
-                      capture_server, gauge_server, prometheus, relay_server, require_binaries, wait_for)
+from .harness import (
+    ALERTMANAGER_BIN,
+    AMTOOL_BIN,
+    PROMETHEUS_BIN,
+    alertmanager,
+    alertmanager_config,
+    capture_server,
+    gauge_server,
+    prometheus,
+    relay_server,
+    require_binaries,
+    wait_for,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BEARER_TOKEN = "e2e-" + secrets.token_hex(12)

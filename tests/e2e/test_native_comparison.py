@@ -11,8 +11,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from .harness import (ALERTMANAGER_BIN, AMTOOL_BIN, alertmanager, alertmanager_config, relay_server,
-                      require_binaries, wait_for)
+from .harness import (
+    ALERTMANAGER_BIN,
+    AMTOOL_BIN,
+    alertmanager,
+    alertmanager_config,
+    relay_server,
+    require_binaries,
+    wait_for,
+)
 
 TOKEN = "e2e-" + secrets.token_hex(12)
 ALERT = "RelayE2ENativeCompare"

@@ -4,9 +4,9 @@ import os
 
 from marshmallow import ValidationError
 
+from relay.intake.routing import ConfigError, Routing, load_routing
+from relay.intake.sources import generic
 from relay.masking import mask
-from relay.routing import ConfigError, Routing, load_routing
-from relay.sources import generic
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def describe(routing: Routing) -> list[str]:
 def init_app(app):
     """Load the routing into the app, warning when unmatched alerts have nowhere to go."""
     routing, settings = load(app.config)
-    app.extensions["relay.routing"] = routing
+    app.extensions["relay.intake.routing"] = routing
     app.extensions["relay.source_settings"] = settings
     if routing.default is None:
         log.warning("no default route (PAGERDUTY_ROUTING_KEY is not set): alerts matching no route "

@@ -1,8 +1,8 @@
 """Grafana-managed alerting webhooks (version "1"): the payload schema and its mapping onto alerts."""
 from marshmallow import fields, validate
 
-from relay.alerts import Alert
-from relay.sources import alertmanager as am
+from relay.intake.alert import Alert
+from relay.intake.sources import alertmanager as am
 
 NAME = "grafana"
 VERSION = "1"

@@ -2,8 +2,8 @@
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
-from relay import models
-from relay.models import IncidentLog, utcnow
+from relay.store import models
+from relay.store.models import IncidentLog, utcnow
 from relay.timeutil import parse_since
 
 STATUSES = (models.PENDING, models.RETRYING, models.DELIVERED, models.FAILED, models.DEAD, models.UNROUTED)

@@ -3,10 +3,10 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 
-from relay import schemas
 from relay.incidents import IncidentInputSchema, ServiceKeySchema
-from relay.logquery import NO_NUL, LogFilterSchema, Moment
-from relay.sources import alertmanager, grafana
+from relay.intake.sources import alertmanager, grafana
+from relay.store.logquery import NO_NUL, LogFilterSchema, Moment
+from relay.web import schemas
 
 bp = Blueprint("openapi", __name__)
 _spec = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from flask import current_app, request
 
 from relay.errors import RelayError
-from relay.routing import ConfigError
+from relay.intake.routing import ConfigError
 
 log = logging.getLogger(__name__)
 

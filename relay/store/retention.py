@@ -4,8 +4,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from relay import models
-from relay.models import DeliveryAttempt, IncidentLog
+from relay.store import models
+from relay.store.models import DeliveryAttempt, IncidentLog
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as UrllibTimeout
 
-from relay.events import encode
 from relay.masking import redact
+from relay.pagerduty.event import encode
 
 DELIVERED = "delivered"
 RETRY = "retry"  # safe to send again later: nothing was accepted

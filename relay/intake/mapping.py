@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from marshmallow import ValidationError
 
-from relay.alerts import Alert
-from relay.events import DEDUP_KEY_MAX, load_event, parse_iso8601
+from relay.intake.alert import Alert
+from relay.intake.render import alert_context, render
+from relay.intake.routing import DEDUP_GROUP, TEMPLATED_FIELDS, Route, Routing, default_texts
+from relay.intake.sources.alertmanager import is_http_url
 from relay.masking import redact_value
-from relay.routing import DEDUP_GROUP, TEMPLATED_FIELDS, Route, Routing, default_texts
-from relay.sources.alertmanager import is_http_url
-from relay.templates import alert_context, render
+from relay.pagerduty.event import DEDUP_KEY_MAX, load_event, parse_iso8601
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,15 @@
 """The JSON API under /api/v1: the create-incident job, the incident log, retries and previews."""
 from flask import Blueprint, abort, jsonify, request
 
-from relay import delivery, incidents, logquery, models, outbox, webhooks
+from relay import incidents
+from relay.delivery import worker
 from relay.errors import RelayError
-from relay.models import IncidentLog, db
 from relay.masking import mask
-from relay.payloads import read_json
-from relay.views import log_entry
+from relay.store import logquery, models, outbox
+from relay.store.entry import log_entry
+from relay.store.models import IncidentLog, db
+from relay.web import webhooks
+from relay.web.payloads import read_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 LOG_ID = "int(min=1, max=9223372036854775807)"  # ids are 64-bit; larger numbers are simply not found
@@ -64,7 +67,7 @@ def requeue_one(log_id: int) -> None:
     if not moved:
         row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
         raise Conflict(f"row {log_id} is {row.status}; only failed or dead rows can be retried")
-    delivery.wake()
+    worker.wake()
 
 
 @bp.post("/preview/<source_name>")

@@ -1,7 +1,7 @@
 """How an incident_log row is shown to people and API clients: never with the full routing key."""
-from relay import models
 from relay.masking import redact_value
-from relay.models import IncidentLog
+from relay.store import models
+from relay.store.models import IncidentLog
 
 
 def _iso(moment):

@@ -4,13 +4,15 @@ import time
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from relay import delivery, metrics, models, outbox
+from relay import metrics
+from relay.delivery import worker
 from relay.errors import RelayError
-from relay.mapping import Planned, plan
+from relay.intake.mapping import Planned, plan
+from relay.intake.sources import get_source
 from relay.masking import mask
-from relay.models import db
-from relay.payloads import read_json
-from relay.sources import get_source
+from relay.store import models, outbox
+from relay.store.models import db
+from relay.web.payloads import read_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -34,7 +36,7 @@ def alerts_from_request(source_name: str):
 
 def planned_events(source_name: str) -> list[Planned]:
     """Map the request's alerts to the events they call for (nothing stored)."""
-    return plan(alerts_from_request(source_name), current_app.extensions["relay.routing"])
+    return plan(alerts_from_request(source_name), current_app.extensions["relay.intake.routing"])
 
 
 def describe(item: Planned, log_id=None) -> dict:
@@ -54,7 +56,7 @@ def store(source_name: str, planned: list[Planned]) -> list[int]:
                               status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
             for item in planned]
     ids = outbox.store_rows(db.engine, rows)
-    delivery.wake()
+    worker.wake()
     metrics.events_stored(source_name, planned)
     return ids
 

@@ -43,7 +43,7 @@ class Supervisor:
         while not self.stopping.is_set():
             started = time.monotonic()
             try:
-                pid = os.posix_spawn(self.argv[0], self.argv, dict(os.environ), setpgroup=0)
+                pid = os.posix_spawn(self.argv[0], self.argv, dict(os.environ))
             except OSError as exc:
                 self.log.error("cannot start the %s (%s); trying again in %.0f s", self.name, exc.strerror,
                                MAX_RESTART_DELAY)

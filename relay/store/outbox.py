@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import Integer, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import aliased
 
-from relay import models, pgbatch
 from relay.masking import mask
-from relay.models import DeliveryAttempt, IncidentLog, db
-from relay.pagerduty import FAILED, Delivery
-from relay.retry import RetryPolicy
+from relay.pagerduty.client import FAILED, Delivery
+from relay.pagerduty.retry import RetryPolicy
+from relay.store import models, postgres
+from relay.store.models import DeliveryAttempt, IncidentLog, db
 
 CANDIDATES_PER_SLOT = 4  # look past rows held back by order or rate limit, so other alerts are not starved
 RATE_WINDOW = timedelta(seconds=60)  # PagerDuty 05-Rate-Limits.md: events per minute per integration key
@@ -270,7 +270,7 @@ def complete(conn, worker_id: str, results, now: datetime, policy: RetryPolicy) 
     """Record each (claimed, delivery) result on its attempt and move its row on, releasing the lease."""
     records = [_result_record(claimed, delivery, now, policy) for claimed, delivery in results]
     if conn.dialect.name == "postgresql":
-        pgbatch.finish(conn, worker_id, records, now)
+        postgres.finish(conn, worker_id, records, now)
         return
     params = [{**record, "b_worker": worker_id, "b_now": now} for record in records]
     conn.execute(_finish_attempt, params)

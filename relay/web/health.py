@@ -10,8 +10,9 @@ import time
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
-from relay import delivery, metrics
-from relay.models import db, utcnow
+from relay import metrics
+from relay.delivery import worker
+from relay.store.models import db, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -68,11 +69,11 @@ def _check_worker(checks, reasons):
             checks["delivery_worker"] = {"ok": True,
                                          "skipped": "RELAY_DELIVERY=0: delivery runs in another process"}
         return
-    worker = delivery.current()
-    if worker is None:
+    running = worker.current()
+    if running is None:
         checks["delivery_worker"] = {"ok": False, "state": "not running"}
         reasons.append("delivery worker not running in this process")
-    elif not worker.alive:
+    elif not running.alive:
         checks["delivery_worker"] = {"ok": False, "state": "stalled"}
         reasons.append("delivery worker stalled (its loop has not run recently)")
     else:
@@ -102,7 +103,7 @@ def _delivery_process_state(path) -> dict:
 
 
 def _stall_threshold() -> float:
-    return delivery.stalled_after(current_app.config["RELAY_DELIVERY_POLL_SECONDS"])
+    return worker.stalled_after(current_app.config["RELAY_DELIVERY_POLL_SECONDS"])
 
 
 def _check_outbox(checks, reasons):

@@ -3,7 +3,7 @@ import json
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from relay.alerts import FIRING, RESOLVED, Alert
+from relay.intake.alert import FIRING, RESOLVED, Alert
 
 NAME = "generic"
 

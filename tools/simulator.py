@@ -2,7 +2,7 @@
 
 Owns: validating events like PagerDuty does, per-(routing key, dedup key) alert state, a record of
 every request received, fault injection (latency, scripted answers, outage, a random error rate), the `/_sim/*` control
-endpoints, the in-process `PagerDutySimulator` API and the `python -m relay.simulator` CLI.
+endpoints, the in-process `PagerDutySimulator` API and the `python -m tools.simulator` CLI.
 Stdlib only, so it runs anywhere the relay's tests or benchmarks run.
 
 Behaviour follows PagerDuty/developer-docs `docs/events-API-v2/` (01-Overview.md, 02-Trigger-Events.md)
@@ -706,7 +706,7 @@ class PagerDutySimulator:
 
 def _parse_args(argv):
     """Parse the command line."""
-    parser = argparse.ArgumentParser(prog="python -m relay.simulator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.simulator", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--routing-key", action="append", default=[], dest="routing_keys",

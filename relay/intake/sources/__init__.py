@@ -1,7 +1,7 @@
 """The registry of alert sources: webhook name → module exposing NAME and to_alerts(payload, settings=None)."""
 from types import ModuleType
 
-from relay.sources import alertmanager, generic, grafana
+from relay.intake.sources import alertmanager, generic, grafana
 
 SOURCES: dict[str, ModuleType] = {
     "alertmanager": alertmanager,

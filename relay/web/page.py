@@ -15,12 +15,13 @@ from marshmallow import ValidationError
 from sqlalchemy.orm import defer
 from werkzeug.exceptions import HTTPException
 
-from relay import auth, logquery, models
-from relay.api import requeue_one
 from relay.errors import RelayError
 from relay.masking import redact
-from relay.models import IncidentLog, db
-from relay.views import log_entry
+from relay.store import logquery, models
+from relay.store.entry import log_entry
+from relay.store.models import IncidentLog, db
+from relay.web import auth
+from relay.web.api import requeue_one
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
-from relay.alerts import FIRING, RESOLVED, Alert, Link
+from relay.intake.alert import FIRING, RESOLVED, Alert, Link
 
 NAME = "alertmanager"
 VERSION = "4"

@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
-from relay import logs, metrics, models, outbox, retention
-from relay.models import IncidentLog, db, utcnow
-from relay.pagerduty import PagerDutyClient
-from relay.retry import RetryPolicy
+from relay import logs, metrics
+from relay.pagerduty.client import PagerDutyClient
+from relay.pagerduty.retry import RetryPolicy
+from relay.store import models, outbox, retention
+from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
 

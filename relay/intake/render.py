@@ -4,7 +4,7 @@ import logging
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from relay.alerts import Alert
+from relay.intake.alert import Alert
 
 log = logging.getLogger(__name__)
 _DICT_ATTRIBUTES = frozenset(dir(dict))  # names a dict answers as attributes (methods), before its keys

@@ -4,10 +4,10 @@ from dataclasses import dataclass, field
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from relay.alerts import Alert
-from relay.events import SEVERITIES
-from relay.matchers import Matcher, MatcherError, matches_all, parse_matchers
-from relay.templates import TemplateConfigError, compile_template
+from relay.intake.alert import Alert
+from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
+from relay.intake.render import TemplateConfigError, compile_template
+from relay.pagerduty.event import SEVERITIES
 
 DEDUP_ALERT = "alert"  # one PagerDuty alert per alert (default)
 DEDUP_GROUP = "group"  # one per notification group: sha256(groupKey), as Alertmanager's and Grafana's own

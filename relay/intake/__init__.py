@@ -1,0 +1,1 @@
+"""Intake: what monitoring tools send, read into normalized alerts and planned into PagerDuty events."""

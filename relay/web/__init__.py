@@ -1,0 +1,1 @@
+"""The HTTP faces: webhooks, the JSON API, the log page, OpenAPI, health, metrics and authentication."""

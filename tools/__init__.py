@@ -1,0 +1,1 @@
+"""Tools beside the relay, outside its runtime: the PagerDuty simulator."""
