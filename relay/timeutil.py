@@ -13,15 +13,21 @@ def parse_duration(text: str) -> timedelta:
     match = DURATION.match(text or "")
     if not match:
         raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 2h, 7d or 1w")
-    return timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any duration this can count") from None
 
 
 def parse_since(text: str, now: datetime) -> datetime:
     """Parse a moment: a duration back from now, or an ISO 8601 time (UTC when it names no zone)."""
     moment = parse_iso8601(text)
     if moment is None:
+        if not DURATION.match(text or ""):
+            raise ValueError(f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time")
+        delta = parse_duration(text)
         try:
-            return now - parse_duration(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO 8601 time") from None
+            return now - delta
+        except OverflowError:
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

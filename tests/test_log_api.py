@@ -65,6 +65,7 @@ def test_keyset_pagination_walks_every_row_once(filled):
 
 @pytest.mark.parametrize("query, field", [({"status": "exploded"}, "status"), ({"limit": "0"}, "limit"),
                                           ({"limit": "501"}, "limit"), ({"since": "yesterday"}, "since"),
+                                          ({"since": "99999999999d"}, "since"), ({"since": "999999w"}, "since"),
                                           ({"before_id": "x"}, "before_id")])
 def test_bad_filters_are_400_naming_the_field(filled, query, field):
     response = filled[1].get("/api/v1/log", query_string=query)

@@ -26,3 +26,9 @@ def test_parse_since_reads_durations_and_iso_times():
     assert parse_since("2026-11-01T00:00:00+02:00", NOW) == datetime(2026, 10, 31, 22, tzinfo=timezone.utc)
     with pytest.raises(ValueError, match="neither a duration"):
         parse_since("last tuesday", NOW)
+
+
+@pytest.mark.parametrize("text", ["99999999999d", "999999w", "1" + "0" * 400 + "s"])
+def test_durations_past_what_a_date_can_hold_are_refused_not_overflowed(text):
+    with pytest.raises(ValueError, match="longer than any duration|before the year 1"):
+        parse_since(text, NOW)
