@@ -1,5 +1,6 @@
 """POST /webhooks/<source>, the preview endpoint and commands, and check-config, on both stores."""
 import inspect
+import io
 import json
 import os
 import subprocess
@@ -282,6 +283,28 @@ def test_body_over_the_size_limit_is_413(make_app):
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "request_entity_too_large"
     assert log_rows(app) == []
+
+
+def chunked(client, source, body: bytes):
+    """POST body as a chunked request (no Content-Length), as a WSGI server hands it to the app."""
+    return client.post(f"/webhooks/{source}", input_stream=io.BytesIO(body),
+                       headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_chunked_body_over_the_size_limit_is_413_and_at_the_limit_is_taken(make_app):
+    app = make_app(ROUTES=[], DEFAULT_ROUTE=DEFAULT_ROUTE, MAX_CONTENT_LENGTH=4096)
+    payload = fixture("alertmanager_0.25_firing_captured.json")
+    payload["alerts"][0]["annotations"]["description"] = "x" * 5000
+    response = chunked(app.test_client(), "alertmanager", json.dumps(payload).encode())
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+    assert log_rows(app) == []
+
+    payload["alerts"][0]["annotations"]["description"] = "x"
+    body = json.dumps(payload).encode()
+    body += b" " * (4096 - len(body))  # exactly the limit
+    assert chunked(app.test_client(), "alertmanager", body).status_code == 202
 
 
 def test_nul_characters_are_replaced_not_a_500(relay, http):

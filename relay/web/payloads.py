@@ -3,6 +3,7 @@ import json
 import re
 
 from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay.errors import BadInput
 
@@ -30,6 +31,9 @@ def nesting_depth(value) -> int:
 def read_json(allow_array=False):
     """Return the request body as a JSON object (or array, if allowed), or raise BadInput saying why."""
     raw = request.get_data(cache=True)
+    if (request.content_length is None and len(raw) >= (request.max_content_length or float("inf"))
+            and request.environ["wsgi.input"].read(1)):  # a chunked body was cut at the limit: more was sent
+        raise RequestEntityTooLarge()
     if not raw.strip():
         raise BadInput("the request body is empty; send a JSON object")
     try:
