@@ -26,6 +26,13 @@ class BadInput(RelayError):
     code = "invalid_input"
 
 
+class NotJson(BadInput):
+    """The body is not declared as JSON; a browser can send other types cross-site without asking first."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 def error_body(code, message, fields=None):
     """Build the error JSON every route shares."""
     error = {"code": code, "message": message}

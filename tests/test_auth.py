@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from relay.intake.routing import ConfigError
+from relay.store.models import IncidentLog, db
 from relay.web.auth import SourceAuth, is_loopback
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REMOTE = {"REMOTE_ADDR": "203.0.113.9"}  # a caller from the network, not this machine
 TOKEN = "am-token-7c1e9a"
+JSON = "application/json"
 SECRET = "grafana-hmac-secret"
 
 
@@ -105,19 +108,20 @@ def test_api_needs_its_token(secured):
     body = {"title": "t", "service_key": "k" * 32}
     refused = secured.post("/api/v1/incidents", json=body, environ_base=REMOTE)
     assert refused.status_code == 401
-    wrong = secured.post("/api/v1/preview/alertmanager", data=payload(), environ_base=REMOTE,
+    wrong = secured.post("/api/v1/preview/alertmanager", data=payload(), environ_base=REMOTE, content_type=JSON,
                          headers={"Authorization": f"Bearer {TOKEN}"})  # a webhook token is not the API token
     assert wrong.status_code == 401
-    allowed = secured.post("/api/v1/preview/alertmanager", data=payload(), environ_base=REMOTE,
+    allowed = secured.post("/api/v1/preview/alertmanager", data=payload(), environ_base=REMOTE, content_type=JSON,
                            headers={"Authorization": "Bearer api-token-42"})
     assert allowed.status_code == 200
 
 
 def test_api_without_token_answers_loopback_only(make_app):
     client = make_app(RELAY_API_TOKEN="").test_client()
-    assert client.post("/api/v1/preview/alertmanager", data=payload(),
+    assert client.post("/api/v1/preview/alertmanager", data=payload(), content_type=JSON,
                        environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
-    assert client.post("/api/v1/preview/alertmanager", data=payload(), environ_base=REMOTE).status_code == 403
+    assert client.post("/api/v1/preview/alertmanager", data=payload(), content_type=JSON,
+                       environ_base=REMOTE).status_code == 403
 
 
 def test_health_stays_open(secured):
@@ -125,7 +129,6 @@ def test_health_stays_open(secured):
 
 
 def test_unknown_auth_setting_stops_start_up(make_app):
-    from relay.intake.routing import ConfigError
     with pytest.raises(ConfigError, match="bearer"):
         make_app(WEBHOOK_AUTH={"alertmanager": {"bearer": "typo"}})
 
@@ -139,3 +142,71 @@ def test_is_loopback(address, loopback):
 
 def test_configured_means_a_credential_is_set():
     assert not SourceAuth().configured and SourceAuth(hmac_secret="s").configured
+
+
+@pytest.mark.parametrize("stamp", ["²", "１７００００００００", "9" * 5000, "-1", " ", "1e9"])
+def test_a_grafana_timestamp_that_is_no_number_is_a_401_not_a_500(secured, stamp):
+    body = payload("grafana_unified_firing_docs.json")
+    headers = {"X-Grafana-Alerting-Signature": "00" * 32, "X-Grafana-Alerting-Signature-Timestamp": stamp}
+    assert post(secured, "grafana", body, headers).status_code == 401
+
+
+def test_basic_auth_without_a_password_is_a_configuration_error(make_app):
+    with pytest.raises(ConfigError, match="basic_user is set without basic_password"):
+        make_app(WEBHOOK_AUTH={"generic": {"basic_user": "ops", "basic_password": ""}})
+
+
+LOOPBACK = {"REMOTE_ADDR": "127.0.0.1"}
+NAMES = [("localhost", 202), ("localhost:8080", 202), ("127.0.0.1:8080", 202), ("[::1]:8080", 202),
+         ("relay.localhost", 202), ("attacker.example:8080", 403), ("127.0.0.1.nip.io", 403)]
+
+
+@pytest.mark.parametrize("host, status", NAMES)
+def test_loopback_only_webhooks_answer_loopback_host_names_only(make_app, host, status):
+    client = make_app(WEBHOOK_AUTH={}).test_client()
+    response = client.post("/webhooks/alertmanager", data=payload(), content_type="application/json",
+                           environ_base=LOOPBACK, headers={"Host": host})
+    assert response.status_code == status
+    if status == 403:
+        assert "by a loopback name in Host" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("host, status", [("localhost:8080", 200), ("rebound.example:8080", 403)])
+def test_loopback_only_api_and_page_answer_loopback_host_names_only(make_app, host, status):
+    client = make_app(RELAY_API_TOKEN="").test_client()
+    assert client.get("/api/v1/log", environ_base=LOOPBACK, headers={"Host": host}).status_code == status
+    assert client.get("/", environ_base=LOOPBACK, headers={"Host": host}).status_code == status
+
+
+def test_host_names_do_not_matter_once_a_credential_is_set(secured):
+    response = post(secured, "alertmanager", payload(), {"Authorization": f"Bearer {TOKEN}",
+                                                         "Host": "relay.example.com"})
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("path", ["/webhooks/alertmanager", "/api/v1/incidents", "/api/v1/preview/alertmanager"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_json_endpoints_refuse_what_a_browser_sends_cross_site_without_asking(make_app, path, content_type):
+    app = make_app(WEBHOOK_AUTH={}, RELAY_API_TOKEN="")
+    body = payload() if "incidents" not in path else b'{"title": "t", "service_key": "' + b"k" * 32 + b'"}'
+    response = app.test_client().post(path, data=body, content_type=content_type, environ_base=LOOPBACK)
+    assert response.status_code == 415
+    assert response.get_json()["error"] == {"code": "unsupported_media_type",
+                                            "message": "send the body with Content-Type: application/json"}
+    with app.app_context():
+        assert db.session.query(IncidentLog).count() == 0
+
+
+@pytest.mark.parametrize("path", ["/webhooks/alertmanager", "/api/v1/incidents", "/api/v1/log/1/retry"])
+def test_unsafe_requests_from_another_sites_page_are_refused(make_app, path):
+    client = make_app(WEBHOOK_AUTH={}, RELAY_API_TOKEN="").test_client()
+    response = client.post(path, data=payload(), content_type="application/json", environ_base=LOOPBACK,
+                           headers={"Origin": "https://attacker.example"})
+    assert response.status_code == 403 and response.get_json()["error"]["code"] == "forbidden"
+
+
+def test_the_relays_own_page_may_post(make_app):
+    client = make_app(WEBHOOK_AUTH={}).test_client()
+    response = client.post("/webhooks/alertmanager", data=payload(), content_type="application/json",
+                           environ_base=LOOPBACK, headers={"Origin": "http://localhost"})
+    assert response.status_code == 202

@@ -75,7 +75,7 @@ def test_every_exit_is_seen_while_the_master_forks_and_reaps(caplog):
             master.stop()
         supervisor.stop(timeout=5)
     assert killer_done, "a killed child was not replaced"
-    assert master.forks > 100
+    assert master.forks > 30  # the master forked all along, not once or twice
     restarts = [r.getMessage() for r in caplog.records if "starting a new one" in r.getMessage()]
     assert len(restarts) == 15, restarts
 

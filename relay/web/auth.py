@@ -14,6 +14,8 @@ from relay.errors import RelayError
 from relay.intake.routing import ConfigError
 
 log = logging.getLogger(__name__)
+MAX_TIMESTAMP_DIGITS = 12  # unix seconds until the year 33658; longer is no timestamp a sender means
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class Unauthorized(RelayError):
@@ -21,6 +23,13 @@ class Unauthorized(RelayError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class CrossOrigin(RelayError):
+    """A browser sent this request from another site's page (CSRF)."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class LoopbackOnly(RelayError):
@@ -65,7 +74,8 @@ def basic_ok(auth: SourceAuth) -> bool:
     if not auth.basic_user or given is None or given.type != "basic":
         return False
     user_ok = same(given.username or "", auth.basic_user)
-    return same(given.password or "", auth.basic_password) and user_ok  # both compared, always
+    password_ok = same(given.password or "", auth.basic_password)  # both compared, always
+    return user_ok and password_ok and bool(auth.basic_password)
 
 
 def hmac_ok(auth: SourceAuth, now: float) -> bool:
@@ -76,7 +86,8 @@ def hmac_ok(auth: SourceAuth, now: float) -> bool:
     signed = request.get_data(cache=True)
     if auth.timestamp_header:
         stamp = request.headers.get(auth.timestamp_header, "").strip()
-        if not stamp.isdigit() or abs(now - int(stamp)) > auth.max_skew_seconds:
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= MAX_TIMESTAMP_DIGITS) \
+                or abs(now - int(stamp)) > auth.max_skew_seconds:
             return False  # a captured request replayed later is refused
         signed = stamp.encode() + b":" + signed
     expected = hmac.new(auth.hmac_secret.encode(), signed, hashlib.sha256).hexdigest()
@@ -93,14 +104,37 @@ def is_loopback(address: str | None) -> bool:
         return False
 
 
+def loopback_host(host: str) -> bool:
+    """Tell whether a Host header names this machine: a DNS name rebound to 127.0.0.1 does not."""
+    name = host[1:host.find("]")] if host.startswith("[") else host.rpartition(":")[0] or host
+    name = name.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost") or is_loopback(name)
+
+
+def _require_loopback(why: str) -> None:
+    """Let in a request from this machine that names this machine; else raise LoopbackOnly saying why."""
+    if not is_loopback(request.remote_addr):
+        raise LoopbackOnly(why)
+    if not loopback_host(request.host):
+        raise LoopbackOnly(f"{why}, by a loopback name in Host (localhost, 127.0.0.1 or [::1]): a page in a browser "
+                           "must not reach it through a DNS name that points here")
+
+
+def same_origin() -> bool:
+    """Tell whether a request's Origin, when a browser sent one, is the relay itself."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == request.host_url.rstrip("/")
+
+
 def check_webhook(source_name: str) -> None:
     """Let a webhook in, or raise Unauthorized / LoopbackOnly."""
     auth = current_app.extensions["relay.webhook_auth"].get(source_name, SourceAuth())
     if not auth.configured:
-        if is_loopback(request.remote_addr) or current_app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"]:
+        if current_app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"]:
             return
-        raise LoopbackOnly("no credential is configured for this source, so it accepts webhooks from "
-                           "loopback only; see the README's Security section")
+        _require_loopback("no credential is configured for this source, so it accepts webhooks from loopback "
+                          "only; see the README's Security section")
+        return
     if not (bearer_ok(auth) or basic_ok(auth) or hmac_ok(auth, time.time())):
         raise Unauthorized("missing or invalid credentials")
 
@@ -109,9 +143,8 @@ def check_api(browser: bool = False) -> None:
     """Let an API or page request in: the API token (the page: or its cookie), or loopback when none is set."""
     token = current_app.config["RELAY_API_TOKEN"]
     if not token:
-        if is_loopback(request.remote_addr):
-            return
-        raise LoopbackOnly("RELAY_API_TOKEN is not set, so the API answers loopback only")
+        _require_loopback("RELAY_API_TOKEN is not set, so the API answers loopback only")
+        return
     if not (bearer_ok(SourceAuth(bearer_token=token)) or (browser and browser_ok(token))):
         raise Unauthorized("missing or invalid credentials")
 
@@ -136,6 +169,9 @@ def browser_ok(token: str) -> bool:
 
 def _guard():
     """Route each request to its check by blueprint; health and metrics stay open."""
+    # The page checks its own posts, more strictly: it also refuses one with neither Origin nor Referer.
+    if request.method not in SAFE_METHODS and request.blueprint != "ui" and not same_origin():
+        raise CrossOrigin("a request from another site's page is refused; call the relay directly")
     if request.blueprint == "webhooks":
         check_webhook((request.view_args or {}).get("source_name", ""))
     elif request.blueprint in ("api", "ui"):
@@ -151,6 +187,9 @@ def load(config) -> dict[str, SourceAuth]:
         if unknown:
             raise ConfigError(f"WEBHOOK_AUTH[{source!r}]: unknown setting(s) {', '.join(sorted(unknown))}")
         loaded[source] = SourceAuth(**settings)
+        if loaded[source].basic_user and not loaded[source].basic_password:
+            raise ConfigError(f"WEBHOOK_AUTH[{source!r}]: basic_user is set without basic_password; set both "
+                              "(RELAY_<SOURCE>_BASIC_USER and RELAY_<SOURCE>_BASIC_PASSWORD)")
     return loaded
 
 

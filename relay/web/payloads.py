@@ -5,7 +5,7 @@ import re
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay.errors import BadInput
+from relay.errors import BadInput, NotJson
 
 NUL = "\u0000"
 REPLACEMENT = "\ufffd"
@@ -30,6 +30,8 @@ def nesting_depth(value) -> int:
 
 def read_json(allow_array=False):
     """Return the request body as a JSON object (or array, if allowed), or raise BadInput saying why."""
+    if not request.is_json:  # a cross-site form or text/plain POST from a browser is refused unread
+        raise NotJson("send the body with Content-Type: application/json")
     raw = request.get_data(cache=True)
     if (request.content_length is None and len(raw) >= (request.max_content_length or float("inf"))
             and request.environ["wsgi.input"].read(1)):  # a chunked body was cut at the limit: more was sent
