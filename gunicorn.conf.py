@@ -6,10 +6,25 @@ import shutil
 import sys
 import tempfile
 
+
+def _number(name: str, default: str, cast=int, least=1):
+    """Read a numeric setting from the environment; a bad one stops gunicorn with one line naming it."""
+    text = os.environ.get(name, default)
+    try:
+        value = cast(text)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        sys.exit(f"relay: configuration error: {name} must be a number of at least {least}, not {text!r}")
+    return value
+
+
 bind = os.environ.get("RELAY_BIND", "127.0.0.1:8080")
-workers = int(os.environ.get("RELAY_WORKERS", "2"))
-worker_class = "sync"
-timeout = int(os.environ.get("RELAY_WORKER_TIMEOUT", "30"))
+workers = _number("RELAY_WORKERS", "2")
+# Threads, not one request per process: a slow or silent client holds a thread, never a whole worker; its
+# request is closed unless fully received within RELAY_REQUEST_DEADLINE_SECONDS (relay/web/serving.py).
+threads = _number("RELAY_THREADS", "64")
+timeout = _number("RELAY_WORKER_TIMEOUT", "30")
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-" if os.environ.get("RELAY_ACCESS_LOG", "0") == "1" else None
@@ -33,9 +48,10 @@ if _STARTS_DELIVERY and not os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE"):
 
 
 def _relay_module(name: str):
-    """Load relay/<name>.py (a path like delivery/supervisor) on its own. Importing the relay package would load the app into the master, and
-    workers forked after a HUP reload would then keep running the old code; in a worker it would load the relay
-    into whatever app this file serves (bench/bare_app.py), with its SQLAlchemy event listeners."""
+    """Load relay/<name>.py (name may be a path: delivery/supervisor) on its own. Importing the relay package would
+    load the app into the master, and workers forked after a HUP reload would then keep running the old code; in
+    a worker it would load the relay into whatever app this file serves (bench/bare_app.py), with its SQLAlchemy
+    event listeners."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay", f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"relay_gunicorn_{name.replace('/', '_')}", path)
     module = importlib.util.module_from_spec(spec)
@@ -56,6 +72,9 @@ logconfig_dict = {
     },
     "handlers": {"json": {"()": _relay_module("logs").json_handler}},
 }
+
+worker_class = _relay_module("web/serving").DeadlineThreadWorker
+worker_class.request_deadline = _number("RELAY_REQUEST_DEADLINE_SECONDS", "10", float, least=0.1)
 
 
 def on_starting(server):

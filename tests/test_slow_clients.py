@@ -1,0 +1,92 @@
+"""Intake does not depend on how many clients are slow: idle, trickling and waiting clients hold threads, never
+the workers, and a request not received within its deadline is closed."""
+import os
+import select
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.processes import BIN, ROOT, gunicorn, wait_for
+
+pytestmark = pytest.mark.system
+
+SLOW = 30  # connections of each kind: idle, trickling
+DEADLINE = 2.0
+
+
+def notification(n: int) -> dict:
+    """An Alertmanager notification of one firing alert of its own."""
+    return {"version": "4", "status": "firing", "receiver": "relay", "groupKey": "{}:{}", "groupLabels": {},
+            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
+            "alerts": [{"status": "firing", "labels": {"alertname": f"Prompt{n}"}, "annotations": {},
+                        "startsAt": "2026-12-07T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}]}
+
+
+class Trickler:
+    """A connection that sends its request's head one byte at a time, a byte every half second."""
+
+    HEAD = b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" \
+           b"Content-Length: 100\r\n\r\n"
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.closed_after = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.started = time.monotonic()
+        self.thread.start()
+
+    def _run(self):
+        for byte in self.HEAD * 10:
+            try:
+                self.sock.send(bytes([byte]))
+                if select.select([self.sock], [], [], 0.5)[0] and not self.sock.recv(1024):
+                    raise ConnectionResetError  # the relay closed the connection
+            except OSError:
+                self.closed_after = time.monotonic() - self.started
+                return
+
+
+@pytest.fixture
+def relay(tmp_path, pd, routing_key):
+    db_path = tmp_path / "relay.sqlite3"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "PAGERDUTY_EVENTS_URL": pd.events_url,
+           "PAGERDUTY_ROUTING_KEY": routing_key, "RELAY_DELIVERY": "0", "RELAY_SYNC_WAIT_SECONDS": "8",
+           "RELAY_REQUEST_DEADLINE_SECONDS": str(DEADLINE), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    subprocess.run([BIN / "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=60)
+    with gunicorn(env) as (base, proc):
+        wait_for(base + "/healthz", proc)
+        yield base, proc
+
+
+def test_slow_clients_and_waiting_jobs_leave_webhooks_prompt(relay, routing_key):
+    base, proc = relay
+    port = int(base.rsplit(":", 1)[1])
+    for n in range(4):  # each worker's first requests load what the app loads lazily
+        requests.post(base + "/webhooks/alertmanager", json=notification(100 + n), timeout=10)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(SLOW)]
+    tricklers = [Trickler(port) for _ in range(SLOW)]
+    jobs = [threading.Thread(target=requests.post, args=(base + "/api/v1/incidents",), daemon=True,
+                             kwargs={"json": {"title": "waits", "service_key": routing_key}, "timeout": 20})
+            for _ in range(4)]  # no delivery process: each waits RELAY_SYNC_WAIT_SECONDS for an outcome
+    for job in jobs:
+        job.start()
+    time.sleep(0.5)
+    latencies = []
+    for n in range(20):
+        started = time.monotonic()
+        response = requests.post(base + "/webhooks/alertmanager", json=notification(n), timeout=10)
+        latencies.append(time.monotonic() - started)
+        assert response.status_code == 202, response.text
+    assert max(latencies) < 1.0, latencies
+
+    time.sleep(DEADLINE + 1.5)
+    closed = [t.closed_after for t in tricklers]
+    assert all(after is not None and after < DEADLINE + 2.0 for after in closed), closed
+    assert proc.poll() is None
+    for sock in idle:
+        sock.close()
