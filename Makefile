@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test migrate simulator clean
+.PHONY: run test check migrate simulator clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: migrate
 test: $(VENV)/.dev
 	.ci/system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tier: no apt, no PostgreSQL, no browser, no gunicorn; under a minute.
+check: $(VENV)/.dev
+	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
 
 simulator: $(VENV)/.runtime
 	$(BIN)/python -m tools.simulator --port 8090

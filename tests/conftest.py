@@ -155,3 +155,40 @@ def make_app(backend, database_urls, pd):
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+# --- test tiers: `make check` runs what needs nothing but Python (-m "not system"); `make test` runs everything ---
+
+# Whole files that start gunicorn, the delivery process or other processes, need a browser, or fuzz at length.
+SYSTEM_FILES = {"test_server.py", "test_supervision.py", "test_supervisor.py", "test_delivery_reliability.py",
+                "test_ui_browser.py", "test_openapi_fuzz.py", "test_fuzz.py"}
+# Single tests, in files otherwise fast, that start processes (gunicorn, the simulator's CLI, `flask relay`).
+SYSTEM_TESTS = {
+    "test_logs.py": {"test_gunicorn_logs_json_without_access_log_by_default"},
+    "test_metrics.py": {"test_gunicorn_workers_report_the_total"},
+    "test_simulator.py": {"test_cli_serves_events_and_stops_on_sigterm", "test_cli_never_prints_a_full_routing_key"},
+    "test_webhooks.py": {"test_check_config_ok", "test_check_config_warns_without_default_route",
+                         "test_check_config_names_route_and_field"},
+    "test_outbox.py": {"test_claims_walk_the_open_index_before_the_store_was_ever_analyzed"},  # its own PostgreSQL
+}
+POSTGRES_FIXTURES = {"postgres_url", "own_postgres_url"}
+
+
+def is_system_test(item) -> bool:
+    """Tell whether a test needs more than Python: processes, PostgreSQL, Alertmanager or a browser."""
+    path = item.path
+    if "e2e" in path.parts or path.name in SYSTEM_FILES:
+        return True
+    if item.originalname in SYSTEM_TESTS.get(path.name, ()):
+        return True
+    params = getattr(item, "callspec", None)
+    if params and "postgresql" in (params.params.get("backend"), params.params.get("store_url")):
+        return True
+    return bool(POSTGRES_FIXTURES & set(item.fixturenames))
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the system tier, which `make check` leaves out."""
+    for item in items:
+        if is_system_test(item):
+            item.add_marker(pytest.mark.system)
