@@ -7,7 +7,7 @@ import sys
 import tempfile
 
 
-def _number(name: str, default: str, cast=int, least=1):
+def _env_number(name: str, default: str, cast=int, least=1):
     """Read a numeric setting from the environment; a bad one stops gunicorn with one line naming it."""
     text = os.environ.get(name, default)
     try:
@@ -20,11 +20,11 @@ def _number(name: str, default: str, cast=int, least=1):
 
 
 bind = os.environ.get("RELAY_BIND", "127.0.0.1:8080")
-workers = _number("RELAY_WORKERS", "2")
+workers = _env_number("RELAY_WORKERS", "2")
 # Threads, not one request per process: a slow or silent client holds a thread, never a whole worker; its
 # request is closed unless fully received within RELAY_REQUEST_DEADLINE_SECONDS (relay/web/serving.py).
-threads = _number("RELAY_THREADS", "64")
-timeout = _number("RELAY_WORKER_TIMEOUT", "30")
+threads = _env_number("RELAY_THREADS", "64")
+timeout = _env_number("RELAY_WORKER_TIMEOUT", "30")
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-" if os.environ.get("RELAY_ACCESS_LOG", "0") == "1" else None
@@ -74,7 +74,7 @@ logconfig_dict = {
 }
 
 worker_class = _relay_module("web/serving").DeadlineThreadWorker
-worker_class.request_deadline = _number("RELAY_REQUEST_DEADLINE_SECONDS", "10", float, least=0.1)
+worker_class.request_deadline = _env_number("RELAY_REQUEST_DEADLINE_SECONDS", "10", float, least=0.1)
 
 
 def on_starting(server):
