@@ -213,27 +213,3 @@ def _plan(conn, statement, params, count):
     sql = str(statement.compile(dialect=conn.dialect)).replace("__[POSTCOMPILE_count]", str(count))
     return "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, params).scalars())
 
-
-def test_store_rows_writes_exactly_what_sqlalchemys_insert_writes(app, routing_key):
-    """On SQLite store_rows binds the values itself and runs the driver's insert: every column must hold what
-    SQLAlchemy's own insert stores, as the driver reads it and as the models read it."""
-    event = {"routing_key": routing_key, "event_action": "trigger", "dedup_key": "dé-1",
-             "payload": {"summary": "naïve ✓", "source": "x", "severity": "info", "custom_details": {"n": [1, None]}}}
-    rows = [outbox.row_values(event, source="test", route="r", alert={"labels": {"a": "b"}, "links": []}),
-            outbox.row_values({**event, "event_action": "resolve"}, source="test", alert=None,
-                              status=models.UNROUTED, error="no route")]
-    with app.app_context():
-        stored = outbox.store_rows(db.engine, rows)
-        with outbox.writer_connection(db.engine) as conn, conn.begin():
-            reference = outbox.record_many(conn, rows)
-        assert len(set(stored)) == 2 and stored == sorted(stored) and min(reference) > max(stored)
-        with db.engine.connect() as conn:
-            def as_stored(ids):
-                return [tuple(r)[1:] for r in conn.exec_driver_sql(
-                    f"SELECT * FROM incident_log WHERE id IN ({ids[0]}, {ids[1]}) ORDER BY id")]
-
-            def as_read(ids):
-                return [tuple(r)[1:] for r in conn.execute(select(IncidentLog.__table__).where(
-                    IncidentLog.id.in_(ids)).order_by(IncidentLog.id))]
-            assert as_stored(stored) == as_stored(reference)
-            assert as_read(stored) == as_read(reference)

@@ -6,7 +6,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from relay.store import outbox
+from relay.store import outbox, sqlite
 from relay.store.models import db
 
 HOLD_SECONDS = 0.08  # SQLite's own busy handler would try at 78 ms, then sleep on to 103 ms
@@ -54,9 +54,7 @@ def test_a_waiting_writer_gets_the_lock_moments_after_it_is_released(app, no_gc)
 
 
 def test_a_writer_that_never_gets_the_lock_fails_with_a_database_error(app, monkeypatch):
-    import relay
-
-    monkeypatch.setattr(relay, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_SECONDS", 0.05)
     with app.app_context():
         with outbox.writer_connection(db.engine) as holder, holder.begin():
             waiter = outbox.writer_connection(db.engine)
