@@ -1,4 +1,5 @@
-"""SQLite writers across connections: the write lock is taken as soon as it comes free."""
+"""The store's SQLite backend: writers across connections take the write lock as soon as it comes free; the
+wake-up on other processes' commits."""
 import gc
 import threading
 import time
@@ -93,3 +94,24 @@ def test_writers_queue_for_the_lock_instead_of_trying_it_over_and_over(app):
         holder.close()
         waiter.close()
     assert waited >= HOLD_SECONDS / 2 and tries == ["BEGIN IMMEDIATE"], (waited, tries)
+
+
+def test_the_watcher_wakes_on_another_connections_commit(app):
+    """The delivery process learns of rows another process stored from data_version, without a lock."""
+    with app.app_context():
+        watch = outbox.new_rows_watcher(db.engine)
+        woken, stopping = threading.Event(), threading.Event()
+        listener = threading.Thread(target=watch, args=(woken.set, stopping), daemon=True)
+        listener.start()
+        try:
+            time.sleep(10 * sqlite.WATCH_SECONDS)  # its first look: the version it starts from
+            assert not woken.is_set()
+            outbox.store_rows(db.engine, [outbox.row_values({"routing_key": "k", "event_action": "resolve"}, "test")])
+            assert woken.wait(5)
+        finally:
+            stopping.set()
+            listener.join(5)
+
+
+def test_a_database_in_memory_has_nothing_to_watch():
+    assert sqlite.watcher(sa.create_engine("sqlite://")) is None
