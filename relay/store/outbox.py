@@ -21,7 +21,6 @@ RATE_WINDOW = timedelta(seconds=60)  # PagerDuty 05-Rate-Limits.md: events per m
 # Attempts are counted when claimed, PagerDuty counts them on arrival: the budget frees this much later, so a
 # request's time in flight never lets PagerDuty see more than the limit in any minute.
 RATE_SLACK = timedelta(seconds=2)
-NOTIFY_CHANNEL = postgres.NOTIFY_CHANNEL
 _BACKENDS = {"sqlite": sqlite, "postgresql": postgres}
 
 

@@ -75,10 +75,9 @@ def watcher(engine):
     return listen
 
 
-# Per row, executemany costs a round trip's worth of driver work and a VALUES list costs SQLAlchemy a fresh
-# compile; this statement is fixed text whose size never grows, fed one JSON document per batch.
-
-# Each result on its attempt, then on its row (only while this worker holds the lease), in one statement.
+# Each result on its attempt, then on its row (only while this worker holds the lease), in one statement. Per
+# row, executemany costs a round trip's worth of driver work and a VALUES list costs SQLAlchemy a fresh compile;
+# this is fixed text whose size never grows, fed one JSON document per batch.
 _FINISH = text("""
 WITH r AS (
     SELECT * FROM json_to_recordset(CAST(:results AS json)) AS r(
