@@ -163,3 +163,11 @@ def test_rows_that_are_not_open_are_never_claimed(app, routing_key, status):
                       source="test", status=status)
         db.session.commit()
     assert claim(app) == []
+
+
+def test_both_backends_offer_what_the_outbox_asks_of_them():
+    from relay.store import postgres, sqlite
+
+    asked = ("writer_connection", "write_transaction", "prepare_candidates", "take", "hold_rate_budget", "finish",
+             "watcher")
+    assert all(callable(getattr(module, name, None)) for module in (sqlite, postgres) for name in asked)

@@ -25,7 +25,11 @@ _BACKENDS = {"sqlite": sqlite, "postgresql": postgres}
 
 
 def backend(bind):
-    """The backend module of an engine's or connection's database."""
+    """The backend module of an engine's or connection's database.
+
+    Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
+    hold_rate_budget, finish and watcher.
+    """
     return _BACKENDS[bind.dialect.name]
 
 
