@@ -5,8 +5,8 @@ import time
 from datetime import timedelta
 
 import pytest
-
 from conftest import app_config
+
 from relay import create_app
 from relay.delivery import worker
 from relay.store.models import IncidentLog, db, utcnow
