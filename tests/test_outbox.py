@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
-from relay.store import models, outbox
+from relay.store import outbox, states
 from relay.store.models import DeliveryAttempt, IncidentLog, db, utcnow
 
 POLICY = RetryPolicy(base_seconds=10, max_seconds=100, give_up_seconds=3600)
@@ -156,7 +156,7 @@ def test_requeue_puts_failed_and_dead_rows_back(app, routing_key):
     assert row(app, log_id).status == "pending" and row(app, delivered_id).status == "delivered"
 
 
-@pytest.mark.parametrize("status", [models.UNROUTED, models.DELIVERED])
+@pytest.mark.parametrize("status", [states.UNROUTED, states.DELIVERED])
 def test_rows_that_are_not_open_are_never_claimed(app, routing_key, status):
     with app.app_context():
         outbox.record({"routing_key": routing_key, "event_action": "resolve", "dedup_key": "z"},
