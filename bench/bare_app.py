@@ -28,7 +28,7 @@ bench_rows = sa.Table(
 
 
 def _tune_sqlite(dbapi_connection, _record):
-    """The relay's SQLite settings (relay/__init__.py)."""
+    """The relay's SQLite settings (relay/store/sqlite.py)."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()

@@ -16,7 +16,7 @@ from relay.delivery import worker
 from relay.errors import RelayError, error_body
 from relay.intake import configure
 from relay.startup import freeze_startup_objects
-from relay.store import models, outbox, retention
+from relay.store import models, outbox, retention, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
@@ -181,7 +181,7 @@ def _touch(path) -> bool:
 
 
 @relay_cli.command("replay")
-@click.option("--status", "statuses", multiple=True, type=click.Choice([models.FAILED, models.DEAD]),
+@click.option("--status", "statuses", multiple=True, type=click.Choice(states.REPLAYABLE),
               help="Which rows to send again (default: failed and dead).")
 @click.option("--since", default=None, help="Only rows accepted since: 30m, 2h, 7d or an ISO 8601 time.")
 @click.option("--id", "log_ids", multiple=True, type=int, help="Only these rows (repeatable).")
@@ -194,7 +194,7 @@ def replay(statuses, since, log_ids):
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since") from None
     ids = outbox.requeue(db.session, models.utcnow(), *conditions,
-                         statuses=statuses or (models.FAILED, models.DEAD))
+                         statuses=statuses or states.REPLAYABLE)
     db.session.commit()
     worker.wake()
     click.echo(json.dumps({"requeued": len(ids), "log_ids": ids}))

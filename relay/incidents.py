@@ -7,7 +7,7 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 from relay import metrics
 from relay.delivery import worker
 from relay.pagerduty.event import DEDUP_KEY_MAX, load_event
-from relay.store import models, outbox
+from relay.store import models, outbox, states
 from relay.store.models import IncidentLog, db
 
 # Urgency is not an Events API field; dynamic notifications map severity to it
@@ -89,7 +89,7 @@ def answer(row: IncidentLog) -> JobResult:
     if row.status == models.DELIVERED:
         return JobResult({"success": True, "dedup_key": row.dedup_key, "status": row.pd_status,
                           "message": row.pd_message, "log_id": row.id}, 200)
-    if row.status in (models.FAILED, models.DEAD):
+    if row.status in states.NOT_DELIVERED:
         detail = "; ".join(row.pd_errors or [])
         detail = f"{row.pd_message or row.error or 'no answer'}{': ' + detail if detail else ''}"
         error = {"name": "PagerDutyError", "value": f"PagerDuty API error: {detail}", "log_id": row.id}

@@ -145,25 +145,23 @@ def add_secrets(secrets, mask) -> None:
     _redactions[:] = [(secret, mask(secret)) for secret in sorted(known, key=len, reverse=True)]
 
 
-def delivery_outcomes(results, policy, now=None) -> None:
-    """Log each attempt that was not a plain success: WARNING for a retry, ERROR for failed or given up."""
+def delivery_outcomes(results, moves) -> None:
+    """Log each attempt that was not a plain success, as (claimed, delivery) pairs with where the store moved
+    each row (states.Transition, in the same order): WARNING for a retry, ERROR for failed or given up."""
     from relay.masking import mask
-    from relay.pagerduty.client import FAILED, RETRY
-    from relay.store.models import utcnow
+    from relay.store import states
 
     log = logging.getLogger("relay.delivery.worker")
-    now = now or utcnow()
-    for claimed, delivery in results:
-        if delivery.outcome not in (RETRY, FAILED):
+    for (claimed, delivery), moved in zip(results, moves):
+        if moved.status == states.DELIVERED:
             continue
-        dead = delivery.outcome == RETRY and policy.gives_up(claimed.created_at, now)
         fields = {"log_id": claimed.log_id, "attempt": claimed.attempts, "outcome": delivery.outcome,
                   "http_status": delivery.http_status, "routing_key": mask(claimed.event.get("routing_key")),
                   "dedup_key": claimed.event.get("dedup_key"), "pd_message": delivery.message,
                   "pd_errors": delivery.errors or None, "error": delivery.error}
-        if delivery.outcome == FAILED:
+        if moved.status == states.FAILED:
             log.error("PagerDuty refused the event; it will not be retried", extra=fields)
-        elif dead:
+        elif moved.status == states.DEAD:
             log.error("delivery given up: still failing after RELAY_GIVE_UP_AFTER_SECONDS", extra=fields)
         else:
             log.warning("delivery failed; will retry", extra=fields)

@@ -16,8 +16,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select, text
 
-from relay.pagerduty.client import RETRY
-from relay.store import models
+from relay.store import models, states
 from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -87,27 +86,27 @@ def event_stored(source: str, action: str, route: str = DIRECT_ROUTE) -> None:
     EVENTS.labels(source, route, action).inc()
 
 
-def delivered(results, policy, now=None) -> None:
-    """Count the outcomes of finished attempts, as (claimed, delivery) pairs, once they are recorded.
-
-    Retry versus given up follows outbox._new_state: a retryable failure past the policy's give-up age is dead.
-    """
+def delivered(results, moves, now=None) -> None:
+    """Count the outcomes of finished attempts, as (claimed, delivery) pairs, once they are recorded, with where
+    the store moved each row (states.Transition, in the same order)."""
     now = now or utcnow()
-    for claimed, delivery in results:
+    for (claimed, delivery), moved in zip(results, moves):
         DELIVERIES.labels(delivery.outcome, str(delivery.http_status or "none")).inc()
         PD_DURATION.observe(delivery.duration_ms / 1000)
-        if delivery.ok:
+        if moved.status == states.DELIVERED:
             LATENCY.observe(max(0.0, (now - claimed.created_at).total_seconds()))
-        elif delivery.outcome == RETRY:
-            (GIVEN_UP if policy.gives_up(claimed.created_at, now) else RETRIES).inc()
+        elif moved.status == states.RETRYING:
+            RETRIES.inc()
+        elif moved.status == states.DEAD:
+            GIVEN_UP.inc()
 
 
 def outbox_backlog(conn) -> tuple[dict[str, int], object]:
     """Count open rows (pending, retrying) by status and find the oldest one's created_at, in one query."""
     rows = conn.execute(select(IncidentLog.status, func.count(), func.min(IncidentLog.created_at))
-                        .where(text(f"incident_log.{models.OPEN_SQL}"))  # verbatim: the partial index serves it
+                        .where(text(f"incident_log.{states.OPEN_SQL}"))  # verbatim: the partial index serves it
                         .group_by(IncidentLog.status)).all()
-    counts = {status: 0 for status in models.OPEN}
+    counts = {status: 0 for status in states.OPEN}
     oldest = None
     for status, count, created_at in rows:
         counts[status] = count

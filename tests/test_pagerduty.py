@@ -3,7 +3,8 @@ import socket
 
 import pytest
 
-from relay.pagerduty.client import DELIVERED, FAILED, RETRY, PagerDutyClient, classify, parse_retry_after
+from relay.pagerduty.client import PagerDutyClient, classify, parse_retry_after
+from relay.store.states import DELIVERED, FAILED, RETRY
 
 
 @pytest.mark.parametrize("http_status, outcome", [

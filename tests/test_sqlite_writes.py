@@ -1,4 +1,5 @@
-"""SQLite writers across connections: the write lock is taken as soon as it comes free."""
+"""The store's SQLite backend: writers across connections take the write lock as soon as it comes free; the
+wake-up on other processes' commits."""
 import gc
 import threading
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from relay.store import outbox
+from relay.store import outbox, sqlite
 from relay.store.models import db
 
 HOLD_SECONDS = 0.08  # SQLite's own busy handler would try at 78 ms, then sleep on to 103 ms
@@ -54,9 +55,7 @@ def test_a_waiting_writer_gets_the_lock_moments_after_it_is_released(app, no_gc)
 
 
 def test_a_writer_that_never_gets_the_lock_fails_with_a_database_error(app, monkeypatch):
-    import relay
-
-    monkeypatch.setattr(relay, "SQLITE_BUSY_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(sqlite, "BUSY_TIMEOUT_SECONDS", 0.05)
     with app.app_context():
         with outbox.writer_connection(db.engine) as holder, holder.begin():
             waiter = outbox.writer_connection(db.engine)
@@ -95,3 +94,24 @@ def test_writers_queue_for_the_lock_instead_of_trying_it_over_and_over(app):
         holder.close()
         waiter.close()
     assert waited >= HOLD_SECONDS / 2 and tries == ["BEGIN IMMEDIATE"], (waited, tries)
+
+
+def test_the_watcher_wakes_on_another_connections_commit(app):
+    """The delivery process learns of rows another process stored from data_version, without a lock."""
+    with app.app_context():
+        watch = outbox.new_rows_watcher(db.engine)
+        woken, stopping = threading.Event(), threading.Event()
+        listener = threading.Thread(target=watch, args=(woken.set, stopping), daemon=True)
+        listener.start()
+        try:
+            time.sleep(10 * sqlite.WATCH_SECONDS)  # its first look: the version it starts from
+            assert not woken.is_set()
+            outbox.store_rows(db.engine, [outbox.row_values({"routing_key": "k", "event_action": "resolve"}, "test")])
+            assert woken.wait(5)
+        finally:
+            stopping.set()
+            listener.join(5)
+
+
+def test_a_database_in_memory_has_nothing_to_watch():
+    assert sqlite.watcher(sa.create_engine("sqlite://")) is None

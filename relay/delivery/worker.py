@@ -2,12 +2,11 @@
 
 Under gunicorn one delivery process per host (`flask relay worker`, started by gunicorn.conf.py), or a thread
 in the process that needs it (CLI jobs, tests). A new row wakes it at once: in-process through wake(), from the
-web workers through SQLite's data_version or PostgreSQL's LISTEN/NOTIFY; a slow poll is the fallback.
+web workers through the store's watch for new rows; a slow poll is the fallback.
 """
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 import uuid
@@ -19,14 +18,13 @@ from sqlalchemy import select
 from relay import logs, metrics
 from relay.pagerduty.client import PagerDutyClient
 from relay.pagerduty.retry import RetryPolicy
-from relay.store import models, outbox, retention
+from relay.store import outbox, retention, states
 from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 3600
 LINGER_SECONDS = 0.005  # how long a finished send may wait to be recorded with others
-SQLITE_WATCH_SECONDS = 0.002  # how often the delivery process looks for other processes' commits on SQLite
 _worker = None  # this process's worker, if one runs here
 _worker_lock = threading.Lock()
 
@@ -72,13 +70,13 @@ class DeliveryWorker:
         self.next_prune = time.monotonic() + 60  # not in the middle of start-up
 
     def start(self):
-        """Start delivering, and watching for other processes' new rows (NOTIFY, or SQLite's data_version)."""
+        """Start delivering, and watching for other processes' new rows."""
         self.thread.start()
         with self.app.app_context():
-            url = db.engine.url
-        watch = self._listen if url.get_backend_name() == "postgresql" else self._watch_sqlite
-        if url.get_backend_name() == "postgresql" or url.database:
-            self.listener = threading.Thread(target=watch, args=(url,), name="relay-listen", daemon=True)
+            watch = outbox.new_rows_watcher(db.engine)
+        if watch is not None:
+            self.listener = threading.Thread(target=watch, args=(self.wake, self.stopping), name="relay-listen",
+                                             daemon=True)
             self.listener.start()
         return self
 
@@ -150,16 +148,15 @@ class DeliveryWorker:
             conn = self._connection(engine)
             with outbox.write_transaction(conn):
                 now = utcnow()
-                if finished:
-                    outbox.complete(conn, self.id, finished, now, self.policy)
+                moves = outbox.complete(conn, self.id, finished, now, self.policy) if finished else []
                 claimed = (outbox.claim(conn, self.id, slots, now, self.lease_seconds, self.per_minute)
                            if wanted else [])
         except Exception:
             self._keep(finished)  # recorded by the next step, not lost with this transaction
             raise
         if finished:
-            metrics.delivered(finished, self.policy)
-            logs.delivery_outcomes(finished, self.policy)
+            metrics.delivered(finished, moves)
+            logs.delivery_outcomes(finished, moves)
             self._notify(finished)
         for item in claimed:
             self.inflight += 1
@@ -214,39 +211,9 @@ class DeliveryWorker:
         if not self.prune_after or time.monotonic() < self.next_prune:
             return
         self.next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
-        deleted = retention.prune(engine, utcnow() - self.prune_after, [models.DELIVERED])
+        deleted = retention.prune(engine, utcnow() - self.prune_after, [states.DELIVERED])
         if deleted:
             log.info("pruned %d delivered rows older than %s", deleted, self.prune_after)
-
-    def _watch_sqlite(self, url):
-        """Wake when another process commits: SQLite's data_version changes, read without any lock."""
-        conn = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False)
-        try:
-            seen = None
-            while not self.stopping.wait(SQLITE_WATCH_SECONDS):
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if seen is not None and version != seen:
-                    self.wake()
-                seen = version
-        finally:
-            conn.close()
-
-    def _listen(self, url):
-        """Wake on NOTIFY from other instances' new rows; reconnect when the connection drops."""
-        import psycopg
-
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self.stopping.is_set():
-            try:
-                with psycopg.connect(conninfo, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
-                    while not self.stopping.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self.wake()
-            except Exception:  # noqa: BLE001 - fall back to polling until PostgreSQL is back
-                log.warning("LISTEN connection lost; reconnecting in 1 s")
-                self.stopping.wait(1.0)
 
 
 def start(app) -> DeliveryWorker:
@@ -278,9 +245,6 @@ def wake():
         _worker.wake()
 
 
-TERMINAL = (models.DELIVERED, models.FAILED, models.DEAD)
-
-
 def wait_for_outcome(log_id: int, timeout: float) -> str:
     """Wait up to timeout seconds for the row to be delivered, refused or given up; return its status."""
     worker = current()
@@ -292,7 +256,7 @@ def wait_for_outcome(log_id: int, timeout: float) -> str:
             status = db.session.execute(select(IncidentLog.status).where(IncidentLog.id == log_id)).scalar()
             db.session.commit()  # end the read so the next look sees new commits
             remaining = deadline - time.monotonic()
-            if status in TERMINAL or remaining <= 0:
+            if status in states.FINAL or remaining <= 0:
                 return status
             if signal is not None:
                 signal.wait(min(remaining, 0.25))  # the poll also covers a row another process claimed

@@ -22,10 +22,7 @@ from urllib3.exceptions import TimeoutError as UrllibTimeout
 
 from relay.masking import redact
 from relay.pagerduty.event import encode
-
-DELIVERED = "delivered"
-RETRY = "retry"  # safe to send again later: nothing was accepted
-FAILED = "failed"  # PagerDuty refused the event itself: sending it again gets the same answer
+from relay.store.states import DELIVERED, FAILED, RETRY
 
 USER_AGENT = "relay/0.1 (+https://github.com/relay-alerts/relay)"
 

@@ -1,6 +1,6 @@
 """How an incident_log row is shown to people and API clients: never with the full routing key."""
 from relay.masking import redact_value
-from relay.store import models
+from relay.store import states
 from relay.store.models import IncidentLog
 
 
@@ -22,7 +22,7 @@ def log_entry(row: IncidentLog, with_attempts: bool = False) -> dict:
         "routing_key": row.routing_key_masked,
         "status": row.status,
         "attempts": row.attempts,
-        "next_attempt_at": _iso(row.next_attempt_at) if row.status == models.RETRYING else None,
+        "next_attempt_at": _iso(row.next_attempt_at) if row.status == states.RETRYING else None,
         "delivered_at": _iso(row.delivered_at),
         "http_status": row.http_status,
         "pagerduty": {"status": row.pd_status, "message": row.pd_message, "errors": row.pd_errors or []},

@@ -2,11 +2,10 @@
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
-from relay.store import models
 from relay.store.models import IncidentLog, utcnow
+from relay.store.states import STATUSES
 from relay.timeutil import parse_since
 
-STATUSES = (models.PENDING, models.RETRYING, models.DELIVERED, models.FAILED, models.DEAD, models.UNROUTED)
 MAX_LIMIT = 500
 
 

@@ -7,6 +7,19 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import JSON, BigInteger, DateTime, Integer
 from sqlalchemy.types import TypeDecorator
 
+# The row states are relay/store/states.py's; modules of other wings still name them through models.
+from relay.store.states import (  # noqa: F401
+    DEAD,
+    DELIVERED,
+    FAILED,
+    OPEN,
+    OPEN_SQL,
+    PENDING,
+    RETRYING,
+    SENDING,
+    UNROUTED,
+)
+
 
 def json_text(value) -> str:
     """A JSON column's text: compact UTF-8 from orjson, or the json module's ASCII text for what orjson refuses
@@ -21,18 +34,6 @@ db = SQLAlchemy(engine_options={"json_serializer": json_text})  # SQLALCHEMY_ENG
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-# Delivery states of a row: pending → delivered | retrying → failed | dead.
-PENDING = "pending"
-SENDING = "sending"  # an attempt's outcome while its request is in flight (stays so if the sender died)
-RETRYING = "retrying"
-DELIVERED = "delivered"
-FAILED = "failed"  # PagerDuty refused the event (400): retrying cannot help
-DEAD = "dead"  # retried until the give-up age
-UNROUTED = "unrouted"  # matched no route: kept so it is never silently dropped
-OPEN = (PENDING, RETRYING)  # states the delivery worker still has to act on
-# The same, as literal SQL: a partial index is only used when the query repeats its predicate verbatim.
-OPEN_SQL = "status IN ('pending', 'retrying')"
 
 
 class UTCDateTime(TypeDecorator):

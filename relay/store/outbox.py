@@ -1,13 +1,11 @@
-"""incident_log as the outbox: writing rows, claiming due ones under a lease, recording what became of them.
+"""incident_log as the outbox, the same on every database: writing rows, which rows are due, order per alert,
+the rate budget per routing key, claiming under a lease, recording what became of each attempt.
 
-Claims are atomic: PostgreSQL locks the rows it takes with FOR UPDATE SKIP LOCKED; SQLite runs claims as
-BEGIN IMMEDIATE (see relay/__init__.py), so one claimer at a time holds the write lock.
+What each database does its own way (locks, the write queue, wake-ups, the batch of results) is asked of its
+backend module, relay/store/sqlite.py or relay/store/postgres.py; what a row's next state is, of
+relay/store/states.py.
 """
-import fcntl
-import functools
 import hashlib
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,9 +13,7 @@ from sqlalchemy import Integer, bindparam, func, insert, or_, select, text, upda
 from sqlalchemy.orm import aliased
 
 from relay.masking import mask
-from relay.pagerduty.client import FAILED, Delivery
-from relay.pagerduty.retry import RetryPolicy
-from relay.store import models, postgres
+from relay.store import models, postgres, sqlite, states
 from relay.store.models import DeliveryAttempt, IncidentLog, db
 
 CANDIDATES_PER_SLOT = 4  # look past rows held back by order or rate limit, so other alerts are not starved
@@ -25,12 +21,20 @@ RATE_WINDOW = timedelta(seconds=60)  # PagerDuty 05-Rate-Limits.md: events per m
 # Attempts are counted when claimed, PagerDuty counts them on arrival: the budget frees this much later, so a
 # request's time in flight never lets PagerDuty see more than the limit in any minute.
 RATE_SLACK = timedelta(seconds=2)
-RATE_LOCK_ID = 0x72656C6179  # "relay": the PostgreSQL advisory lock around rate-limited claims
-NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
+_BACKENDS = {"sqlite": sqlite, "postgresql": postgres}
+
+
+def backend(bind):
+    """The backend module of an engine's or connection's database.
+
+    Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
+    hold_rate_budget, finish and watcher.
+    """
+    return _BACKENDS[bind.dialect.name]
 
 
 def row_values(event: dict, source: str, route: str | None = None, alert: dict | None = None,
-               status: str = models.PENDING, error: str | None = None) -> dict:
+               status: str = states.PENDING, error: str | None = None) -> dict:
     """The column values of a new row for a validated event (pending unless told otherwise)."""
     payload = event.get("payload") or {}
     now = models.utcnow()
@@ -62,37 +66,9 @@ def record_many(conn, rows: list[dict]) -> list[int]:
 
 
 def store_rows(engine, rows: list[dict]) -> list[int]:
-    """Write rows made by row_values in a transaction of their own and return their ids, in order.
-
-    On SQLite every write waits for the one write lock, so the rows' values are bound for the driver (JSON,
-    timestamps) before the lock is taken, and the lock is held for the driver's inserts and the commit alone.
-    """
-    with writer_connection(engine) as conn:
-        if conn.dialect.name != "sqlite" or not rows:
-            with write_transaction(conn):
-                return record_many(conn, rows)
-        sql, names, processors = _driver_insert(conn.dialect)
-        bound = [tuple(process(row[name]) if process else row[name] for name, process in zip(names, processors))
-                 for row in rows]
-        with write_transaction(conn):
-            cursor = conn.connection.driver_connection.cursor()
-            try:
-                return [cursor.execute(sql, values).fetchone()[0] for values in bound]
-            finally:
-                cursor.close()
-
-
-@functools.cache
-def _driver_insert(dialect) -> tuple[str, tuple[str, ...], tuple]:
-    """The one-row INSERT … RETURNING id as the driver runs it, the columns in the order of its parameters, and
-    each column's bind processor: the statement and values SQLAlchemy's own insert would send."""
-    table = IncidentLog.__table__
-    columns = row_values({"event_action": "trigger", "routing_key": "-"}, source="-")  # the names a row has
-    compiled = insert(table).values({name: bindparam(name) for name in columns}).returning(table.c.id).compile(
-        dialect=dialect)
-    names = tuple(compiled.positiontup)
-    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
-    return compiled.string, names, processors
+    """Write rows made by row_values in a write transaction of their own and return their ids, in order."""
+    with writer_connection(engine) as conn, write_transaction(conn):
+        return record_many(conn, rows)
 
 
 @dataclass
@@ -112,7 +88,7 @@ def key_hash(routing_key: str) -> str:
 
 
 # Verbatim, so the partial index ix_incident_log_open serves it.
-_OPEN = text(f"incident_log.{models.OPEN_SQL}")
+_OPEN = text(f"incident_log.{states.OPEN_SQL}")
 
 
 def _open_unleased(now):
@@ -136,12 +112,10 @@ _EARLIER = aliased(IncidentLog, name="earlier")
 # rather than an anti-join over the backlog, whose plan PostgreSQL gets badly wrong without fresh statistics.
 _CANDIDATES = select(_FIRST_DUE, select(func.min(_EARLIER.id)).where(
     _EARLIER.routing_key == _FIRST_DUE.c.routing_key, _EARLIER.dedup_key == _FIRST_DUE.c.dedup_key,
-    text(f"earlier.{models.OPEN_SQL}")).scalar_subquery().label("first_open")).order_by(_FIRST_DUE.c.id)
+    text(f"earlier.{states.OPEN_SQL}")).scalar_subquery().label("first_open")).order_by(_FIRST_DUE.c.id)
 _TAKE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.event, IncidentLog.created_at,
                 IncidentLog.attempts, IncidentLog.claimed_by)
          .where(IncidentLog.id.in_(_IDS), *_due(_NOW)).order_by(IncidentLog.id))
-# SKIP LOCKED: another instance claiming a row right now keeps it; the due check is re-read once locked.
-_TAKE_AND_LOCK = _TAKE.with_for_update(skip_locked=True)
 _LEASE = update(IncidentLog).where(IncidentLog.id.in_(_IDS)).values(
     claimed_by=bindparam("worker"), claimed_until=bindparam("until"), attempts=IncidentLog.attempts + 1)
 _OPEN_ATTEMPTS = insert(DeliveryAttempt).returning(DeliveryAttempt.id, sort_by_parameter_order=True)
@@ -160,27 +134,22 @@ def next_due_at(conn, now: datetime) -> datetime | None:
 
 def _candidates(conn, now: datetime, count: int):
     """The first due rows in acceptance order that are their alert's first open row, read without locks."""
-    if conn.dialect.name == "postgresql":
-        # Walk ix_incident_log_open in id order and stop at the limit. Statistics taken before a burst say few
-        # rows are open, and PostgreSQL then bitmap-scans the whole backlog and sorts it, on every claim.
-        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+    backend(conn).prepare_candidates(conn)
     rows = conn.execute(_CANDIDATES, {"now": now, "count": count}).all()
     # A row waits while an earlier open row of its alert (same routing key and dedup key) is in flight or due.
     return [row for row in rows if row.dedup_key is None or row.first_open == row.id]
 
 
 def _take(conn, rows, now: datetime):
-    """Read the events of the rows still due, locking them on PostgreSQL (SQLite's claim holds its lock)."""
+    """Read the events of the rows still due, held for this claim until it commits."""
     if not rows:
         return []
-    query = _TAKE_AND_LOCK if conn.dialect.name == "postgresql" else _TAKE
-    return conn.execute(query, {"ids": [row.id for row in rows], "now": now}).all()
+    return backend(conn).take(conn, _TAKE, {"ids": [row.id for row in rows], "now": now})
 
 
 def _rate_windows(conn, keys, now: datetime) -> dict[str, tuple[int, datetime]]:
     """Count each key's attempts in its rolling window, with the oldest of them, in one query."""
-    if conn.dialect.name == "postgresql":  # one lock: budget checks of several instances never interleave
-        conn.execute(select(func.pg_advisory_xact_lock(RATE_LOCK_ID)))
+    backend(conn).hold_rate_budget(conn)
     hashes = {key_hash(key): key for key in keys}
     attempt = DeliveryAttempt
     counts = conn.execute(select(attempt.routing_key_hash, func.count(), func.min(attempt.started_at)).where(
@@ -218,9 +187,9 @@ def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float,
     conn.execute(_LEASE, {"ids": ids, "worker": worker_id, "until": now + timedelta(seconds=lease_seconds)})
     taken_over = [row.id for row in allowed if row.claimed_by is not None]
     if taken_over:  # a lease that ran out means its sender died mid-request: say so rather than leave it "sending"
-        conn.execute(update(DeliveryAttempt).values(outcome="abandoned").where(
-            DeliveryAttempt.log_id.in_(taken_over), DeliveryAttempt.outcome == models.SENDING))
-    attempts = [{"log_id": row.id, "started_at": now, "outcome": models.SENDING,
+        conn.execute(update(DeliveryAttempt).values(outcome=states.ABANDONED).where(
+            DeliveryAttempt.log_id.in_(taken_over), DeliveryAttempt.outcome == states.SENDING))
+    attempts = [{"log_id": row.id, "started_at": now, "outcome": states.SENDING,
                  "routing_key_hash": key_hash(row.routing_key)} for row in allowed]
     attempt_ids = conn.execute(_OPEN_ATTEMPTS, attempts).scalars().all()
     return [Claimed(row.id, attempt_id, {"routing_key": row.routing_key, **row.event},
@@ -228,92 +197,56 @@ def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float,
             for row, attempt_id in zip(allowed, attempt_ids)]
 
 
-def _new_state(claimed: Claimed, delivery: Delivery, now: datetime, policy: RetryPolicy) -> tuple[str, datetime]:
-    """The row's next status after one attempt, and when it is next due."""
-    if delivery.ok:
-        return models.DELIVERED, now
-    if delivery.outcome == FAILED:
-        return models.FAILED, now
-    if policy.gives_up(claimed.created_at, now):
-        return models.DEAD, now
-    return models.RETRYING, now + timedelta(seconds=policy.delay(claimed.attempts, delivery.retry_after))
-
-
-_finish_attempt = (update(DeliveryAttempt).where(DeliveryAttempt.id == bindparam("b_attempt_id"))
-                   .values(outcome=bindparam("b_outcome"), http_status=bindparam("b_http_status"),
-                           duration_ms=bindparam("b_duration_ms"), error=bindparam("b_attempt_error")))
-# Only the lease holder moves the row: after a takeover the newer holder's answer counts.
-_finish_row = (update(IncidentLog).where(IncidentLog.id == bindparam("b_log_id"),
-                                          IncidentLog.claimed_by == bindparam("b_worker"))
-               .values(status=bindparam("b_status"), next_attempt_at=bindparam("b_next"),
-                       delivered_at=func.coalesce(IncidentLog.delivered_at, bindparam("b_delivered_at")),
-                       dedup_key=func.coalesce(IncidentLog.dedup_key, bindparam("b_dedup_key")),
-                       http_status=bindparam("b_http_status"), pd_status=bindparam("b_pd_status"),
-                       pd_message=bindparam("b_pd_message"), pd_errors=bindparam("b_pd_errors"),
-                       error=bindparam("b_error"), claimed_by=None, claimed_until=None,
-                       updated_at=bindparam("b_now")))
-
-
-def _result_record(claimed: Claimed, delivery: Delivery, now, policy) -> dict:
-    status, next_at = _new_state(claimed, delivery, now, policy)
+def _result_record(claimed: Claimed, delivery, moved: states.Transition, now: datetime) -> dict:
+    """The bind values that record one result on its attempt and its row."""
     return {
         "b_attempt_id": claimed.attempt_id, "b_outcome": delivery.outcome, "b_http_status": delivery.http_status,
         "b_duration_ms": round(delivery.duration_ms, 2), "b_attempt_error": delivery.error or _errors_text(delivery),
-        "b_log_id": claimed.log_id, "b_status": status, "b_next": next_at,
-        "b_delivered_at": now if status == models.DELIVERED else None, "b_dedup_key": delivery.dedup_key,
+        "b_log_id": claimed.log_id, "b_status": moved.status, "b_next": moved.due_at,
+        "b_delivered_at": now if moved.status == states.DELIVERED else None, "b_dedup_key": delivery.dedup_key,
         "b_pd_status": delivery.status, "b_pd_message": delivery.message, "b_pd_errors": delivery.errors or None,
         "b_error": delivery.error,
     }
 
 
-def complete(conn, worker_id: str, results, now: datetime, policy: RetryPolicy) -> None:
-    """Record each (claimed, delivery) result on its attempt and move its row on, releasing the lease."""
-    records = [_result_record(claimed, delivery, now, policy) for claimed, delivery in results]
-    if conn.dialect.name == "postgresql":
-        postgres.finish(conn, worker_id, records, now)
-        return
-    params = [{**record, "b_worker": worker_id, "b_now": now} for record in records]
-    conn.execute(_finish_attempt, params)
-    conn.execute(_finish_row, params)
+def complete(conn, worker_id: str, results, now: datetime, policy) -> list[states.Transition]:
+    """Record each (claimed, delivery) result on its attempt and move its row on, releasing the lease; return
+    where each row went, in order."""
+    moves = [states.after(claimed, delivery, now, policy) for claimed, delivery in results]
+    records = [_result_record(claimed, delivery, moved, now) for (claimed, delivery), moved in zip(results, moves)]
+    if records:
+        backend(conn).finish(conn, worker_id, records, now)
+    return moves
 
 
-def _errors_text(delivery: Delivery) -> str | None:
-    if delivery.ok:
+def _errors_text(delivery) -> str | None:
+    if delivery.outcome == states.DELIVERED:
         return None
     return "; ".join([delivery.message or "", *delivery.errors]).strip("; ") or None
 
 
-def requeue(conn, now: datetime, *conditions, statuses=(models.FAILED, models.DEAD)) -> list[int]:
+def requeue(conn, now: datetime, *conditions, statuses=states.REPLAYABLE) -> list[int]:
     """Put failed or dead rows matching the conditions back in the outbox, due now; return their ids.
 
     One UPDATE, no read before it: safe against concurrent writers on SQLite too.
     """
     result = conn.execute(update(IncidentLog).where(IncidentLog.status.in_(statuses), *conditions).values(
-        status=models.PENDING, next_attempt_at=now, claimed_by=None, claimed_until=None, updated_at=now,
+        status=states.PENDING, next_attempt_at=now, claimed_by=None, claimed_until=None, updated_at=now,
     ).returning(IncidentLog.id))
     return sorted(result.scalars().all())
 
 
 def writer_connection(engine):
-    """A connection for claims and stored webhooks: on SQLite its transactions take the write lock as they begin
-    (see relay/__init__.py)."""
-    return engine.connect().execution_options(sqlite_immediate=True)
+    """A connection for claims and stored webhooks, as its database wants one (see write_transaction)."""
+    return backend(engine).writer_connection(engine)
 
 
-@contextmanager
 def write_transaction(conn):
-    """A transaction on a writer connection. On SQLite the relay's writers first queue for the file's write lock
-    on a lock file beside it: the kernel hands it to the next one the moment the last one is done, where SQLite's
-    own lock can only be tried again and again (see relay/__init__.py), and every failed try costs CPU."""
-    path = conn.engine.url.database if conn.dialect.name == "sqlite" else None
-    if not path or path == ":memory:":
-        with conn.begin():
-            yield conn
-        return
-    queue = os.open(f"{path}-writers", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(queue, fcntl.LOCK_EX)
-        with conn.begin():
-            yield conn
-    finally:
-        os.close(queue)  # and with it the flock
+    """A transaction on a writer connection; on SQLite it holds the file's one write lock."""
+    return backend(conn).write_transaction(conn)
+
+
+def new_rows_watcher(engine):
+    """A function (wake, stopping) that calls wake() when another process stores rows, until stopping is set;
+    None when no other process can."""
+    return backend(engine).watcher(engine)

@@ -1,14 +1,83 @@
-"""PostgreSQL's one-statement form of the outbox's batch of results.
+"""Everything PostgreSQL-specific in the store: row locks and the advisory lock that make claims safe across
+instances, the claim's plan, the one-statement batch of results, and the wake-up by LISTEN/NOTIFY.
 
-Per row, executemany costs a round trip's worth of driver work and a VALUES list costs SQLAlchemy a fresh
-compile; this statement is fixed text whose size never grows, fed one JSON document per batch.
+Claims lock the rows they take with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait on each other;
+rate-limited claims serialize their budget checks on one advisory lock.
 """
+import functools
 import json
+import logging
+from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
-# Each result on its attempt, then on its row (only while this worker holds the lease), in one statement.
+log = logging.getLogger(__name__)
+
+RATE_LOCK_ID = 0x72656C6179  # "relay": the advisory lock around rate-limited claims
+NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
+
+
+def writer_connection(engine):
+    """A connection for claims and stored webhooks: row locks make any plain connection one."""
+    return engine.connect()
+
+
+@contextmanager
+def write_transaction(conn):
+    """A plain transaction: PostgreSQL writers need no queue."""
+    with conn.begin():
+        yield conn
+
+
+def prepare_candidates(conn) -> None:
+    """Walk ix_incident_log_open in id order and stop at the limit. Statistics taken before a burst say few rows
+    are open, and PostgreSQL then bitmap-scans the whole backlog and sorts it, on every claim."""
+    conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+
+
+@functools.cache
+def _skip_locked(statement):
+    return statement.with_for_update(skip_locked=True)
+
+
+def take(conn, statement, params):
+    """Run the claim's read of its rows, locking them; rows another instance is claiming right now are skipped
+    (SKIP LOCKED), and the read's conditions are checked again once a row is locked."""
+    return conn.execute(_skip_locked(statement), params).all()
+
+
+def hold_rate_budget(conn) -> None:
+    """Take the advisory lock until the transaction ends: budget checks of several instances never interleave."""
+    conn.execute(select(func.pg_advisory_xact_lock(RATE_LOCK_ID)))
+
+
+def watcher(engine):
+    """A function (wake, stopping) that calls wake() on NOTIFY from other instances' new rows."""
+    url = engine.url
+
+    def listen(wake, stopping):
+        """LISTEN until stopping is set; reconnect when the connection drops."""
+        import psycopg
+
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stopping.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    while not stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            wake()
+            except Exception:  # noqa: BLE001 - fall back to polling until PostgreSQL is back
+                log.warning("LISTEN connection lost; reconnecting in 1 s")
+                stopping.wait(1.0)
+
+    return listen
+
+
+# Each result on its attempt, then on its row (only while this worker holds the lease), in one statement. Per
+# row, executemany costs a round trip's worth of driver work and a VALUES list costs SQLAlchemy a fresh compile;
+# this is fixed text whose size never grows, fed one JSON document per batch.
 _FINISH = text("""
 WITH r AS (
     SELECT * FROM json_to_recordset(CAST(:results AS json)) AS r(
@@ -30,7 +99,7 @@ FROM r WHERE l.id = r.b_log_id AND l.claimed_by = :worker
 
 
 def finish(conn, worker_id: str, records: list[dict], now: datetime) -> None:
-    """Record a batch of results, given as the outbox's result records."""
+    """Record a batch of results, given as the outbox's result records, in one statement."""
     conn.execute(_FINISH, {"results": json.dumps(records, default=_iso), "now": now, "worker": worker_id})
 
 

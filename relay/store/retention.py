@@ -4,12 +4,11 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from relay.store import models
 from relay.store.models import DeliveryAttempt, IncidentLog
+from relay.store.states import FINISHED  # never pending or retrying
 
 log = logging.getLogger(__name__)
 
-FINISHED = (models.DELIVERED, models.FAILED, models.DEAD, models.UNROUTED)  # never pending or retrying
 BATCH = 1000  # rows per transaction, so a big prune never holds the store for long
 
 

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from relay.errors import RelayError
 from relay.masking import redact
-from relay.store import logquery, models
+from relay.store import logquery, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.web import auth
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("ui", __name__)
 
 FILTERS = ("status", "source", "route", "dedup_key", "since", "until", "limit")  # kept across pages
-RETRYABLE = (models.FAILED, models.DEAD)
+RETRYABLE = states.REPLAYABLE
 LOG_ID = "int(min=1, max=9223372036854775807)"  # ids are 64-bit: larger numbers are not found, never a 500
 
 

@@ -1,0 +1,50 @@
+"""The delivery state machine: a row's states, an attempt's outcomes, their groupings, and the one transition.
+
+A row is pending → delivered, or → retrying → … → delivered | dead; a refused event is failed at once; an alert
+no route took is unrouted from the start. Every module that asks "retry or give up?" asks after() here: the
+store records its answer, metrics and logs report the same answer.
+"""
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# A row's states.
+PENDING = "pending"
+RETRYING = "retrying"
+DELIVERED = "delivered"
+FAILED = "failed"  # PagerDuty refused the event (400): retrying cannot help
+DEAD = "dead"  # retried until the give-up age
+UNROUTED = "unrouted"  # matched no route: kept so it is never silently dropped
+
+# An attempt's outcomes: PagerDuty's answer (DELIVERED, RETRY, FAILED), or what became of a sender.
+RETRY = "retry"  # safe to send again later: nothing was accepted
+SENDING = "sending"  # while its request is in flight (stays so if the sender died)
+ABANDONED = "abandoned"  # its sender's lease ran out and another sender took the row over
+
+STATUSES = (PENDING, RETRYING, DELIVERED, FAILED, DEAD, UNROUTED)
+OPEN = (PENDING, RETRYING)  # the delivery worker still has to act on them
+# The same, as literal SQL: a partial index is only used when the query repeats its predicate verbatim.
+OPEN_SQL = "status IN ('pending', 'retrying')"
+FINAL = (DELIVERED, FAILED, DEAD)  # a delivery's last word
+FINISHED = (*FINAL, UNROUTED)  # nothing more will be done: safe to prune
+NOT_DELIVERED = (FAILED, DEAD)  # final, and PagerDuty never took it
+REPLAYABLE = NOT_DELIVERED  # may be put back in the outbox by hand
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Where one attempt leaves its row: its new state, and when it is next due."""
+
+    status: str
+    due_at: datetime
+
+
+def after(claimed, delivery, now: datetime, policy) -> Transition:
+    """Move a claimed row (created_at, attempts) on by PagerDuty's answer (outcome, retry_after) and the retry
+    rule."""
+    if delivery.outcome == DELIVERED:
+        return Transition(DELIVERED, now)
+    if delivery.outcome == FAILED:
+        return Transition(FAILED, now)
+    if policy.gives_up(claimed.created_at, now):
+        return Transition(DEAD, now)
+    return Transition(RETRYING, now + timedelta(seconds=policy.delay(claimed.attempts, delivery.retry_after)))

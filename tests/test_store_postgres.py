@@ -1,0 +1,80 @@
+"""The store's PostgreSQL backend: NOTIFY on new rows, the wake-up that listens for it, the claim's plan."""
+import threading
+
+import pytest
+from conftest import app_config, fresh_postgres_database
+from flask_migrate import upgrade
+from test_outbox import add, claim, complete
+
+from relay import create_app
+from relay.pagerduty.client import Delivery
+from relay.store import outbox, postgres
+from relay.store.models import IncidentLog, db, utcnow
+
+
+@pytest.fixture
+def app(make_app, backend):
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's backend")
+    return make_app()
+
+
+def test_rows_turning_pending_notify_listeners(app, routing_key):
+    import psycopg
+
+    with app.app_context():
+        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {postgres.NOTIFY_CHANNEL}")
+
+        def notified() -> int:
+            return sum(1 for _ in listener.notifies(timeout=0.3))
+
+        log_id = add(app, routing_key)
+        assert notified() == 1  # a new row
+        (claimed,) = claim(app)
+        complete(app, [(claimed, Delivery("failed", 400))])
+        assert notified() == 0  # claims and outcomes wake nobody
+        with app.app_context(), db.engine.begin() as conn:
+            outbox.requeue(conn, utcnow(), IncidentLog.id == log_id)
+        assert notified() == 1  # a row put back by replay
+
+
+def test_claims_walk_the_open_index_before_the_store_was_ever_analyzed(pd):
+    """A new install's first burst: no statistics yet, and no claim may sort the whole backlog."""
+    with fresh_postgres_database() as url:
+        app = create_app(app_config(url, pd.events_url))
+        with app.app_context():
+            upgrade()
+            burst = [outbox.row_values({"routing_key": "k", "event_action": "resolve", "dedup_key": f"b{n}"},
+                                       source="test") for n in range(3000)]
+            outbox.record_many(db.session, burst)
+            db.session.commit()
+            with outbox.writer_connection(db.engine) as conn, conn.begin():
+                assert len(outbox._candidates(conn, utcnow(), 32)) == 32
+                plan = _plan(conn, outbox._CANDIDATES, {"now": utcnow()}, count=32)
+            db.engine.dispose()
+    assert "Index Scan using ix_incident_log_open" in plan and "Sort" not in plan, plan
+
+
+def _plan(conn, statement, params, count):
+    """PostgreSQL's plan for a statement with a literal LIMIT, in the connection's current transaction."""
+    sql = str(statement.compile(dialect=conn.dialect)).replace("__[POSTCOMPILE_count]", str(count))
+    return "\n".join(conn.exec_driver_sql("EXPLAIN " + sql, params).scalars())
+
+
+def test_the_watcher_wakes_on_another_connections_new_row(app, routing_key):
+    with app.app_context():
+        watch = outbox.new_rows_watcher(db.engine)
+    woken, stopping = threading.Event(), threading.Event()
+    listener = threading.Thread(target=watch, args=(woken.set, stopping), daemon=True)
+    listener.start()
+    try:
+        for n in range(25):  # until the listener has issued LISTEN and hears one
+            add(app, routing_key, dedup_key=f"w{n}")
+            if woken.wait(0.2):
+                break
+        assert woken.is_set()
+    finally:
+        stopping.set()
+        listener.join(5)
