@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from marshmallow import ValidationError
 
-from relay.intake.alert import Alert
+from relay.intake.alert import Alert, is_http_url
 from relay.intake.render import alert_context, render
 from relay.intake.routing import DEDUP_GROUP, TEMPLATED_FIELDS, Route, Routing, default_texts
-from relay.intake.sources.alertmanager import is_http_url
 from relay.masking import redact_value
 from relay.pagerduty.event import DEDUP_KEY_MAX, load_event, parse_iso8601
 
