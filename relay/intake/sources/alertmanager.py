@@ -1,5 +1,5 @@
 """Prometheus Alertmanager webhooks (version "4"): the payload schema and its mapping onto alerts."""
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from relay.intake.alert import FIRING, RESOLVED, Alert, http_links, notification_alert
 
@@ -40,7 +40,19 @@ def label_map(**kwargs) -> LabelMap:
 
 def optional_map(data_key: str | None = None) -> LabelMap:
     """Declare an optional label map; null (a Go nil map) loads as {}."""
-    return label_map(data_key=data_key, load_default=dict, allow_none=True)
+    return label_map(data_key=data_key, load_default=dict, allow_none=True, pre_load=[_nil_as_empty])
+
+
+def _nil_as_empty(value):
+    """Read a Go nil map (null) as an empty one."""
+    return {} if value is None else value
+
+
+def go_time(value: str | None) -> str | None:
+    """Return an ISO 8601 time as sent, or None when it is missing or Go's zero time."""
+    if not value or value.startswith(ZERO_TIME_PREFIX):
+        return None
+    return value
 
 
 class AlertSchema(Schema):
@@ -54,18 +66,10 @@ class AlertSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf([FIRING, RESOLVED]))
     labels = label_map(required=True)
     annotations = optional_map()
-    starts_at = fields.String(data_key="startsAt", load_default=None)
-    ends_at = fields.String(data_key="endsAt", load_default=None)
+    starts_at = fields.String(data_key="startsAt", load_default=None, post_load=[go_time])
+    ends_at = fields.String(data_key="endsAt", load_default=None, post_load=[go_time])
     generator_url = fields.String(data_key="generatorURL", load_default="")
     fingerprint = fields.String(load_default=None)
-
-    @post_load
-    def normalize(self, data: dict, **kwargs) -> dict:
-        """Load null maps as {} and Go's zero time as None."""
-        data["annotations"] = data["annotations"] or {}
-        data["starts_at"] = go_time(data["starts_at"])
-        data["ends_at"] = go_time(data["ends_at"])
-        return data
 
 
 class WebhookSchema(Schema):
@@ -96,13 +100,6 @@ class WebhookSchema(Schema):
 SCHEMA = WebhookSchema()
 BODY_SCHEMA = WebhookSchema  # what /openapi.json describes
 SETTINGS_SCHEMA = None  # takes no settings
-
-
-def go_time(value: str | None) -> str | None:
-    """Return an ISO 8601 time as sent, or None when it is missing or Go's zero time."""
-    if not value or value.startswith(ZERO_TIME_PREFIX):
-        return None
-    return value
 
 
 def to_alert(data: dict, entry: dict) -> Alert:
