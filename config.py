@@ -34,6 +34,13 @@ def _source_auth(source):
     }
 
 
+def webhook_auth():
+    """Webhook credentials for every registered source."""
+    from relay.intake.sources import SOURCES
+
+    return {source: _source_auth(source) for source in SOURCES}
+
+
 def _database_url():
     """Read DATABASE_URL, steering plain postgres URLs to the psycopg 3 driver we ship."""
     url = os.environ.get("DATABASE_URL")
@@ -86,7 +93,7 @@ class Config:
 
     # Inbound authentication. A source with no credential accepts webhooks from loopback only, unless
     # RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1; without RELAY_API_TOKEN the API and page answer loopback only.
-    WEBHOOK_AUTH = {source: _source_auth(source) for source in ("alertmanager", "grafana", "generic")}
+    WEBHOOK_AUTH = webhook_auth()
     RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS = os.environ.get("RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS", "0") == "1"
     RELAY_API_TOKEN = os.environ.get("RELAY_API_TOKEN", "")
 

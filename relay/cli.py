@@ -11,17 +11,15 @@ from flask import current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 
-from relay import incidents
+from relay import accept, incidents
 from relay.delivery import worker
 from relay.errors import RelayError, error_body
-from relay.intake import configure
+from relay.intake import configure, payload
 from relay.startup import freeze_startup_objects
 from relay.store import models, outbox, retention, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
-from relay.web import webhooks
-from relay.web.api import preview_entry
 
 log = logging.getLogger(__name__)
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
@@ -119,13 +117,15 @@ def check_config():
 @click.argument("payload_file", type=click.Path(exists=True, dir_okay=False))
 def preview(source, payload_file):
     """Show the events a webhook payload would produce; nothing is stored or sent."""
-    with open(payload_file, "rb") as handle, current_app.test_request_context(
-            method="POST", data=handle.read(), content_type="application/json"):
-        try:
-            events = [preview_entry(item) for item in webhooks.planned_events(source)]
-        except (RelayError, ValidationError) as exc:
-            click.echo(json.dumps(_error_json(exc), indent=2, ensure_ascii=False))
-            sys.exit(2)
+    with open(payload_file, "rb") as handle:
+        raw = handle.read()
+    try:
+        found = accept.source_named(source)
+        events = accept.preview(found, payload.parse(raw, current_app.config["RELAY_MAX_JSON_DEPTH"],
+                                                     allow_array=True))
+    except (RelayError, ValidationError) as exc:
+        click.echo(json.dumps(_error_json(exc), indent=2, ensure_ascii=False))
+        sys.exit(2)
     click.echo(json.dumps({"events": events}, indent=2, ensure_ascii=False))
 
 

@@ -1,11 +1,14 @@
-"""The create-incident job (the original product): input schema, event building, answers."""
+"""The create-incident job (the original product), the service the API and the CLI share: input schema, event
+building, waiting for PagerDuty's outcome, answers; and sending one failed row again."""
 from dataclasses import dataclass
 
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, fields, validate
+from werkzeug.exceptions import NotFound
 
 from relay import metrics
 from relay.delivery import worker
+from relay.errors import RelayError
 from relay.pagerduty.event import DEDUP_KEY_MAX, load_event
 from relay.store import models, outbox, states
 from relay.store.models import IncidentLog, db
@@ -14,6 +17,13 @@ from relay.store.models import IncidentLog, db
 # (support.pagerduty.com "Dynamic notifications": critical, error → high; warning, info → low).
 URGENCY_SEVERITY = {"high": "critical", "low": "warning"}
 FOLLOW_UPS = ("acknowledge", "resolve")
+
+
+class Conflict(RelayError):
+    """The row is not in a state the request can act on."""
+
+    status_code = 409
+    code = "conflict"
 
 
 class ServiceKeySchema(Schema):
@@ -98,3 +108,15 @@ def answer(row: IncidentLog) -> JobResult:
     return JobResult({"success": False, "status": "queued", "dedup_key": row.dedup_key, "log_id": row.id,
                       "message": f"stored; PagerDuty has not confirmed it yet and the relay keeps trying{last}"},
                      202)
+
+
+def requeue_one(log_id: int) -> None:
+    """Put one failed or dead row back in the outbox and wake delivery; NotFound or Conflict otherwise."""
+    moved = outbox.requeue(db.session, models.utcnow(), IncidentLog.id == log_id)
+    db.session.commit()
+    if not moved:
+        row = db.session.get(IncidentLog, log_id)
+        if row is None:
+            raise NotFound(f"no incident_log row with id {log_id}")
+        raise Conflict(f"row {log_id} is {row.status}; only failed or dead rows can be retried")
+    worker.wake()

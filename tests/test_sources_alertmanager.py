@@ -3,13 +3,11 @@ import copy
 import inspect
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 from marshmallow import ValidationError
 
 from relay.intake.alert import FIRING, RESOLVED, Alert, Link
 from relay.intake.sources import SOURCES, alertmanager, get_source
-from tests.helpers import delete_at, fixture, messages_at, mutated, set_at
+from tests.helpers import delete_at, fixture, messages_at, set_at
 
 
 def test_registered_with_the_shared_signature():
@@ -198,75 +196,3 @@ def test_grafana_payload_is_refused_with_its_version():
     with pytest.raises(ValidationError) as err:
         alertmanager.to_alerts(fixture("grafana_unified_resolved.json"))
     assert err.value.messages == {"version": ['Must be "4" (Alertmanager webhook), got "1".']}
-
-
-# plain_alert against AlertSchema: every alert it answers for must get the schema's own answer.
-_JUNK = st.one_of(st.none(), st.integers(), st.just(""), st.lists(st.integers(), max_size=1), st.text(max_size=3),
-                  st.dictionaries(st.text(max_size=2), st.one_of(st.text(max_size=2), st.integers()), max_size=2))
-_TEXT = st.text(max_size=4)
-_ALERT = st.fixed_dictionaries(
-    {"status": st.sampled_from([FIRING, RESOLVED]), "labels": st.dictionaries(_TEXT, _TEXT, max_size=3)},
-    optional={"annotations": st.one_of(st.none(), st.dictionaries(_TEXT, _TEXT, max_size=2)),
-              "startsAt": st.one_of(st.none(), st.sampled_from(["2026-11-27T10:00:00.1234Z",
-                                                                 "0001-01-01T00:00:00Z", ""])),
-              "endsAt": st.one_of(st.none(), st.sampled_from(["0001-01-01T00:00:00Z", "2026-11-27T11:00:00Z"])),
-              "generatorURL": _TEXT, "fingerprint": st.one_of(st.none(), _TEXT), "extra": _JUNK})
-
-
-@st.composite
-def _alerts(draw):
-    """A well-formed alert, then up to two fields removed or replaced by junk."""
-    return mutated(draw, draw(_ALERT), ["status", "labels", "annotations", "startsAt", "endsAt", "generatorURL",
-                                        "fingerprint"], _JUNK)
-
-
-@settings(max_examples=500, deadline=None)
-@given(_alerts())
-@example({"status": FIRING, "labels": {"a": 1}})
-@example({"status": FIRING, "labels": {}, "annotations": None, "generatorURL": None})
-@example({"status": "pending", "labels": {}})
-@example({"status": RESOLVED, "labels": {}, "endsAt": 5})
-def test_plain_alerts_load_exactly_as_the_schema_loads_them(entry):
-    plain = alertmanager.plain_alert(entry)
-    if plain is not None:
-        assert plain == alertmanager.AlertSchema().load(entry)
-
-
-_NOTIFICATION = st.fixed_dictionaries(
-    {"version": st.just("4"), "alerts": st.lists(_alerts(), max_size=2)},
-    optional={"groupKey": st.one_of(st.none(), _TEXT), "truncatedAlerts": st.integers(min_value=0, max_value=3),
-              "status": st.sampled_from([FIRING, RESOLVED]), "receiver": st.one_of(st.none(), _TEXT),
-              "groupLabels": st.one_of(st.none(), st.dictionaries(_TEXT, _TEXT, max_size=2)),
-              "commonLabels": st.dictionaries(_TEXT, _TEXT, max_size=2),
-              "commonAnnotations": st.dictionaries(_TEXT, _TEXT, max_size=2),
-              "externalURL": st.one_of(st.none(), _TEXT), "extra": _JUNK})
-
-
-@st.composite
-def _notifications(draw):
-    """A notification of alerts as _alerts() makes them, then up to two top-level fields removed or replaced."""
-    return mutated(draw, draw(_NOTIFICATION), ["version", "alerts", "groupKey", "truncatedAlerts", "status",
-                                               "receiver", "groupLabels", "commonAnnotations", "externalURL"],
-                   st.one_of(_JUNK, st.just(True), st.just(-1)))
-
-
-@settings(max_examples=500, deadline=None)
-@given(_notifications())
-@example({"version": "4", "alerts": [], "truncatedAlerts": True})
-@example({"version": "4", "alerts": [], "truncatedAlerts": -1})
-@example({"version": "4", "alerts": [], "status": "pending"})
-@example({"version": "4", "alerts": [], "groupLabels": None, "commonLabels": {"a": 1}})
-@example({"version": "3", "alerts": []})
-@example({"version": "4", "alerts": [{"status": FIRING, "labels": {}}, {"status": FIRING}]})
-def test_plain_notifications_load_exactly_as_the_schema_loads_them(payload):
-    plain = alertmanager.plain_notification(payload)
-    if plain is not None:
-        assert plain == alertmanager.SCHEMA.load(payload)
-
-
-@pytest.mark.parametrize("name", ["alertmanager_0.25_firing_captured.json", "alertmanager_0.25_resolved_captured.json",
-                                  "captured_e2e_prometheus_firing.json", "captured_e2e_prometheus_resolved.json",
-                                  "alertmanager_firing_v4.json", "alertmanager_resolved_v4.json"])
-def test_real_notifications_take_the_one_pass_load(name):
-    payload = fixture(name)
-    assert alertmanager.plain_notification(payload) == alertmanager.SCHEMA.load(payload)

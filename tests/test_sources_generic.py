@@ -8,14 +8,14 @@ from relay.intake.alert import FIRING, RESOLVED, Alert
 from relay.intake.sources import SOURCES, generic, get_source
 
 # The settings a config would give for a sender that names things its own way.
-CUSTOM = {
+CUSTOM = generic.SETTINGS_SCHEMA.load({
     "summary": "title",
     "status": "state",
     "severity": "level",
     "dedup_key": "id",
     "labels": "tags",
     "details": "data",
-}
+})
 
 
 def test_registry_lists_every_source_and_nothing_else():
@@ -73,7 +73,8 @@ def test_custom_settings_read_the_configured_paths():
 
 
 def test_dotted_paths_reach_into_objects_and_arrays():
-    settings = {"summary": "alert.messages.1.text", "status": "alert.state", "labels": "meta.labels"}
+    settings = generic.SETTINGS_SCHEMA.load({"summary": "alert.messages.1.text", "status": "alert.state",
+                                             "labels": "meta.labels"})
     payload = {
         "alert": {"state": "triggered", "messages": [{"text": "first"}, {"text": "second"}]},
         "meta": {"labels": {"env": "prod"}},
@@ -101,7 +102,7 @@ def test_status_words_are_case_insensitive(word, status):
 
 
 def test_configured_status_words_replace_the_defaults():
-    settings = {"firing_values": ["1"], "resolved_values": ["0"]}
+    settings = generic.SETTINGS_SCHEMA.load({"firing_values": ["1"], "resolved_values": ["0"]})
     assert [a.status for a in generic.to_alerts([{"status": 1}, {"status": 0}], settings)] == [FIRING, RESOLVED]
     with pytest.raises(ValidationError) as err:
         generic.to_alerts({"status": "firing"}, settings)
@@ -128,12 +129,12 @@ def test_label_values_become_strings_and_nulls_are_dropped():
 
 
 def test_details_path_that_is_not_an_object_is_wrapped():
-    (alert,) = generic.to_alerts({"data": [1, 2]}, {"details": "data"})
+    (alert,) = generic.to_alerts({"data": [1, 2]}, generic.SETTINGS_SCHEMA.load({"details": "data"}))
     assert alert.details == {"data": [1, 2]}
 
 
 def test_a_disabled_path_leaves_the_field_in_details():
-    (alert,) = generic.to_alerts({"severity": "critical"}, {"severity": None})
+    (alert,) = generic.to_alerts({"severity": "critical"}, generic.SETTINGS_SCHEMA.load({"severity": None}))
     assert alert.labels == {}
     assert alert.details == {"severity": "critical"}
 
@@ -185,5 +186,5 @@ def test_unicode_and_long_summary_are_kept():
 )
 def test_bad_settings_are_refused(settings, field):
     with pytest.raises(ValidationError) as err:
-        generic.load_settings(settings)
+        generic.SETTINGS_SCHEMA.load(settings)
     assert field in err.value.messages

@@ -1,5 +1,9 @@
-"""The normalized alert: what every source maps its payload into, before routing."""
+"""The normalized alert: what every source maps its payload into, before routing, and the link and
+notification helpers sources share."""
+import functools
+import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -44,3 +48,54 @@ class Alert:
     def firing(self) -> bool:
         """Tell whether the alert is firing."""
         return self.status == FIRING
+
+
+def is_http_url(href: str | None) -> bool:
+    """Tell whether href is an absolute http(s) URL (Prometheus may send a relative generatorURL)."""
+    if not href:
+        return False
+    try:
+        parts = urlsplit(href)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def http_links(*candidates: tuple[str | None, str]) -> list[Link]:
+    """Keep the http(s) hrefs among (href, text) candidates as links, each href once, in order."""
+    links, seen = [], set()
+    for href, text in candidates:
+        href = (href or "").strip()
+        if is_http_url(href) and href not in seen:
+            seen.add(href)
+            links.append(Link(href=href, text=text))
+    return links
+
+
+@functools.lru_cache(maxsize=256)  # every alert of a notification has its receiver, and receivers are few
+def unquote_receiver(receiver: str | None) -> str | None:
+    """Undo the regexp quoting of the receiver name: `web\\.hook` is receiver `web.hook`."""
+    # alertmanager template/template.go Data() sets Receiver to regexp.QuoteMeta(recv); grafana/alerting
+    # templates/template_data.go ExtendData copies it, so both senders need this.
+    if not receiver:
+        return None
+    return re.sub(r"\\(.)", r"\1", receiver, flags=re.DOTALL)
+
+
+def notification_alert(source: str, data: dict, entry: dict, links: list[Link], details: dict) -> Alert:
+    """Build the normalized alert from one loaded alert and its notification, in Alertmanager's webhook shape
+    (Grafana's extends it)."""
+    return Alert(
+        source=source,
+        status=entry["status"],
+        labels=entry["labels"],
+        annotations=entry["annotations"],
+        starts_at=entry["starts_at"],
+        ends_at=entry["ends_at"],
+        fingerprint=entry["fingerprint"] or None,
+        group_key=data["group_key"] or None,
+        links=links,
+        details=details,
+        receiver=unquote_receiver(data["receiver"]),
+        external_url=data["external_url"] or None,
+    )

@@ -5,18 +5,24 @@ import os
 from marshmallow import ValidationError
 
 from relay.intake.routing import ConfigError, Routing, load_routing
-from relay.intake.sources import generic
+from relay.intake.sources import SOURCES, settings_key
 from relay.masking import mask
 
 log = logging.getLogger(__name__)
 
 
 def load_source_settings(config) -> dict:
-    """Check each source's settings from config; only the generic source takes any."""
-    try:
-        return {generic.NAME: generic.load_settings(config.get("GENERIC_WEBHOOK") or {})}
-    except ValidationError as exc:
-        raise ConfigError(f"GENERIC_WEBHOOK: {exc.messages}") from None
+    """Load each source's settings from config through its settings schema, once, for every webhook to use."""
+    loaded = {}
+    for name, source in SOURCES.items():
+        if source.SETTINGS_SCHEMA is None:
+            continue
+        key = settings_key(source)
+        try:
+            loaded[name] = source.SETTINGS_SCHEMA.load(config.get(key) or {})
+        except ValidationError as exc:
+            raise ConfigError(f"{key}: {exc.messages}") from None
+    return loaded
 
 
 def check_lease(config) -> None:

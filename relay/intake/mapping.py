@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from marshmallow import ValidationError
 
-from relay.intake.alert import Alert
-from relay.intake.render import alert_context, render
-from relay.intake.routing import DEDUP_GROUP, TEMPLATED_FIELDS, Route, Routing, default_texts
-from relay.intake.sources.alertmanager import is_http_url
+from relay.intake.alert import Alert, is_http_url
+from relay.intake.render import alert_context, render, render_macros
+from relay.intake.routing import DEDUP_GROUP, DEFAULTS, TEMPLATED_FIELDS, Route, Routing
 from relay.masking import redact_value
 from relay.pagerduty.event import DEDUP_KEY_MAX, load_event, parse_iso8601
 
@@ -66,8 +65,8 @@ def dedup_key_for(route: Route, alert: Alert, context: dict) -> str:
 
 
 def _texts(route: Route | None, alert: Alert, context: dict) -> dict:
-    """Render the route's templated fields, each falling back to the default when it fails."""
-    texts = default_texts(alert)
+    """Render the route's templated fields, each falling back to the default template when it fails."""
+    texts = {name: text or "" for name, text in render_macros(DEFAULTS, context).items()}
     for name in TEMPLATED_FIELDS:
         custom = route.templates.get(name) if route else None
         text = render(custom, context) if custom else None

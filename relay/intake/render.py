@@ -1,7 +1,8 @@
 """Route templates: Jinja2 in a sandbox, compiled once at start-up and rendered over one alert."""
 import logging
+from dataclasses import dataclass
 
-from jinja2 import ChainableUndefined, TemplateError
+from jinja2 import ChainableUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from relay.intake.alert import Alert
@@ -51,23 +52,52 @@ def compile_template(text: str):
         raise TemplateConfigError(f"invalid template: {exc}") from None
 
 
+_MACRO_PREFIX = "field_"  # keeps a macro's name off the context's names: a macro "source" would hide the alert's
+
+
+@dataclass(frozen=True)
+class Macros:
+    """Named templates compiled as the macros of one template: one module per context renders them all."""
+
+    template: Template
+    names: tuple[str, ...]
+
+
+def compile_macros(texts: dict[str, str]) -> Macros:
+    """Compile named template strings as the macros of one template, for render_macros."""
+    source = "".join(f"{{% macro {_MACRO_PREFIX}{name}() %}}{text}{{% endmacro %}}" for name, text in texts.items())
+    return Macros(compile_template(source), tuple(texts))
+
+
 def alert_context(alert: Alert) -> dict:
-    """Name what a template may use: labels, annotations, status, and the rest of the alert (and Jinja's
-    globals, since render shares this dict rather than copying it with them for each template)."""
+    """Name what a template may use: labels, annotations, status, and the rest of the alert."""
     values = alert.as_dict()
-    return {**environment.globals, **values, "alert": values}
+    return {**values, "alert": values}
 
 
 def render(template, context: dict) -> str | None:
     """Render a compiled template over a context from alert_context, stripped; None when it fails at run time
     or the sandbox refuses."""
     try:
-        # The context as it is, where render() would copy it with the globals: a route renders up to nine fields
-        # per alert. Templates cannot change it: {% set %} writes to the render's own scope. No globals for the
-        # Context either: it would copy their names on every render, for imports, and with no loader a
-        # template imports nothing.
-        scope = environment.context_class(environment, context, template.name, template.blocks)
-        return environment.concat(template.root_render_func(scope)).strip()
+        return template.render(context).strip()
     except Exception as exc:  # noqa: BLE001 - any template failure must not lose the page
         log.warning("template failed, the default is used instead: %s", type(exc).__name__)
         return None
+
+
+def render_macros(macros: Macros, context: dict) -> dict[str, str | None]:
+    """Render every macro of compile_macros over one context, stripped; None for each that fails."""
+    try:
+        module = macros.template.make_module(context)
+        functions = [getattr(module, _MACRO_PREFIX + name) for name in macros.names]
+    except Exception as exc:  # noqa: BLE001 - as in render
+        log.warning("template failed, the default is used instead: %s", type(exc).__name__)
+        return dict.fromkeys(macros.names)
+    texts = {}
+    for name, function in zip(macros.names, functions):
+        try:
+            texts[name] = str(function()).strip()
+        except Exception as exc:  # noqa: BLE001 - as in render
+            log.warning("template failed, the default is used instead: %s", type(exc).__name__)
+            texts[name] = None
+    return texts

@@ -6,7 +6,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from relay.intake.alert import Alert
 from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
-from relay.intake.render import TemplateConfigError, compile_template
+from relay.intake.render import TemplateConfigError, compile_macros, compile_template
 from relay.pagerduty.event import SEVERITIES
 
 DEDUP_ALERT = "alert"  # one PagerDuty alert per alert (default)
@@ -29,6 +29,8 @@ DEFAULT_TEMPLATES = {
     "client": '{{ {"alertmanager": "Prometheus Alertmanager", "grafana": "Grafana"}.get(source, "relay") }}',
     "client_url": "{{ external_url }}",
 }
+# The default templates as the macros of one template: one module per alert renders them all.
+DEFAULTS = compile_macros(DEFAULT_TEMPLATES)
 
 
 class ConfigError(ValueError):
@@ -205,25 +207,3 @@ def load_routing(routes, default_route, environ=os.environ) -> Routing:
     if duplicates:
         raise ConfigError(f"route names must be unique: {', '.join(duplicates)} used more than once")
     return Routing(loaded, default)
-
-
-CLIENTS = {"alertmanager": "Prometheus Alertmanager", "grafana": "Grafana"}
-
-
-def default_texts(alert: Alert) -> dict[str, str]:
-    """What DEFAULT_TEMPLATES render for an alert, computed directly: rendering seven templates per alert took a
-    large share of a webhook's time. tests/test_routing.py holds the two to the same text for any alert."""
-    labels, notes = alert.labels, alert.annotations
-    label = labels.get  # a missing label renders as "", as Jinja's undefined does
-
-    text = notes.get("summary") or notes.get("description") or notes.get("message")
-    summary = ": ".join(value for value in (label("alertname"), text) if value) or "Alert"
-    where = label("instance") or label("pod") or label("host") or label("service") or label("job")
-    if where:
-        summary += f" ({where})"
-    source = (label("instance") or label("host") or label("pod") or label("service") or label("job")
-              or alert.external_url or alert.source)
-    texts = {"summary": summary, "source": str(source), "component": label("job") or label("service", ""),
-             "group": label("cluster") or label("namespace") or label("env", ""), "class": label("alertname", ""),
-             "client": CLIENTS.get(alert.source, "relay"), "client_url": str(alert.external_url)}
-    return {name: value.strip() for name, value in texts.items()}

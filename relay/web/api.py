@@ -1,25 +1,14 @@
 """The JSON API under /api/v1: the create-incident job, the incident log, retries and previews."""
 from flask import Blueprint, abort, jsonify, request
 
-from relay import incidents
-from relay.delivery import worker
-from relay.errors import RelayError
-from relay.masking import mask
-from relay.store import logquery, models, outbox
+from relay import accept, incidents
+from relay.store import logquery, models
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
-from relay.web import webhooks
 from relay.web.payloads import read_json
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 LOG_ID = "int(min=1, max=9223372036854775807)"  # ids are 64-bit; larger numbers are simply not found
-
-
-class Conflict(RelayError):
-    """The row is not in a state the request can act on."""
-
-    status_code = 409
-    code = "conflict"
 
 
 @bp.post("/incidents")
@@ -53,30 +42,12 @@ def show_log(log_id):
 @bp.post(f"/log/<{LOG_ID}:log_id>/retry")
 def retry(log_id):
     """Send a failed or dead row again."""
-    requeue_one(log_id)
+    incidents.requeue_one(log_id)
     return jsonify({"log_id": log_id, "status": models.PENDING}), 202
-
-
-def requeue_one(log_id: int) -> None:
-    """Put one failed or dead row back in the outbox and wake the worker; 404 or Conflict otherwise.
-
-    The API and the log page's Retry button both go through here.
-    """
-    moved = outbox.requeue(db.session, models.utcnow(), IncidentLog.id == log_id)
-    db.session.commit()
-    if not moved:
-        row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
-        raise Conflict(f"row {log_id} is {row.status}; only failed or dead rows can be retried")
-    worker.wake()
 
 
 @bp.post("/preview/<source_name>")
 def preview(source_name):
     """Show the events a payload would produce, without storing or sending anything."""
-    planned = webhooks.planned_events(source_name)
-    return jsonify({"events": [preview_entry(item) for item in planned]})
-
-
-def preview_entry(item) -> dict:
-    """Describe a planned event in full, routing key masked."""
-    return {**webhooks.describe(item), "event": {**item.event, "routing_key": mask(item.event["routing_key"])}}
+    source = accept.source_named(source_name)
+    return jsonify({"events": accept.preview(source, read_json(allow_array=True))})

@@ -12,6 +12,7 @@ from flask import current_app, request
 
 from relay.errors import RelayError
 from relay.intake.routing import ConfigError
+from relay.intake.sources import SOURCES
 
 log = logging.getLogger(__name__)
 MAX_TIMESTAMP_DIGITS = 12  # unix seconds until the year 33658; longer is no timestamp a sender means
@@ -197,7 +198,7 @@ def init_app(app):
     """Install the guard and say, at start-up, what is open to whom."""
     app.extensions["relay.webhook_auth"] = load(app.config)
     app.before_request(_guard)
-    for source in ("alertmanager", "grafana", "generic"):
+    for source in SOURCES:
         if not app.extensions["relay.webhook_auth"].get(source, SourceAuth()).configured:
             scope = "from anywhere (RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1)" \
                 if app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] else "from loopback only"

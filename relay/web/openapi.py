@@ -4,7 +4,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 
 from relay.incidents import IncidentInputSchema, ServiceKeySchema
-from relay.intake.sources import alertmanager, grafana
+from relay.intake.sources import SOURCES
 from relay.store.logquery import NO_NUL, LogFilterSchema, Moment
 from relay.web import schemas
 
@@ -19,9 +19,6 @@ def _json(schema, description="", status=None):
 
 ERRORS = {"400": _json("Error", "invalid input, named per field"), "401": _json("Error", "missing or bad token"),
           "403": _json("Error", "no token configured and the caller is not on loopback")}
-GENERIC_BODY = {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}
-SOURCE_BODIES = {"alertmanager": alertmanager.WebhookSchema, "grafana": grafana.WebhookSchema,
-                 "generic": GENERIC_BODY}
 
 
 def _webhook(source, body_schema):
@@ -79,8 +76,8 @@ def _paths():
             **api, "summary": "Send a failed or dead row again.", "parameters": [log_id],
             "responses": {"202": _json("Retry", "back in the outbox"), "404": _json("Error", "no such row"),
                           "409": _json("Error", "the row is not failed or dead"), **ERRORS}}},
-        **{f"/api/v1/preview/{name}": _preview(name, body) for name, body in SOURCE_BODIES.items()},
-        **{f"/webhooks/{name}": _webhook(name, body) for name, body in SOURCE_BODIES.items()},
+        **{f"/api/v1/preview/{name}": _preview(name, source.BODY_SCHEMA) for name, source in SOURCES.items()},
+        **{f"/webhooks/{name}": _webhook(name, source.BODY_SCHEMA) for name, source in SOURCES.items()},
         "/healthz": {"get": {"tags": ["health"], "summary": "The process is up.",
                              "responses": {"200": {"description": "up"}}}},
         "/readyz": {"get": {"tags": ["health"],
@@ -96,8 +93,8 @@ def _schema_name(schema) -> str:
     """Name components by class, prefixed by source where two sources share class names."""
     cls = schema if isinstance(schema, type) else type(schema)
     name = cls.__name__.removesuffix("Schema")
-    source = cls.__module__.rsplit(".", 1)[-1]
-    return source.capitalize() + name if source in ("alertmanager", "grafana") else name
+    source = next((source for source, module in SOURCES.items() if module.__name__ == cls.__module__), None)
+    return source.capitalize() + name if source else name
 
 
 def build_spec() -> dict:

@@ -15,13 +15,13 @@ from marshmallow import ValidationError
 from sqlalchemy.orm import defer
 from werkzeug.exceptions import HTTPException
 
+from relay import incidents
 from relay.errors import RelayError
 from relay.masking import redact
 from relay.store import logquery, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.web import auth
-from relay.web.api import requeue_one
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def retry(log_id):
     """Requeue a failed or dead row (as POST /api/v1/log/<id>/retry does), then go back to where it was."""
     if not same_origin():
         raise CrossOrigin("cross-origin form posts are refused; retry from the relay's own page")
-    requeue_one(log_id)
+    incidents.requeue_one(log_id)
     return redirect(local_path(request.form.get("next")) or url_for(".detail", log_id=log_id), 303)
 
 

@@ -1,74 +1,24 @@
-"""POST /webhooks/<source>: read, map and store the alerts of a notification, then answer 202."""
+"""POST /webhooks/<source>: read the notification, have it accepted (mapped and stored), then answer 202."""
 import logging
 import time
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
-from relay import metrics
-from relay.delivery import worker
-from relay.errors import RelayError
-from relay.intake.mapping import Planned, plan
+from relay import accept, metrics
 from relay.intake.sources import get_source
-from relay.masking import mask
-from relay.store import models, outbox
-from relay.store.models import db
 from relay.web.payloads import read_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
-class UnknownSource(RelayError):
-    """The URL names a source the relay does not have."""
-
-    status_code = 404
-    code = "unknown_source"
-
-
-def alerts_from_request(source_name: str):
-    """Load the request body through the named source's schema into normalized alerts."""
-    source = get_source(source_name)
-    if source is None:
-        raise UnknownSource(f"no source named {source_name!r}; known: alertmanager, grafana, generic")
-    settings = current_app.extensions["relay.source_settings"].get(source_name)
-    return source.to_alerts(read_json(allow_array=True), settings)
-
-
-def planned_events(source_name: str) -> list[Planned]:
-    """Map the request's alerts to the events they call for (nothing stored)."""
-    return plan(alerts_from_request(source_name), current_app.extensions["relay.intake.routing"])
-
-
-def describe(item: Planned, log_id=None) -> dict:
-    """Summarize one planned event for an answer, routing key masked."""
-    entry = {"route": item.route, "event_action": item.event["event_action"],
-             "dedup_key": item.event.get("dedup_key"), "routing_key": mask(item.event["routing_key"])}
-    if log_id is not None:
-        entry = {"log_id": log_id, **entry}
-    if item.problem:
-        entry.update(status=models.UNROUTED, problem=item.problem)
-    return entry
-
-
-def store(source_name: str, planned: list[Planned]) -> list[int]:
-    """Write one incident_log row per planned event, commit them together, and return their ids."""
-    rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
-                              status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
-            for item in planned]
-    ids = outbox.store_rows(db.engine, rows)
-    worker.wake()
-    metrics.events_stored(source_name, planned)
-    return ids
-
-
 @bp.post("/<source_name>")
 def receive(source_name):
     """Accept a notification: every alert becomes a stored event before the 202."""
-    planned = planned_events(source_name)
-    ids = store(source_name, planned)
-    events = [describe(item, log_id) for item, log_id in zip(planned, ids)]
+    source = accept.source_named(source_name)
+    events = accept.receive(source, read_json(allow_array=True))
     log.info("webhook accepted", extra={"source": source_name, "events": len(events),
-                                        "unrouted": sum(not item.routed for item in planned)})
+                                        "unrouted": sum("problem" in event for event in events)})
     return jsonify({"accepted": len(events), "events": events}), 202
 
 

@@ -1,7 +1,7 @@
 """Generic JSON webhooks: any object or array of objects, read through configurable dotted paths."""
 import json
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from relay.intake.alert import FIRING, RESOLVED, Alert
 
@@ -38,7 +38,7 @@ class Paths(fields.Field):
 
 
 class SettingsSchema(Schema):
-    """The generic source's settings, as given in config (merged over DEFAULT_SETTINGS)."""
+    """The generic source's settings, as given in config (GENERIC_WEBHOOK, merged over DEFAULT_SETTINGS)."""
 
     class Meta:
         unknown = RAISE  # a misspelt setting must fail at startup, not silently do nothing
@@ -51,6 +51,11 @@ class SettingsSchema(Schema):
     details = Paths(allow_none=True)
     firing_values = fields.List(fields.String(), validate=validate.Length(min=1))
     resolved_values = fields.List(fields.String(), validate=validate.Length(min=1))
+
+    @pre_load
+    def merge_defaults(self, data, **kwargs):
+        """Fill what config leaves out from DEFAULT_SETTINGS."""
+        return {**DEFAULT_SETTINGS, **data} if isinstance(data, dict) else data
 
     @validates_schema
     def check_values_disjoint(self, data: dict, **kwargs) -> None:
@@ -70,11 +75,9 @@ class SettingsSchema(Schema):
 
 
 SETTINGS_SCHEMA = SettingsSchema()
-
-
-def load_settings(settings: dict | None = None) -> dict:
-    """Merge settings over DEFAULT_SETTINGS and validate them (call it at config load to fail early)."""
-    return SETTINGS_SCHEMA.load({**DEFAULT_SETTINGS, **(settings or {})})
+DEFAULTS = SETTINGS_SCHEMA.load({})
+# Any object, or an array of objects: the paths above decide what is read.
+BODY_SCHEMA = {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}
 
 
 def json_type(value) -> str:
@@ -194,8 +197,9 @@ def to_alert(item, settings: dict) -> Alert:
 
 
 def to_alerts(payload, settings: dict | None = None) -> list[Alert]:
-    """Map a JSON object, or an array of objects, onto one alert each."""
-    conf = load_settings(settings)
+    """Map a JSON object, or an array of objects, onto one alert each, by settings SETTINGS_SCHEMA loaded
+    (DEFAULTS when None)."""
+    conf = settings or DEFAULTS
     if isinstance(payload, dict):
         return [to_alert(payload, conf)]
     if not isinstance(payload, list):

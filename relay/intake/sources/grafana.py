@@ -1,8 +1,8 @@
 """Grafana-managed alerting webhooks (version "1"): the payload schema and its mapping onto alerts."""
 from marshmallow import fields, validate
 
-from relay.intake.alert import Alert
-from relay.intake.sources import alertmanager as am
+from relay.intake.alert import Alert, http_links, notification_alert
+from relay.intake.sources import alertmanager as am  # Grafana's webhook extends Alertmanager's
 
 NAME = "grafana"
 VERSION = "1"
@@ -49,6 +49,8 @@ class WebhookSchema(am.WebhookSchema):
 
 
 SCHEMA = WebhookSchema()
+BODY_SCHEMA = WebhookSchema  # what /openapi.json describes
+SETTINGS_SCHEMA = None  # takes no settings
 
 
 def details_of(data: dict, entry: dict) -> dict:
@@ -65,14 +67,14 @@ def details_of(data: dict, entry: dict) -> dict:
 
 def to_alert(data: dict, entry: dict) -> Alert:
     """Map one alert of a loaded Grafana notification."""
-    links = am.http_links(
+    links = http_links(
         (entry["generator_url"], "Source"),
         (entry["annotations"].get("runbook_url"), "Runbook"),  # the runbook first: responders read it first
         (entry["dashboard_url"], "Dashboard"),
         (entry["panel_url"], "Panel"),
         (entry["silence_url"], "Silence"),
     )
-    alert = am.base_alert(NAME, data, entry, links, details_of(data, entry))
+    alert = notification_alert(NAME, data, entry, links, details_of(data, entry))
     alert.image_url = entry["image_url"] or None
     return alert
 
