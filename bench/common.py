@@ -193,16 +193,16 @@ def _killpg(pgid: int, sig) -> None:
 
 @contextmanager
 def gunicorn(app: str, env: dict, workdir: Path, name: str, health_path: str = "/healthz",
-             start_timeout: float = 60, workers: int | None = 2):
+             start_timeout: float = 60, workers: int | None = 2, options=()):
     """Serve app (e.g. "wsgi:app", "bench.bare_app:app") with the project's gunicorn.conf.py on a free loopback
     port, cwd the project root; yield a Gunicorn. env is laid over clean_env(); each server gets its own
-    PROMETHEUS_MULTIPROC_DIR under workdir, so servers never mix their metrics files."""
+    PROMETHEUS_MULTIPROC_DIR under workdir, so servers never mix their metrics files; options go to gunicorn."""
     port = free_port()
     metrics_dir = workdir / f"metrics-{name}-{uuid.uuid4().hex[:6]}"
     metrics_dir.mkdir(parents=True)
     log_path = workdir / f"{name}-{port}.log"
     full_env = clean_env(PROMETHEUS_MULTIPROC_DIR=metrics_dir, **env)
-    argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "-b", f"127.0.0.1:{port}", app]
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "-b", f"127.0.0.1:{port}", *options, app]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
