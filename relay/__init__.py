@@ -23,18 +23,10 @@ SQLITE_WRITE_RETRY_MAX_SECONDS = 0.002  # up to this: at most 2 ms late, without
 _SQLITE_BUSY_TIMEOUT = f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}"
 
 
-class RelayApp(Flask):
-    """The relay's Flask app; every view and hook in it is a plain function (tests/test_webhooks.py checks)."""
-
-    def ensure_sync(self, func):
-        """Return func as it is: Flask would otherwise ask, on each call, whether it is a coroutine function."""
-        return func
-
-
 def create_app(test_config=None):
     """Build the relay app from Config, overridden by test_config."""
-    app = RelayApp(__name__, instance_relative_config=True, static_folder="web/static",
-                   template_folder="web/templates")
+    app = Flask(__name__, instance_relative_config=True, static_folder="web/static",
+                template_folder="web/templates")
     app.config.from_object(Config)
     if os.environ.get("RELAY_CONFIG"):
         app.config.from_pyfile(os.path.abspath(os.environ["RELAY_CONFIG"]))
