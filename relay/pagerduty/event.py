@@ -56,12 +56,12 @@ def _string_keys(details):
         raise ValidationError("keys must be strings")
 
 
-class Url(fields.Url):
-    """fields.Url that remembers the URLs it passed: alerts repeat a rule's few links, and the check is a costly
-    regular expression."""
+class RememberedUrl(fields.Url):
+    """A URL field whose check remembers the URLs that passed it."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        # Alerts repeat a rule's few links, and the check is a costly regular expression.
         self.validators[0] = functools.lru_cache(maxsize=1024)(self.validators[0])
 
 
@@ -71,8 +71,8 @@ class ImageSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    src = Url(required=True, schemes={"https"}, require_tld=False)
-    href = Url(schemes={"http", "https"}, require_tld=False)
+    src = RememberedUrl(required=True, schemes={"https"}, require_tld=False)
+    href = RememberedUrl(schemes={"http", "https"}, require_tld=False)
     alt = fields.Str()
 
 
@@ -82,7 +82,7 @@ class LinkSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    href = Url(required=True, schemes={"http", "https"}, require_tld=False)
+    href = RememberedUrl(required=True, schemes={"http", "https"}, require_tld=False)
     text = fields.Str()
 
 
@@ -123,7 +123,7 @@ class EventSchema(Schema):
     images = fields.List(fields.Nested(ImageSchema))
     links = fields.List(fields.Nested(LinkSchema))
     client = fields.Str()
-    client_url = Url(schemes={"http", "https"}, require_tld=False)
+    client_url = RememberedUrl(schemes={"http", "https"}, require_tld=False)
 
     @pre_load
     def keep_https_images(self, data, **kwargs):
