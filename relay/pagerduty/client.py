@@ -114,7 +114,8 @@ def _session(events_url: str, pool_size: int) -> requests.Session:
     session.headers = CaseInsensitiveDict({"Content-Type": "application/json", "User-Agent": USER_AGENT})
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # a load balancer's cookie is not echoed
     session.proxies = _environment_proxy(events_url)
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+    # No retries here: a retried POST could page twice, and the outbox already retries with backoff.
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
