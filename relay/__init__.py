@@ -15,18 +15,10 @@ MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
 migrate = Migrate()
 
 
-class RelayApp(Flask):
-    """The relay's Flask app; every view and hook in it is a plain function (tests/test_webhooks.py checks)."""
-
-    def ensure_sync(self, func):
-        """Return func as it is: Flask would otherwise ask, on each call, whether it is a coroutine function."""
-        return func
-
-
 def create_app(test_config=None):
     """Build the relay app from Config, overridden by test_config."""
-    app = RelayApp(__name__, instance_relative_config=True, static_folder="web/static",
-                   template_folder="web/templates")
+    app = Flask(__name__, instance_relative_config=True, static_folder="web/static",
+                template_folder="web/templates")
     app.config.from_object(Config)
     if os.environ.get("RELAY_CONFIG"):
         app.config.from_pyfile(os.path.abspath(os.environ["RELAY_CONFIG"]))

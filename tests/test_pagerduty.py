@@ -1,9 +1,11 @@
 """The Events API client: which answers retry, and real sends to the simulator."""
 import socket
+import threading
 
 import pytest
 
-from relay.pagerduty.client import PagerDutyClient, classify, parse_retry_after
+from relay.pagerduty.client import USER_AGENT, PagerDutyClient, classify, parse_retry_after
+from relay.pagerduty.event import encode
 from relay.store.states import DELIVERED, FAILED, RETRY
 
 
@@ -135,3 +137,52 @@ def test_send_skips_the_proxy_for_no_proxy_hosts(pd, routing_key, monkeypatch):
     client = PagerDutyClient(pd.events_url, connect_timeout=1, read_timeout=1)
     assert client.send(_trigger(routing_key)).ok
     client.close()
+
+
+def _answer_once(answer: bytes):
+    """Serve one connection on a free port with a canned answer; return its URL and the request bytes it got."""
+    server = socket.create_server(("127.0.0.1", 0))
+    received = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn, server:
+            data = b""
+            while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
+                data += conn.recv(65536)
+            received.append(data)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/v2/enqueue", received, thread
+
+
+def _content_length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if b"content-length:" in head else 0
+
+
+def test_send_never_follows_a_redirect(routing_key):
+    url, received, thread = _answer_once(b"HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:9/\r\n"
+                                         b"Content-Length: 0\r\n\r\n")
+    client = PagerDutyClient(url, connect_timeout=1, read_timeout=1)
+    delivery = client.send(_trigger(routing_key))
+    thread.join(1)
+    client.close()
+    assert (delivery.outcome, delivery.http_status) == (FAILED, 301)
+
+
+def test_send_posts_the_encoded_event_with_only_the_clients_headers(routing_key, monkeypatch, tmp_path):
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1 login user password secret\n")
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))  # the session trusts nothing from the environment
+    url, received, thread = _answer_once(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}")
+    client = PagerDutyClient(url, connect_timeout=1, read_timeout=1)
+    assert client.send(_trigger(routing_key)).ok
+    thread.join(1)
+    client.close()
+    head, body = received[0].split(b"\r\n\r\n", 1)
+    assert body == encode(_trigger(routing_key))
+    assert sorted(head.decode().split("\r\n")[1:]) == sorted([
+        f"Host: {url.split('/')[2]}", "Accept-Encoding: identity", f"Content-Length: {len(body)}",
+        "Content-Type: application/json", f"User-Agent: {USER_AGENT}"])

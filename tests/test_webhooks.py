@@ -1,5 +1,4 @@
 """POST /webhooks/<source>, the preview endpoint and commands, and check-config, on both stores."""
-import inspect
 import io
 import json
 import os
@@ -474,13 +473,3 @@ def test_check_config_names_route_and_field(tmp_path, config_text, env, message)
 def test_describe_never_shows_most_of_a_short_key():
     routing = load_routing([{"name": "short", "routing_key": "abc12345"}], None)
     assert configure.describe(routing) == ["short: (everything) → key …, dedup alert"]
-
-
-def test_every_view_and_hook_is_a_plain_function(make_app):
-    """RelayApp.ensure_sync hands functions back as they are: an async view or hook would never be awaited."""
-    app = make_app()
-    registries = [app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs,
-                  app.url_value_preprocessors, {None: app.teardown_appcontext_funcs}]
-    functions = [*app.view_functions.values(), *(f for registry in registries for fs in registry.values() for f in fs)]
-    assert len(functions) > 20
-    assert not [f for f in functions if inspect.iscoroutinefunction(inspect.unwrap(f))]

@@ -1,23 +1,25 @@
-"""Talking to PagerDuty's Events API v2: a pool of keep-alive connections, and what each answer means.
+"""Talking to PagerDuty's Events API v2: one requests.Session over a pool of keep-alive connections, and what each
+answer means.
 
 Answer rules (PagerDuty/developer-docs docs/events-API-v2/01-Overview.md, 05-Rate-Limits.md):
 202 → accepted; 400 → the event is invalid, retrying cannot help (keep the `errors` array);
 429 → rate limited, retry with backoff; 5xx, timeouts and connection errors → retry.
 
-The client speaks through urllib3, the connection pool under requests, without requests' per-call layers
-(settings merging, proxy lookup, response wrapping): on a 2-core machine that is 1,800 posts/s a thread against
-800 (bench/delivery.py, README). Proxies from HTTPS_PROXY/HTTP_PROXY/NO_PROXY and certifi's CA bundle are kept,
-as requests would have them.
+The session ignores the environment (trust_env off: no ~/.netrc credentials, no REQUESTS_CA_BUNDLE, no proxy
+lookup on every call), keeps no cookies and follows no redirects; the proxy from HTTPS_PROXY/HTTP_PROXY/NO_PROXY
+is read once, when the client is made, and certificates are checked against certifi's CA bundle.
 """
 import json
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urlsplit
 
-import certifi
-import urllib3
-from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
+import requests
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, ProtocolError
 from urllib3.exceptions import TimeoutError as UrllibTimeout
 
 from relay.masking import redact
@@ -93,16 +95,27 @@ def _json_or_none(data: bytes):
         return None
 
 
-def _pool(events_url: str, pool_size: int, timeout: urllib3.Timeout):
-    """A connection pool to the events URL's host, through the environment's proxy when one applies."""
+def _environment_proxy(events_url: str) -> dict[str, str]:
+    """Return the proxy the environment names for the events URL, as requests' proxies mapping."""
     parts = urlsplit(events_url)
-    options = {"maxsize": pool_size, "timeout": timeout, "retries": False}
-    if parts.scheme == "https":
-        options["ca_certs"] = certifi.where()
     proxy = urllib.request.getproxies().get(parts.scheme)
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        return urllib3.ProxyManager(proxy, num_pools=1, **options)
-    return urllib3.connection_from_url(events_url, **options)
+        return {parts.scheme: proxy}
+    return {}
+
+
+def _session(events_url: str, pool_size: int) -> requests.Session:
+    """Make a session that sends exactly the client's headers over one pool of pool_size connections."""
+    session = requests.Session()
+    session.trust_env = False
+    session.headers = CaseInsensitiveDict({"Content-Type": "application/json", "User-Agent": USER_AGENT})
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # a load balancer's cookie is not echoed
+    session.proxies = _environment_proxy(events_url)
+    # No retries here: a retried POST could page twice, and the outbox already retries with backoff.
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class PagerDutyClient:
@@ -110,10 +123,10 @@ class PagerDutyClient:
 
     def __init__(self, events_url, connect_timeout=3.05, read_timeout=10.0, pool_size=10):
         self.events_url = events_url
-        self.pool = _pool(events_url, pool_size, urllib3.Timeout(connect=connect_timeout, read=read_timeout))
-        # A pool for one host takes the path; a proxy manager needs the whole URL.
-        self.target = events_url if isinstance(self.pool, urllib3.ProxyManager) else _path(events_url)
-        self.headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = _session(events_url, pool_size)
+        # Prepared once: merging the session's settings into every request costs as much as sending it.
+        self.request = self.session.prepare_request(requests.Request("POST", events_url))
 
     def send(self, event: dict) -> Delivery:
         """POST one event and say what became of it; never raises for network trouble."""
@@ -129,26 +142,35 @@ class PagerDutyClient:
 
     def _post(self, event):
         try:
-            response = self.pool.urlopen("POST", self.target, body=encode(event), headers=self.headers,
-                                         redirect=False, decode_content=True)
-        except NewConnectionError as exc:  # before timeouts: urllib3 counts it as one
-            return Delivery(RETRY, message="could not connect to PagerDuty", error=_short("ConnectionError", exc))
-        except UrllibTimeout:
-            return Delivery(RETRY, message="timed out waiting for PagerDuty", error="timeout")
-        except ProtocolError as exc:
-            return Delivery(RETRY, message="connection to PagerDuty dropped", error=_short("ConnectionError", exc))
-        except HTTPError as exc:
-            return Delivery(RETRY, message="request to PagerDuty failed", error=_short(type(exc).__name__, exc))
-        return classify(response.status, _json_or_none(response.data), response.headers)
+            request = self.request.copy()
+            request.prepare_body(encode(event), None)
+            response = self.session.send(request, timeout=self.timeout, allow_redirects=False)
+        except (requests.RequestException, HTTPError) as exc:
+            return _unanswered(_cause(exc))
+        return classify(response.status_code, _json_or_none(response.content), response.headers)
 
     def close(self):
         """Close the pooled connections."""
-        self.pool.clear() if isinstance(self.pool, urllib3.PoolManager) else self.pool.close()
+        self.session.close()
 
 
-def _path(url: str) -> str:
-    parts = urlsplit(url)
-    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+def _cause(exc: Exception) -> Exception:
+    """Find urllib3's own error under requests' wrapping (and under a MaxRetryError, for a failed connect)."""
+    cause = exc.args[0] if isinstance(exc, requests.RequestException) and exc.args else exc
+    if isinstance(cause, MaxRetryError) and cause.reason is not None:
+        cause = cause.reason
+    return cause if isinstance(cause, Exception) else exc
+
+
+def _unanswered(cause: Exception) -> Delivery:
+    """Describe a send that got no HTTP answer; every such send may be retried."""
+    if isinstance(cause, NewConnectionError):  # before timeouts: urllib3 counts it as one
+        return Delivery(RETRY, message="could not connect to PagerDuty", error=_short("ConnectionError", cause))
+    if isinstance(cause, UrllibTimeout):
+        return Delivery(RETRY, message="timed out waiting for PagerDuty", error="timeout")
+    if isinstance(cause, ProtocolError):
+        return Delivery(RETRY, message="connection to PagerDuty dropped", error=_short("ConnectionError", cause))
+    return Delivery(RETRY, message="request to PagerDuty failed", error=_short(type(cause).__name__, cause))
 
 
 def _short(kind: str, exc) -> str:

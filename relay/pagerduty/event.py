@@ -56,14 +56,23 @@ def _string_keys(details):
         raise ValidationError("keys must be strings")
 
 
+class RememberedUrl(fields.Url):
+    """A URL field whose check remembers the URLs that passed it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Alerts repeat a rule's few links, and the check is a costly regular expression.
+        self.validators[0] = functools.lru_cache(maxsize=1024)(self.validators[0])
+
+
 class ImageSchema(Schema):
     """An image on the alert; PagerDuty shows https images only."""
 
     class Meta:
         unknown = EXCLUDE
 
-    src = fields.Url(required=True, schemes={"https"}, require_tld=False)
-    href = fields.Url(schemes={"http", "https"}, require_tld=False)
+    src = RememberedUrl(required=True, schemes={"https"}, require_tld=False)
+    href = RememberedUrl(schemes={"http", "https"}, require_tld=False)
     alt = fields.Str()
 
 
@@ -73,25 +82,8 @@ class LinkSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    href = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    href = RememberedUrl(required=True, schemes={"http", "https"}, require_tld=False)
     text = fields.Str()
-
-
-_LINK_HREF = LinkSchema().fields["href"]  # the same check as EventSchema.client_url's
-
-
-class LinkList(fields.List):
-    """links[]: loaded by LinkSchema, one link at a time, only when one is wrong (for its errors): a well-formed
-    list is checked in one pass with the same href validators, where each link would otherwise be a schema load."""
-
-    def __init__(self, **kwargs):
-        super().__init__(fields.Nested(LinkSchema), **kwargs)
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if _plain_links(value):
-            return _link_fields(value)
-        return super()._deserialize(value, attr, data, **kwargs)
-
 
 
 class PayloadSchema(Schema):
@@ -129,9 +121,9 @@ class EventSchema(Schema):
     dedup_key = fields.Str(validate=validate.Length(min=1, max=DEDUP_KEY_MAX))
     payload = fields.Nested(PayloadSchema)
     images = fields.List(fields.Nested(ImageSchema))
-    links = LinkList()
+    links = fields.List(fields.Nested(LinkSchema))
     client = fields.Str()
-    client_url = fields.Url(schemes={"http", "https"}, require_tld=False)
+    client_url = RememberedUrl(schemes={"http", "https"}, require_tld=False)
 
     @pre_load
     def keep_https_images(self, data, **kwargs):
@@ -226,86 +218,4 @@ event_schema = EventSchema()
 
 def load_event(data) -> dict:
     """Validate and trim an event; raise ValidationError naming each bad field."""
-    plain = quick_load(data)
-    return plain if plain is not None else event_schema.load(data)
-
-
-# The fields of a plain event, in the order EventSchema lays out what it loads (so both answers serialize alike).
-PLAIN_EVENT_FIELDS = ("routing_key", "event_action", "dedup_key", "payload", "links", "client", "client_url")
-PAYLOAD_FIELDS = ("summary", "source", "severity", "timestamp", "component", "group", "class", "custom_details")
-_PLAIN_EVENT_KEYS, _PAYLOAD_KEYS = frozenset(PLAIN_EVENT_FIELDS), frozenset(PAYLOAD_FIELDS)
-_EVENT_TEXTS = ("routing_key", "event_action", "dedup_key", "client", "client_url")
-_PAYLOAD_TEXTS = PAYLOAD_FIELDS[:-1]
-
-
-def quick_load(data) -> dict | None:
-    """EventSchema's answer for a plain, well-formed event (the relay's own, as mapped), in one pass where the
-    schema loads a field at a time; None for anything else (images, unknown keys, any error), which the schema
-    then judges. tests/test_events.py holds the two to the same answers."""
-    if not (isinstance(data, dict) and data.keys() <= _PLAIN_EVENT_KEYS and _texts_in(data, _EVENT_TEXTS)):
-        return None
-    action, has_payload = data.get("event_action"), "payload" in data
-    payload = _quick_payload(data["payload"]) if has_payload else None
-    if not (data.get("routing_key") and action in ACTIONS and _plain_dedup_key(data, action)
-            and (payload is not None or not (has_payload or action == "trigger"))
-            and ("links" not in data or _plain_links(data["links"]))
-            and ("client_url" not in data or http_url_ok(data["client_url"]))):
-        return None
-    event = {key: data[key] for key in PLAIN_EVENT_FIELDS if key in data}
-    if action == "trigger":
-        event["payload"] = payload
-    else:
-        event.pop("payload", None)  # PagerDuty reads payload on triggers only
-    if "links" in event:
-        event["links"] = _link_fields(event["links"])
-    return fit_size(event)
-
-
-def _plain_dedup_key(data: dict, action: str) -> bool:
-    if "dedup_key" not in data:
-        return action == "trigger"
-    return 0 < len(data["dedup_key"]) <= DEDUP_KEY_MAX
-
-
-def _quick_payload(payload) -> dict | None:
-    """PayloadSchema's answer for a plain, well-formed payload; None for anything else."""
-    if not (isinstance(payload, dict) and payload.keys() <= _PAYLOAD_KEYS and _texts_in(payload, _PAYLOAD_TEXTS)
-            and payload.get("summary") and payload.get("source") and payload.get("severity") in SEVERITIES):
-        return None
-    if "timestamp" in payload and parse_iso8601(payload["timestamp"]) is None:
-        return None
-    details = payload.get("custom_details", {})
-    if not (isinstance(details, dict) and all(isinstance(key, str) for key in details)):
-        return None
-    loaded = {key: truncate(payload[key], TEXT_LIMITS[key]) if key in TEXT_LIMITS else payload[key]
-              for key in PAYLOAD_FIELDS if key in payload}
-    if "custom_details" in loaded:
-        loaded["custom_details"] = dict(details)  # a copy, as fields.Dict loads it
-    return loaded
-
-
-def _texts_in(data: dict, keys) -> bool:
-    return all(isinstance(data[key], str) for key in keys if key in data)
-
-
-def _link_fields(links) -> list[dict]:
-    """Plain links as LinkSchema loads them: href and text, nothing else."""
-    return [{key: link[key] for key in ("href", "text") if key in link} for link in links]
-
-
-def _plain_links(links) -> bool:
-    """Tell whether links loads as it is: a list of objects, each with an http(s) href and, if any, a text."""
-    return isinstance(links, list) and all(
-        isinstance(link, dict) and isinstance(link.get("href"), str) and isinstance(link.get("text", ""), str)
-        and http_url_ok(link["href"]) for link in links)
-
-
-@functools.lru_cache(maxsize=4096)
-def http_url_ok(href: str) -> bool:
-    """Tell whether href passes the schema's http(s) URL check (links, client_url); alerts repeat the same few
-    URLs (a rule's generatorURL and runbook, Alertmanager's own), and the check is a costly regular expression."""
-    try:
-        _LINK_HREF._validate(href)
-    except ValidationError:
-        return False
-    return True
+    return event_schema.load(data)
