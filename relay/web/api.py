@@ -2,7 +2,7 @@
 from flask import Blueprint, abort, jsonify, request
 
 from relay import accept, incidents
-from relay.store import logquery, models
+from relay.store import logquery, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.web.payloads import read_json
@@ -43,7 +43,7 @@ def show_log(log_id):
 def retry(log_id):
     """Send a failed or dead row again."""
     incidents.requeue_one(log_id)
-    return jsonify({"log_id": log_id, "status": models.PENDING}), 202
+    return jsonify({"log_id": log_id, "status": states.PENDING}), 202
 
 
 @bp.post("/preview/<source_name>")
