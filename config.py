@@ -111,7 +111,7 @@ class Config:
     # Routes, tried in order: the first whose matchers all hold takes the alert ("continue": True goes on
     # to the next). Each route: name, matchers (Alertmanager syntax), one of routing_key /
     # routing_key_env / routing_key_template, severity_label, severity_map, default_severity,
-    # dedup ("alert", "group" or a template), templates, custom_details, continue. See the README.
+    # dedup ("alert", "group" or a template), templates, custom_details, continue. See docs/routing.md.
     ROUTES = [
         # {
         #     "name": "database",

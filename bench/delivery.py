@@ -1,6 +1,6 @@
 """Delivery benchmark: outbox → PagerDuty simulator throughput at 0 and 200 ms, and idle latency.
 
-Run by hand:  .venv/bin/python bench/worker.py [--events 5000] [--stores sqlite postgresql]
+Run by hand:  .venv/bin/python bench/delivery.py [--events 5000] [--stores sqlite postgresql]
 Baseline: a plain requests.Session posting the same events in a loop on one thread.
 """
 import argparse

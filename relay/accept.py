@@ -10,7 +10,7 @@ from relay.errors import RelayError
 from relay.intake.mapping import Planned, plan
 from relay.intake.sources import SOURCES, get_source
 from relay.masking import mask
-from relay.store import models, outbox
+from relay.store import outbox, states
 from relay.store.models import db
 
 
@@ -50,7 +50,7 @@ def preview(source: ModuleType, payload) -> list[dict]:
 def store(source_name: str, planned: list[Planned]) -> list[int]:
     """Write one incident_log row per planned event, commit them together, and return their ids."""
     rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
-                              status=models.PENDING if item.routed else models.UNROUTED, error=item.problem)
+                              status=states.PENDING if item.routed else states.UNROUTED, error=item.problem)
             for item in planned]
     ids = outbox.store_rows(db.engine, rows)
     worker.wake()
@@ -65,7 +65,7 @@ def describe(item: Planned, log_id=None) -> dict:
     if log_id is not None:
         entry = {"log_id": log_id, **entry}
     if item.problem:
-        entry.update(status=models.UNROUTED, problem=item.problem)
+        entry.update(status=states.UNROUTED, problem=item.problem)
     return entry
 
 

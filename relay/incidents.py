@@ -52,10 +52,11 @@ follow_up_input = ServiceKeySchema()
 
 @dataclass
 class JobResult:
-    """The job's JSON answer and the HTTP status that fits it."""
+    """The job's answer, the HTTP status that fits it, and whether it is a PagerDutyError rather than a result."""
 
     body: dict
     http_status: int
+    pagerduty_error: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -96,14 +97,15 @@ def _send(event: dict, source: str) -> JobResult:
 
 def answer(row: IncidentLog) -> JobResult:
     """Shape a row's delivery as the job's success JSON, its PagerDutyError, or "queued"."""
-    if row.status == models.DELIVERED:
+    if row.status == states.DELIVERED:
         return JobResult({"success": True, "dedup_key": row.dedup_key, "status": row.pd_status,
                           "message": row.pd_message, "log_id": row.id}, 200)
     if row.status in states.NOT_DELIVERED:
         detail = "; ".join(row.pd_errors or [])
         detail = f"{row.pd_message or row.error or 'no answer'}{': ' + detail if detail else ''}"
         error = {"name": "PagerDutyError", "value": f"PagerDuty API error: {detail}", "log_id": row.id}
-        return JobResult(error, row.http_status if row.status == models.FAILED and row.http_status else 502)
+        status = row.http_status if row.status == states.FAILED and row.http_status else 502
+        return JobResult(error, status, pagerduty_error=True)
     last = f" (last attempt: {row.pd_message or row.error})" if row.attempts else ""
     return JobResult({"success": False, "status": "queued", "dedup_key": row.dedup_key, "log_id": row.id,
                       "message": f"stored; PagerDuty has not confirmed it yet and the relay keeps trying{last}"},

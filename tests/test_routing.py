@@ -296,3 +296,9 @@ def test_the_default_templates_render_together_as_each_alone(alert):
     context = alert_context(alert)
     assert render_macros(DEFAULTS, context) == {name: render(template, context)
                                                 for name, template in _COMPILED_DEFAULTS.items()}
+
+
+@pytest.mark.parametrize("source, client", [("alertmanager", "Prometheus Alertmanager"), ("grafana", "Grafana"),
+                                            ("generic", "relay"), ("retired", "relay")])
+def test_the_default_client_is_the_one_the_source_declares(source, client):
+    assert render_macros(DEFAULTS, alert_context(Alert(source=source, status=FIRING)))["client"] == client

@@ -49,6 +49,7 @@ def test_the_webhook_route_takes_the_new_source_with_its_credential_and_settings
     (preview,) = client.post("/api/v1/preview/tiny", json={"title": "Disk full", "host": "db1"}).get_json()["events"]
     assert preview["event"]["payload"]["summary"] == "Disk full (db1)"
     assert preview["event"]["payload"]["severity"] == "critical"  # TINY_WEBHOOK, loaded at start-up
+    assert preview["event"]["client"] == "Tiny Monitor"  # its CLIENT, through the default template unchanged
     refused = post(client, "tiny", {"host": "db1"}, token=TOKEN)
     assert refused.status_code == 400
     assert refused.get_json()["error"]["fields"] == {"title": ["Missing data for required field."]}

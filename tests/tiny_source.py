@@ -4,6 +4,7 @@ from marshmallow import EXCLUDE, Schema, fields
 from relay.intake.alert import FIRING, Alert
 
 NAME = "tiny"
+CLIENT = "Tiny Monitor"
 
 
 class WebhookSchema(Schema):

@@ -6,6 +6,7 @@ from jinja2 import ChainableUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from relay.intake.alert import Alert
+from relay.intake.sources import client_name
 
 log = logging.getLogger(__name__)
 _DICT_ATTRIBUTES = frozenset(dir(dict))  # names a dict answers as attributes (methods), before its keys
@@ -70,9 +71,9 @@ def compile_macros(texts: dict[str, str]) -> Macros:
 
 
 def alert_context(alert: Alert) -> dict:
-    """Name what a template may use: labels, annotations, status, and the rest of the alert."""
+    """Name what a template may use: labels, annotations, status, the rest of the alert, and its source's client."""
     values = alert.as_dict()
-    return {**values, "alert": values}
+    return {**values, "alert": values, "client": client_name(alert.source)}
 
 
 def render(template, context: dict) -> str | None:

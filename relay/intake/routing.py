@@ -26,7 +26,7 @@ DEFAULT_TEMPLATES = {
     "component": "{{ labels.job or labels.service }}",
     "group": "{{ labels.cluster or labels.namespace or labels.env }}",
     "class": "{{ labels.alertname }}",
-    "client": '{{ {"alertmanager": "Prometheus Alertmanager", "grafana": "Grafana"}.get(source, "relay") }}',
+    "client": "{{ client }}",
     "client_url": "{{ external_url }}",
 }
 # The default templates as the macros of one template: one module per alert renders them all.

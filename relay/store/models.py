@@ -7,18 +7,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import JSON, BigInteger, DateTime, Integer
 from sqlalchemy.types import TypeDecorator
 
-# The row states are relay/store/states.py's; modules of other wings still name them through models.
-from relay.store.states import (  # noqa: F401
-    DEAD,
-    DELIVERED,
-    FAILED,
-    OPEN,
-    OPEN_SQL,
-    PENDING,
-    RETRYING,
-    SENDING,
-    UNROUTED,
-)
+from relay.store.states import OPEN_SQL, PENDING
 
 
 def json_text(value) -> str:

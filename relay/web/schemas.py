@@ -1,5 +1,15 @@
-"""Marshmallow schemas of what the relay answers, for the OpenAPI document (requests have their own)."""
+"""Marshmallow schemas of what the relay answers: the views dump every answer through them, and /openapi.json
+documents them (requests have their own)."""
 from marshmallow import Schema, fields
+
+
+class IsoDateTime(fields.DateTime):
+    """An ISO 8601 date-time; dumped as is when the log's shown form already holds it as text."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if isinstance(value, str):
+            return value
+        return super()._serialize(value, attr, obj, **kwargs)
 
 
 class ErrorDetailSchema(Schema):
@@ -46,7 +56,7 @@ class LogEntrySchema(Schema):
     """One incident_log row; the routing key is masked."""
 
     id = fields.Int(required=True)
-    created_at = fields.DateTime(required=True)
+    created_at = IsoDateTime(required=True)
     source = fields.Str(required=True)
     route = fields.Str(allow_none=True)
     event_action = fields.Str(required=True)
@@ -56,8 +66,8 @@ class LogEntrySchema(Schema):
     routing_key = fields.Str(required=True, metadata={"example": "…cdef"})
     status = fields.Str(required=True)
     attempts = fields.Int(required=True)
-    next_attempt_at = fields.DateTime(allow_none=True)
-    delivered_at = fields.DateTime(allow_none=True)
+    next_attempt_at = IsoDateTime(allow_none=True)
+    delivered_at = IsoDateTime(allow_none=True)
     http_status = fields.Int(allow_none=True)
     pagerduty = fields.Nested(PagerDutyAnswerSchema)
     error = fields.Str(allow_none=True)
@@ -66,7 +76,7 @@ class LogEntrySchema(Schema):
 class AttemptSchema(Schema):
     """One delivery attempt."""
 
-    started_at = fields.DateTime(required=True)
+    started_at = IsoDateTime(required=True)
     duration_ms = fields.Float(allow_none=True)
     outcome = fields.Str(required=True)
     http_status = fields.Int(allow_none=True)
@@ -124,3 +134,12 @@ class RetrySchema(Schema):
 
     log_id = fields.Int(required=True)
     status = fields.Str(required=True)
+
+
+job_result = JobResultSchema()
+pagerduty_error = PagerDutyErrorSchema()
+log_page = LogPageSchema()
+log_detail = LogDetailSchema()
+webhook_accepted = WebhookAcceptedSchema()
+preview = PreviewSchema()
+retried = RetrySchema()

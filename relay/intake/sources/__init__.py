@@ -1,9 +1,10 @@
 """The registry of alert sources: the one list of them, which the webhook route, auth, config, OpenAPI and
 start-up checks all read.
 
-Each source is a module exposing NAME (its webhook name), BODY_SCHEMA (what /openapi.json shows of its body: a
-marshmallow schema class or an OpenAPI schema), SETTINGS_SCHEMA (a marshmallow schema for config's
-<NAME>_WEBHOOK setting, loaded once at start-up; None when it takes none) and to_alerts(payload, settings=None).
+Each source is a module exposing NAME (its webhook name), CLIENT (the sender's name: the event's default client),
+BODY_SCHEMA (what /openapi.json shows of its body: a marshmallow schema class or an OpenAPI schema),
+SETTINGS_SCHEMA (a marshmallow schema for config's <NAME>_WEBHOOK setting, loaded once at start-up; None when it
+takes none) and to_alerts(payload, settings=None).
 A new source is one module and one line below.
 """
 from types import ModuleType
@@ -20,6 +21,12 @@ SOURCES: dict[str, ModuleType] = {source.NAME: source for source in (
 def get_source(name: str) -> ModuleType | None:
     """Return the source module registered under name, or None."""
     return SOURCES.get(name)
+
+
+def client_name(name: str) -> str:
+    """Return the client name the source registered under name declares ("relay" for an unknown one)."""
+    source = SOURCES.get(name)
+    return source.CLIENT if source is not None else "relay"
 
 
 def settings_key(source: ModuleType) -> str:

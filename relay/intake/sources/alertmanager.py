@@ -4,6 +4,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 from relay.intake.alert import FIRING, RESOLVED, Alert, http_links, notification_alert
 
 NAME = "alertmanager"
+CLIENT = "Prometheus Alertmanager"
 VERSION = "4"
 
 # Go's zero time.Time in JSON. A firing alert carries it as endsAt: alertmanager types/types.go Alerts()

@@ -6,6 +6,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_l
 from relay.intake.alert import FIRING, RESOLVED, Alert
 
 NAME = "generic"
+CLIENT = "relay"  # any JSON sender: the event names the relay, the one client known
 
 # Each path setting is a dotted path ("a.b.0.c") or a list of them, tried in order; None turns it off.
 DEFAULT_SETTINGS = {

@@ -5,6 +5,7 @@ from relay.intake.alert import Alert, http_links, notification_alert
 from relay.intake.sources import alertmanager as am  # Grafana's webhook extends Alertmanager's
 
 NAME = "grafana"
+CLIENT = "Grafana"
 VERSION = "1"
 
 
