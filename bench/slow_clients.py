@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -75,35 +76,43 @@ class SlowClients:
 def measure(name: str, options: list[str], args, workdir: Path) -> dict:
     """Run one server under slow clients and a steady sender; return its figures."""
     with fresh_store("sqlite", workdir) as url, \
-            gunicorn("wsgi:app", relay_env(url, delivery=False, RELAY_SYNC_WAIT_SECONDS=args.job_wait), workdir, name,
-                     options=options) as server:
+            gunicorn("wsgi:app", relay_env(url, delivery=False, RELAY_SYNC_WAIT_SECONDS=args.job_wait,
+                                           RELAY_REQUEST_DEADLINE_SECONDS=args.deadline),
+                     workdir, name, options=options) as server:
         session = requests.Session()
         for n in range(4):  # each worker's first requests load what the app loads lazily
             session.post(server.url + "/webhooks/alertmanager", json=alertmanager_notification(10_000 + n), timeout=10)
         jobs = [threading.Thread(target=_job, args=(server.url, args.job_wait + 10), daemon=True)
                 for _ in range(args.jobs)]
-        latencies, failures = [], 0
-        with SlowClients(server.port, args.idle, args.trickling) as slow:
+        with SlowClients(server.port, args.idle, args.trickling) as slow, \
+                ThreadPoolExecutor(int(args.rate * args.timeout) + 8) as senders:
             for job in jobs:
                 job.start()
             time.sleep(1.0)
-            start = time.monotonic()
-            for n in range(int(args.rate * args.duration)):
+            start, sent = time.monotonic(), []
+            for n in range(int(args.rate * args.duration)):  # open loop: sent by the clock, not after the answer
                 time.sleep(max(0.0, start + n / args.rate - time.monotonic()))
-                sent = time.monotonic()
-                try:
-                    response = requests.post(server.url + "/webhooks/alertmanager", timeout=args.timeout,
-                                             json=alertmanager_notification(n), headers={"Connection": "close"})
-                    ok = response.status_code == 202
-                except requests.RequestException:
-                    ok = False
-                latencies.append(args.timeout if not ok else time.monotonic() - sent)
-                failures += not ok
+                sent.append(senders.submit(_webhook, server.url, n, args.timeout))
+            latencies = [future.result() for future in sent]
+            time.sleep(max(0.0, slow.started + args.deadline + 3 - time.monotonic()))
             closed = sorted(slow.closed_after.values())
+        failures = sum(latency is None for latency in latencies)
+        latencies = [args.timeout if latency is None else latency for latency in latencies]
     latencies_ms = [1000 * t for t in latencies]
     return {"webhooks": len(latencies), "failed": failures, "p50_ms": round(percentile(latencies_ms, 50), 1),
             "p99_ms": round(percentile(latencies_ms, 99), 1), "max_ms": round(max(latencies_ms), 1),
             "trickling_closed": len(closed), "trickling_closed_after_s_max": round(closed[-1], 1) if closed else None}
+
+
+def _webhook(base: str, n: int, timeout: float) -> float | None:
+    """Post one webhook on a new connection; return how long its 202 took, None if it failed."""
+    sent = time.monotonic()
+    try:
+        response = requests.post(base + "/webhooks/alertmanager", json=alertmanager_notification(n), timeout=timeout,
+                                 headers={"Connection": "close"})
+    except requests.RequestException:
+        return None
+    return time.monotonic() - sent if response.status_code == 202 else None
 
 
 def _job(base: str, timeout: float):
@@ -122,6 +131,7 @@ def main():
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--deadline", type=float, default=10.0, help="RELAY_REQUEST_DEADLINE_SECONDS")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="relay-bench-slow-") as tmp:
         results = {"relay": measure("relay", [], args, Path(tmp)),
