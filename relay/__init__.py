@@ -5,11 +5,11 @@ from flask import Flask
 from flask_migrate import Migrate
 
 from config import Config
-from relay import cli, errors, logs, metrics
+from relay import cli, errors, logs
 from relay.intake import configure
 from relay.store import sqlite
 from relay.store.models import db
-from relay.web import api, auth, health, openapi, page, payloads, webhooks
+from relay.web import api, auth, health, metrics, openapi, page, payloads, webhooks
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 migrate = Migrate()

@@ -1,26 +1,16 @@
-"""Prometheus metrics: what the relay received, stored and delivered, and the state of its outbox.
+"""Prometheus counters: what the relay received, stored and delivered, counted where it happens in every wing.
 
 Counters and histograms are kept per process. Under gunicorn, prometheus_client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR, set by gunicorn.conf.py before a worker imports this module) keeps them in
-per-process files, and a scrape landing on any worker sums every worker's, dead ones included. The outbox
-gauges are not per-process state: they are read from the store at scrape time, with one query.
+per-process files, and a scrape (relay/web/metrics.py) landing on any worker sums every worker's, dead ones
+included.
 """
 import functools
-import logging
-import os
 
-from flask import Blueprint, Response, request
-from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import func, select, text
+from prometheus_client import Counter, Histogram
 
-from relay.store import models, states
-from relay.store.models import IncidentLog, db, utcnow
-
-log = logging.getLogger(__name__)
-bp = Blueprint("metrics", __name__)
+from relay.store import states
+from relay.store.models import utcnow
 
 UNROUTED_ROUTE = "unrouted"  # route label of events no route took
 DIRECT_ROUTE = "direct"  # route label of the create-incident job's events: the caller names the key
@@ -99,67 +89,3 @@ def delivered(results, moves, now=None) -> None:
             RETRIES.inc()
         elif moved.status == states.DEAD:
             GIVEN_UP.inc()
-
-
-def outbox_backlog(conn) -> tuple[dict[str, int], object]:
-    """Count open rows (pending, retrying) by status and find the oldest one's created_at, in one query."""
-    rows = conn.execute(select(IncidentLog.status, func.count(), func.min(IncidentLog.created_at))
-                        .where(text(f"incident_log.{states.OPEN_SQL}"))  # verbatim: the partial index serves it
-                        .group_by(IncidentLog.status)).all()
-    counts = {status: 0 for status in states.OPEN}
-    oldest = None
-    for status, count, created_at in rows:
-        counts[status] = count
-        created_at = models.as_utc(created_at)
-        oldest = created_at if oldest is None or created_at < oldest else oldest
-    return counts, oldest
-
-
-class OutboxCollector:
-    """Outbox gauges read from the store when scraped, so every worker reports the same truth."""
-
-    def collect(self):
-        """Yield the backlog by status, the oldest open row's age, and whether the store answered."""
-        up = GaugeMetricFamily("relay_store_up", "1 when the scrape could read the outbox from the store.")
-        try:
-            with db.engine.connect() as conn:
-                counts, oldest = outbox_backlog(conn)
-        except Exception as exc:  # noqa: BLE001 - a store that is down is a value, not a failed scrape
-            log.warning("metrics: cannot read the outbox: %s", type(exc).__name__)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        backlog = GaugeMetricFamily("relay_outbox_backlog", "Rows waiting to be delivered, by status.",
-                                    labels=["status"])
-        for status, count in counts.items():
-            backlog.add_metric([status], count)
-        yield backlog
-        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
-        yield GaugeMetricFamily("relay_outbox_oldest_pending_age_seconds",
-                                "Age of the oldest row still waiting to be delivered (0 when none waits).",
-                                value=max(0.0, age))
-
-
-class _Scrape:
-    """The collectors one scrape reads, in order."""
-
-    def __init__(self, *collectors):
-        self.collectors = collectors
-
-    def collect(self):
-        """Yield every collector's metric families."""
-        for collector in self.collectors:
-            yield from collector.collect()
-
-
-@bp.get("/metrics")
-def scrape():
-    """Expose the metrics in Prometheus text format (or OpenMetrics, if asked for)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        counters = MultiProcessCollector(None)  # every worker's files, summed
-    else:
-        counters = REGISTRY  # one process: the flask CLI, tests
-    encode, content_type = choose_encoder(request.headers.get("Accept"))
-    return Response(encode(_Scrape(counters, OutboxCollector())), content_type=content_type)

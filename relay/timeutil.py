@@ -2,10 +2,21 @@
 import re
 from datetime import datetime, timedelta, timezone
 
-from relay.pagerduty.event import parse_iso8601
+# Go and Grafana send nanoseconds ("…:00.123456789Z"); Python parses at most microseconds.
+_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_iso8601(text) -> datetime | None:
+    """Parse an ISO 8601 timestamp (nanoseconds and Z allowed); None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip()).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def parse_duration(text: str) -> timedelta:

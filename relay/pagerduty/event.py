@@ -6,11 +6,11 @@ An event is trimmed to fit, never refused for being long: a truncated page beats
 import copy
 import functools
 import json
-import re
-from datetime import datetime
 
 import orjson
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+
+from relay.timeutil import parse_iso8601
 
 ACTIONS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -30,20 +30,6 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1] + ELLIPSIS
-
-
-# Go and Grafana send nanoseconds ("…:00.123456789Z"); Python parses at most microseconds.
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def parse_iso8601(text) -> datetime | None:
-    """Parse an ISO 8601 timestamp (nanoseconds and Z allowed); None when it is not one."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip()).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _iso8601(value):

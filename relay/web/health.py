@@ -10,8 +10,8 @@ import time
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
-from relay import metrics
 from relay.delivery import worker
+from relay.store.backlog import outbox_backlog
 from relay.store.models import db, utcnow
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def _check_outbox(checks, reasons):
     max_backlog = current_app.config["RELAY_READY_MAX_BACKLOG"]
     max_age = current_app.config["RELAY_READY_MAX_PENDING_AGE_SECONDS"]
     try:
-        counts, oldest = metrics.outbox_backlog(db.session)
+        counts, oldest = outbox_backlog(db.session)
         db.session.commit()
     except Exception as exc:  # noqa: BLE001 - as above: the store failed between two queries
         db.session.rollback()

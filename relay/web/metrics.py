@@ -1,0 +1,69 @@
+"""GET /metrics: every process's counters (relay/metrics.py), summed, and the outbox's gauges read from the store.
+
+The outbox gauges are not per-process state: they are read from the store at scrape time, with one query, so
+every worker reports the same truth.
+"""
+import logging
+import os
+
+from flask import Blueprint, Response, request
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from relay.store.backlog import outbox_backlog
+from relay.store.models import db, utcnow
+
+log = logging.getLogger(__name__)
+bp = Blueprint("metrics", __name__)
+
+
+class OutboxCollector:
+    """Outbox gauges read from the store when scraped, so every worker reports the same truth."""
+
+    def collect(self):
+        """Yield the backlog by status, the oldest open row's age, and whether the store answered."""
+        up = GaugeMetricFamily("relay_store_up", "1 when the scrape could read the outbox from the store.")
+        try:
+            with db.engine.connect() as conn:
+                counts, oldest = outbox_backlog(conn)
+        except Exception as exc:  # noqa: BLE001 - a store that is down is a value, not a failed scrape
+            log.warning("metrics: cannot read the outbox: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        backlog = GaugeMetricFamily("relay_outbox_backlog", "Rows waiting to be delivered, by status.",
+                                    labels=["status"])
+        for status, count in counts.items():
+            backlog.add_metric([status], count)
+        yield backlog
+        age = (utcnow() - oldest).total_seconds() if oldest else 0.0
+        yield GaugeMetricFamily("relay_outbox_oldest_pending_age_seconds",
+                                "Age of the oldest row still waiting to be delivered (0 when none waits).",
+                                value=max(0.0, age))
+
+
+class _Scrape:
+    """The collectors one scrape reads, in order."""
+
+    def __init__(self, *collectors):
+        self.collectors = collectors
+
+    def collect(self):
+        """Yield every collector's metric families."""
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+@bp.get("/metrics")
+def scrape():
+    """Expose the metrics in Prometheus text format (or OpenMetrics, if asked for)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        counters = MultiProcessCollector(None)  # every worker's files, summed
+    else:
+        counters = REGISTRY  # one process: the flask CLI, tests
+    encode, content_type = choose_encoder(request.headers.get("Accept"))
+    return Response(encode(_Scrape(counters, OutboxCollector())), content_type=content_type)
