@@ -21,9 +21,6 @@ def _env_number(name: str, default: str, cast=int, least=1):
 
 bind = os.environ.get("RELAY_BIND", "127.0.0.1:8080")
 workers = _env_number("RELAY_WORKERS", "2")
-# Threads, not one request per process: a slow or silent client holds a thread, never a whole worker; its
-# request is closed unless fully received within RELAY_REQUEST_DEADLINE_SECONDS (relay/web/serving.py).
-threads = _env_number("RELAY_THREADS", "64")
 timeout = _env_number("RELAY_WORKER_TIMEOUT", "30")
 graceful_timeout = 20
 keepalive = 5
@@ -73,8 +70,12 @@ logconfig_dict = {
     "handlers": {"json": {"()": _relay_module("logs").json_handler}},
 }
 
-worker_class = _relay_module("web/serving").DeadlineThreadWorker
+# Requests are read whole before they are handled, and closed unless whole within RELAY_REQUEST_DEADLINE_SECONDS;
+# the create-incident job's requests, which wait for PagerDuty, are handled by RELAY_THREADS threads
+# (relay/web/serving.py).
+worker_class = _relay_module("web/serving").ArrivedRequestWorker
 worker_class.request_deadline = _env_number("RELAY_REQUEST_DEADLINE_SECONDS", "10", float, least=0.1)
+worker_class.threads = _env_number("RELAY_THREADS", "4")
 
 
 def on_starting(server):

@@ -1,5 +1,6 @@
-"""Intake does not depend on how many clients are slow: idle, trickling and waiting clients hold threads, never
-the workers, and a request not received within its deadline is closed."""
+"""Intake does not depend on how many clients are slow: requests are read whole before they are handled, the
+job's waiting requests have threads of their own, and a request not received within its deadline is closed."""
+import json
 import os
 import select
 import socket
@@ -90,3 +91,55 @@ def test_slow_clients_and_waiting_jobs_leave_webhooks_prompt(relay, routing_key)
     assert proc.poll() is None
     for sock in idle:
         sock.close()
+
+
+def raw_exchange(port: int, request: bytes, pause_after_head: float = 0.0) -> bytes:
+    """Send request (its head, then after a pause its body) on a new connection; return all the relay answered."""
+    head, _, body = request.partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n\r\n")
+        time.sleep(pause_after_head)
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_request_arriving_in_pieces_is_handled_once_whole(relay):
+    base, _ = relay
+    port = int(base.rsplit(":", 1)[1])
+    body = json.dumps(notification(7)).encode()
+    head = (b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    assert raw_exchange(port, head + body, pause_after_head=0.3).startswith(b"HTTP/1.1 202")
+
+    chunked = (b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    assert raw_exchange(port, chunked, pause_after_head=0.3).startswith(b"HTTP/1.1 202")
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(relay):
+    base, _ = relay
+    port = int(base.rsplit(":", 1)[1])
+    body = json.dumps(notification(8)).encode()
+    head = (b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # as curl waits for before sending a body
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 202") and answer.count(b"100 Continue") == 0
+
+
+def test_a_body_over_the_limit_is_refused_without_waiting_for_it(relay):
+    base, _ = relay
+    port = int(base.rsplit(":", 1)[1])
+    head = (b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 999999999\r\n\r\n")
+    started = time.monotonic()
+    answer = raw_exchange(port, head + b"{")
+    assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - started < DEADLINE
