@@ -10,7 +10,9 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
+
+from relay.store.models import IncidentLog
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +109,13 @@ def _iso(value):
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+# Core, not the ORM bulk path: several times cheaper per row; built once. PostgreSQL returns the ids of a
+# multi-row insert in one round trip.
+_INSERT_ROWS = insert(IncidentLog.__table__).returning(IncidentLog.__table__.c.id, sort_by_parameter_order=True)
+
+
+def insert_rows(conn, rows: list[dict]) -> list[int]:
+    """Insert rows in one statement and return their ids, in order."""
+    return list(conn.execute(_INSERT_ROWS, rows).scalars())

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 
-from sqlalchemy import bindparam, event, func, update
+from sqlalchemy import bindparam, event, func, insert, text, update
 from sqlalchemy.engine import Engine
 
 from relay.store.models import DeliveryAttempt, IncidentLog
@@ -164,3 +164,19 @@ def watcher(engine):
             conn.close()
 
     return watch
+
+
+_INSERT_ROWS = insert(IncidentLog.__table__)
+_LAST_ROWID = text("SELECT last_insert_rowid()")
+
+
+def insert_rows(conn, rows: list[dict]) -> list[int]:
+    """Insert rows with one executemany and return their ids, in order.
+
+    SQLAlchemy's RETURNING with ids in order sends one INSERT per row here; without RETURNING the driver runs them
+    all at once. The ids follow from the last one: this transaction holds the write lock, so nothing else inserts
+    between the rows, and SQLite gives each new row the next rowid.
+    """
+    conn.execute(_INSERT_ROWS, rows)
+    last = conn.execute(_LAST_ROWID).scalar()
+    return list(range(last - len(rows) + 1, last + 1))
