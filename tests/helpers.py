@@ -83,3 +83,16 @@ def mutated(draw, value: dict, names: list[str], junk) -> dict:
         else:
             parent[name] = draw(junk)
     return value
+
+
+def firing(name: str, annotations: dict | None = None, **labels) -> dict:
+    """One firing Alertmanager alert named name, with more labels if given."""
+    return {"status": "firing", "labels": {"alertname": name, **labels}, "annotations": annotations or {},
+            "startsAt": "2026-11-26T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}
+
+
+def alertmanager_notification(alerts: list[dict]) -> dict:
+    """An Alertmanager webhook (version 4) carrying the given alerts."""
+    return {"version": "4", "groupKey": "{}:{}", "status": alerts[0]["status"], "receiver": "relay",
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
+            "truncatedAlerts": 0, "alerts": alerts}

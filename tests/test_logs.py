@@ -15,7 +15,7 @@ import requests
 import sqlalchemy as sa
 
 from relay.store.models import IncidentLog, db
-from tests.helpers import statuses, wait_until
+from tests.helpers import alertmanager_notification, firing, statuses, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -24,11 +24,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def alerts(*names, marker="") -> dict:
     """An Alertmanager notification with one firing alert per name."""
-    return {"version": "4", "status": "firing", "receiver": "relay", "groupKey": "{}:{}", "groupLabels": {},
-            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
-            "alerts": [{"status": "firing", "labels": {"alertname": name},
-                        "annotations": {"summary": f"{name} {marker}".strip()},
-                        "startsAt": "2026-11-26T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"} for name in names]}
+    return alertmanager_notification([firing(name, {"summary": f"{name} {marker}".strip()}) for name in names])
 
 
 def json_lines(text: str) -> list[dict]:

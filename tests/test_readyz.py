@@ -11,6 +11,7 @@ from relay import create_app
 from relay.delivery import worker
 from relay.store.models import IncidentLog, db, utcnow
 from relay.web import health
+from tests.helpers import alertmanager_notification, firing
 
 KEY = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d1b1"
 DEFAULT_ROUTE = {"name": "default", "routing_key": KEY}
@@ -18,11 +19,7 @@ DEFAULT_ROUTE = {"name": "default", "routing_key": KEY}
 
 def alerts(count: int, start: int = 0) -> dict:
     """An Alertmanager notification with `count` distinct firing alerts."""
-    return {"version": "4", "status": "firing", "receiver": "relay", "groupKey": "{}:{}", "groupLabels": {},
-            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
-            "alerts": [{"status": "firing", "labels": {"alertname": "Test", "n": str(n)}, "annotations": {},
-                        "startsAt": "2026-11-26T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}
-                       for n in range(start, start + count)]}
+    return alertmanager_notification([firing("Test", n=str(n)) for n in range(start, start + count)])
 
 
 def readyz(client):

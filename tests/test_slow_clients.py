@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from tests.helpers import alertmanager_notification, firing
 from tests.processes import BIN, ROOT, gunicorn, wait_for
 
 pytestmark = pytest.mark.system
@@ -19,12 +20,9 @@ SLOW = 30  # connections of each kind: idle, trickling
 DEADLINE = 2.0
 
 
-def notification(n: int) -> dict:
-    """An Alertmanager notification of one firing alert of its own."""
-    return {"version": "4", "status": "firing", "receiver": "relay", "groupKey": "{}:{}", "groupLabels": {},
-            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
-            "alerts": [{"status": "firing", "labels": {"alertname": f"Prompt{n}"}, "annotations": {},
-                        "startsAt": "2026-12-07T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}]}
+def prompt(n: int) -> dict:
+    """A well-behaved sender's notification: one firing alert of its own."""
+    return alertmanager_notification([firing(f"Prompt{n}")])
 
 
 class Trickler:
@@ -68,7 +66,7 @@ def test_slow_clients_and_waiting_jobs_leave_webhooks_prompt(relay, routing_key)
     base, proc = relay
     port = int(base.rsplit(":", 1)[1])
     for n in range(4):  # each worker's first requests load what the app loads lazily
-        requests.post(base + "/webhooks/alertmanager", json=notification(100 + n), timeout=10)
+        requests.post(base + "/webhooks/alertmanager", json=prompt(100 + n), timeout=10)
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(SLOW)]
     tricklers = [Trickler(port) for _ in range(SLOW)]
     jobs = [threading.Thread(target=requests.post, args=(base + "/api/v1/incidents",), daemon=True,
@@ -80,7 +78,7 @@ def test_slow_clients_and_waiting_jobs_leave_webhooks_prompt(relay, routing_key)
     latencies = []
     for n in range(20):
         started = time.monotonic()
-        response = requests.post(base + "/webhooks/alertmanager", json=notification(n), timeout=10)
+        response = requests.post(base + "/webhooks/alertmanager", json=prompt(n), timeout=10)
         latencies.append(time.monotonic() - started)
         assert response.status_code == 202, response.text
     assert max(latencies) < 1.0, latencies
@@ -109,7 +107,7 @@ def raw_exchange(port: int, request: bytes, pause_after_head: float = 0.0) -> by
 def test_a_request_arriving_in_pieces_is_handled_once_whole(relay):
     base, _ = relay
     port = int(base.rsplit(":", 1)[1])
-    body = json.dumps(notification(7)).encode()
+    body = json.dumps(prompt(7)).encode()
     head = (b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body))
     assert raw_exchange(port, head + body, pause_after_head=0.3).startswith(b"HTTP/1.1 202")
@@ -122,7 +120,7 @@ def test_a_request_arriving_in_pieces_is_handled_once_whole(relay):
 def test_expect_100_continue_is_answered_before_the_body_is_sent(relay):
     base, _ = relay
     port = int(base.rsplit(":", 1)[1])
-    body = json.dumps(notification(8)).encode()
+    body = json.dumps(prompt(8)).encode()
     head = (b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers import wait_until
+from tests.helpers import alertmanager_notification, firing, wait_until
 from tests.processes import BIN, ROOT, delivery_process, delivery_processes, free_port, gunicorn_master
 
 pytestmark = pytest.mark.system  # gunicorn, make and sh, as a user starts them
@@ -24,7 +24,8 @@ def docker_command() -> list[str]:
 
 START_PATHS = {  # each migrates the database first, as the README says
     "make run": lambda: ["make", "--no-print-directory", "run"],
-    "gunicorn": lambda: ["sh", "-c", f"{BIN}/flask --app wsgi db upgrade && exec {BIN}/gunicorn -c gunicorn.conf.py wsgi:app"],
+    "gunicorn": lambda: ["sh", "-c", f"{BIN}/flask --app wsgi db upgrade && "
+                                     f"exec {BIN}/gunicorn -c gunicorn.conf.py wsgi:app"],
     "docker CMD": docker_command,
 }
 
@@ -53,14 +54,6 @@ class Churn:
         self.thread.join(5)
 
 
-def notification(name: str) -> dict:
-    """An Alertmanager notification of one firing alert named name."""
-    return {"version": "4", "status": "firing", "receiver": "relay", "groupKey": "{}:{}", "groupLabels": {},
-            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
-            "alerts": [{"status": "firing", "labels": {"alertname": name}, "annotations": {},
-                        "startsAt": "2026-12-07T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}]}
-
-
 def ready(base) -> bool:
     """Tell whether /readyz answers 200 (a worker being replaced may keep it waiting)."""
     try:
@@ -70,7 +63,8 @@ def ready(base) -> bool:
 
 
 def post_alert(base, name):
-    response = requests.post(base + "/webhooks/alertmanager", json=notification(name), timeout=10)
+    notification = alertmanager_notification([firing(name)])
+    response = requests.post(base + "/webhooks/alertmanager", json=notification, timeout=10)
     assert response.status_code == 202, response.text
 
 
