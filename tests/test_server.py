@@ -4,6 +4,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import time
 
 import pytest
 import requests
@@ -123,3 +124,14 @@ def test_the_gunicorn_config_keeps_the_relay_out_of_other_apps(tmp_path):
         state = requests.get(base + "/", timeout=5).json()
     assert state["relay_loaded"] is False
     assert state["frozen"] > 1_000  # Flask's own start-up objects, frozen all the same
+
+
+def test_gunicorn_with_a_bad_setting_stops_with_the_line_that_names_it(relay_env):
+    env, _ = relay_env
+    env = {**env, "RELAY_CLAIM_LEASE_SECONDS": "1"}
+    started = time.monotonic()
+    with gunicorn(env) as (_, proc):
+        output, _ = proc.communicate(timeout=30)  # it stops by itself: no worker started again and again
+    assert proc.returncode != 0 and time.monotonic() - started < 30
+    assert "relay: configuration error: RELAY_CLAIM_LEASE_SECONDS (1.0) must exceed" in output
+    assert output.count("relay: configuration error") <= 3  # the web workers and the delivery process, once each

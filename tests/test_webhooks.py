@@ -465,7 +465,7 @@ def test_check_config_warns_without_default_route(tmp_path):
 ])
 def test_check_config_names_route_and_field(tmp_path, config_text, env, message):
     result = check_config(tmp_path, config_text, **env)
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert result.stderr.startswith(f"relay: configuration error: {message}"), result.stderr
     assert "Traceback" not in result.stderr and DEFAULT_KEY not in result.stderr
 
