@@ -146,7 +146,7 @@ class EventSchema(Schema):
             data["images"] = _fitted_images(data["images"], dropped)
         if isinstance(data.get("links"), list):
             data["links"] = _fitted_links(data["links"], dropped)
-        if _too_long(data.get("client_url")):
+        if url_too_long(data.get("client_url")):
             dropped.append(_dropped("client_url", data.pop("client_url")))
         if isinstance(data.get("client"), str):
             data["client"] = truncate(data["client"], FIELD_MAX)
@@ -168,7 +168,8 @@ def _is_https_image(image):
     return isinstance(image, dict) and str(image.get("src", "")).startswith("https://")
 
 
-def _too_long(url) -> bool:
+def url_too_long(url) -> bool:
+    """Tell whether url is a string over URL_MAX, which the schema drops rather than sends."""
     return isinstance(url, str) and len(url) > URL_MAX
 
 
@@ -189,10 +190,10 @@ def _fitted_images(images: list, dropped: list) -> list:
     for index, image in enumerate(images):
         if not _is_https_image(image):
             continue
-        if _too_long(image["src"]):
+        if url_too_long(image["src"]):
             dropped.append(_dropped(f"images[{index}].src", image["src"]))
             continue
-        if _too_long(image.get("href")):
+        if url_too_long(image.get("href")):
             dropped.append(_dropped(f"images[{index}].href", image["href"]))
             image = {k: v for k, v in image.items() if k != "href"}
         kept.append(_cut_text(image, "alt"))
@@ -203,7 +204,7 @@ def _fitted_links(links: list, dropped: list) -> list:
     """Drop the links whose href is over-long, cut an over-long text; anything else is left to validation."""
     kept = []
     for index, link in enumerate(links):
-        if isinstance(link, dict) and _too_long(link.get("href")):
+        if isinstance(link, dict) and url_too_long(link.get("href")):
             text = link.get("text")
             named = f" ({truncate(text, 80)})" if isinstance(text, str) and text else ""
             dropped.append(_dropped(f"links[{index}]{named}", link["href"]))
