@@ -102,6 +102,10 @@ class Config:
     # Largest request body accepted, in bytes (413 above it), and deepest JSON nesting (400 beyond it).
     MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
     RELAY_MAX_JSON_DEPTH = _env_int("RELAY_MAX_JSON_DEPTH", 64)
+    # Most alerts one request may carry, and labels (and annotations) one alert may carry; 413 beyond; 0: no limit.
+    # Alertmanager's max_alerts (webhook_config) is unlimited by default, but real groups are far smaller.
+    RELAY_MAX_ALERTS_PER_REQUEST = _env_int("RELAY_MAX_ALERTS_PER_REQUEST", 1000)
+    RELAY_MAX_LABELS_PER_ALERT = _env_int("RELAY_MAX_LABELS_PER_ALERT", 1000)
     LOG_LEVEL = os.environ.get("RELAY_LOG_LEVEL", "INFO").upper()
 
     # GET /readyz answers 503 when the outbox holds this many open rows, or its oldest is this old; 0: no check.

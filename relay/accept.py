@@ -8,6 +8,7 @@ from relay import metrics
 from relay.delivery import worker
 from relay.errors import RelayError
 from relay.intake.mapping import Planned, plan
+from relay.intake.payload import Limits
 from relay.intake.sources import SOURCES, get_source
 from relay.masking import mask
 from relay.store import outbox, states
@@ -32,7 +33,12 @@ def source_named(name: str) -> ModuleType:
 def planned_events(source: ModuleType, payload) -> list[Planned]:
     """Map a payload through its source and the routes to the events it calls for (nothing stored)."""
     settings = current_app.extensions["relay.source_settings"].get(source.NAME)
-    return plan(source.to_alerts(payload, settings), current_app.extensions["relay.intake.routing"])
+    limits = Limits.from_config(current_app.config)
+    if hasattr(source, "alert_count"):  # counted before a single alert is loaded
+        limits.check_count(source.alert_count(payload))
+    alerts = source.to_alerts(payload, settings)
+    limits.check_alerts(alerts)
+    return plan(alerts, current_app.extensions["relay.intake.routing"])
 
 
 def receive(source: ModuleType, payload) -> list[dict]:

@@ -1,14 +1,20 @@
 """The outbound event schema: PagerDuty's rules, and trimming instead of refusing."""
 import json
+import time
 from pathlib import Path
 
 import pytest
 from marshmallow import ValidationError
 
+from relay.pagerduty import event as event_module
 from relay.pagerduty.event import (
+    DROPPED_KEY,
     EVENT_MAX_BYTES,
+    FIELD_MAX,
+    LINKS_NOTE,
     SUMMARY_MAX,
     TRIM_NOTE,
+    URL_MAX,
     event_size,
     load_event,
     parse_iso8601,
@@ -138,3 +144,66 @@ def test_a_remembered_url_check_still_refuses_what_never_passed():
         with pytest.raises(ValidationError) as info:
             load_event({**trigger(), "client_url": "http://grafana:3000/d/x y"})
         assert info.value.messages == {"client_url": ["Not a valid URL."]}
+
+
+# --- every field fitted, in time that grows with the event ----------------------------------------
+
+def test_the_event_limit_is_512000_bytes_as_alertmanager_reads_it():
+    event = load_event(trigger(custom_details={"description": "d" * 515_000}))  # under 512 KiB, over 512,000
+    assert EVENT_MAX_BYTES == 512_000
+    assert 511_000 < event_size(event) <= EVENT_MAX_BYTES
+    assert event["payload"]["custom_details"]["relay_note"] == TRIM_NOTE
+
+
+def test_20000_short_labels_are_fitted_in_linear_time(monkeypatch):
+    labels = {f"label_{index:05}": f"value-{index:05}-" + "v" * 16 for index in range(20_000)}
+    whole_event_encodings = []
+    measure = event_module.event_size
+    monkeypatch.setattr(event_module, "event_size", lambda e: whole_event_encodings.append(1) or measure(e))
+    started = time.process_time()
+    event = load_event(trigger(custom_details={"labels": labels}))
+    assert time.process_time() - started < 1.0  # 13.7 s when each cut encoded the whole event again
+    assert len(whole_event_encodings) <= 4
+    kept = event["payload"]["custom_details"]["labels"]
+    assert measure(event) <= EVENT_MAX_BYTES and list(kept) == list(labels)  # every name kept, values cut
+    assert sum(value == labels[name] for name, value in kept.items()) > 1_000
+
+
+def test_over_long_urls_are_dropped_whole_and_named_in_the_details():
+    long_url = "https://grafana.example/d/x?var=" + "a" * 600_000
+    event = load_event({**trigger(custom_details={"team": "db"}), "client_url": long_url,
+                        "links": [{"href": long_url, "text": "Source"}, {"href": "https://runbook.example/db"}],
+                        "images": [{"src": long_url}, {"src": "https://img.example/p.png", "href": long_url}]})
+    assert event["links"] == [{"href": "https://runbook.example/db"}] and "client_url" not in event
+    assert event["images"] == [{"src": "https://img.example/p.png"}]
+    assert event["payload"]["custom_details"] == {"team": "db", DROPPED_KEY: [
+        f"images[0].src: a URL of {len(long_url)} characters, over the {URL_MAX} sent to PagerDuty",
+        f"images[1].href: a URL of {len(long_url)} characters, over the {URL_MAX} sent to PagerDuty",
+        f"links[0] (Source): a URL of {len(long_url)} characters, over the {URL_MAX} sent to PagerDuty",
+        f"client_url: a URL of {len(long_url)} characters, over the {URL_MAX} sent to PagerDuty",
+    ]}
+    assert event_size(event) < 2_000
+
+
+def test_a_url_at_the_limit_is_kept_whole():
+    url = "https://grafana.example/d/x?var=" + "a" * (URL_MAX - 32)
+    assert len(url) == URL_MAX
+    assert load_event({**trigger(), "links": [{"href": url}], "client_url": url})["links"] == [{"href": url}]
+
+
+def test_every_text_field_is_cut_to_its_limit():
+    text = "t" * 5_000
+    event = load_event({**trigger(source=text, component=text, group=text, **{"class": text}), "client": text,
+                        "links": [{"href": "https://a.example", "text": text}],
+                        "images": [{"src": "https://a.example/i.png", "alt": text}]})
+    payload = event["payload"]
+    fitted = [payload["source"], payload["component"], payload["group"], payload["class"], event["client"],
+              event["links"][0]["text"], event["images"][0]["alt"]]
+    assert [len(value) for value in fitted] == [FIELD_MAX] * 7 and all(v.endswith("…") for v in fitted)
+
+
+def test_links_too_many_to_fit_are_dropped_as_a_last_resort():
+    links = [{"href": f"https://a.example/{index}?" + "q" * 7_000} for index in range(100)]
+    event = load_event({**trigger(custom_details={"team": "db"}), "links": links})
+    assert event_size(event) <= EVENT_MAX_BYTES and "links" not in event
+    assert event["payload"]["custom_details"] == {"relay_note": TRIM_NOTE, DROPPED_KEY: [LINKS_NOTE]}

@@ -489,3 +489,27 @@ def test_a_fixed_routing_key_is_not_searched_for_in_alert_text():
     routing = routes(default={"name": "short", "routing_key": "db"})
     (event,) = events("alertmanager", fixture("alertmanager_0.25_firing_captured.json"), routing)
     assert event["routing_key"] == "db" and event["payload"]["component"] == "db"
+
+
+# --- every field fitted to PagerDuty's limits -------------------------------------------------------
+
+def test_over_long_generator_and_external_urls_are_dropped_and_pagerduty_takes_the_event(pd, routing_key):
+    huge = "http://prometheus:9090/graph?g0.expr=" + "x" * 600_000
+    payload = {**am_payload(am_alert(generatorURL=huge, annotations={"runbook_url": "https://wiki.example/A"})),
+               "externalURL": huge}
+    (event,) = events("alertmanager", payload)
+    assert event["links"] == [{"href": "https://wiki.example/A", "text": "Runbook"}] and "client_url" not in event
+    assert [note.split(":")[0] for note in event["payload"]["custom_details"]["relay_dropped"]] == [
+        "links[0] (Source)", "client_url"]
+    assert len(event["payload"]["source"]) == 1024  # the external URL as the source's text, cut
+    assert event_size(event) < 10_000
+    assert pagerduty_accepts(pd, event, routing_key).status_code == 202
+
+
+def test_a_refused_link_after_a_dropped_one_costs_only_itself_and_the_drop_is_still_named():
+    huge = "http://prometheus:9090/graph?g0.expr=" + "x" * 9_000
+    payload = am_payload(am_alert(generatorURL=huge, annotations={"runbook_url": "http://wiki_1/runbooks/A"}))
+    (event,) = events("alertmanager", payload)  # the schema counts links after the drop: index 0 is the runbook
+    assert event["links"] == []
+    assert event["payload"]["custom_details"]["relay_dropped"] == [
+        "links[0] (Source): a URL of 9037 characters, over the 8000 sent to PagerDuty"]

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from relay.intake import configure
 from relay.intake.routing import load_routing
 from relay.store.models import IncidentLog, db
-from tests.helpers import fixture
+from tests.helpers import fixture, wait_until
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -473,3 +474,76 @@ def test_check_config_names_route_and_field(tmp_path, config_text, env, message)
 def test_describe_never_shows_most_of_a_short_key():
     routing = load_routing([{"name": "short", "routing_key": "abc12345"}], None)
     assert configure.describe(routing) == ["short: (everything) → key …, dedup alert"]
+
+
+# --- intake limits, and every field fitted -------------------------------------------------------------
+
+def test_a_20000_label_alert_is_stored_whole_and_its_event_fitted_in_well_under_a_second(make_app):
+    app = make_app(ROUTES=[], DEFAULT_ROUTE=DEFAULT_ROUTE, RELAY_MAX_LABELS_PER_ALERT=0)
+    payload = fixture("alertmanager_0.25_firing_captured.json")
+    payload["alerts"][0]["labels"].update({f"label_{index:05}": "v" * 24 for index in range(20_000)})
+    started = time.process_time()
+    response = post(app.test_client(), "alertmanager", payload)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert time.process_time() - started < 1.0  # 13.7 s when trimming re-encoded the event per label
+    (row,) = log_rows(app)
+    assert row["alert"]["labels"] == payload["alerts"][0]["labels"]  # the row keeps the alert whole
+    assert len(json.dumps(row["event"], ensure_ascii=False, separators=(",", ":")).encode()) < 512_000
+    assert row["event"]["payload"]["custom_details"]["relay_note"].startswith("custom_details trimmed")
+
+
+def many_alerts(count: int) -> dict:
+    return am(alerts=[{"status": "firing", "labels": {"alertname": f"A{index}"}} for index in range(count)])
+
+
+@pytest.mark.parametrize("source, payload, message", [
+    ("alertmanager", many_alerts(1_001), "the request carries 1001 alerts; at most 1000 are taken in one request "
+                                         "(RELAY_MAX_ALERTS_PER_REQUEST)"),
+    ("alertmanager", am(alerts=["not an alert"] * 1_001), "(RELAY_MAX_ALERTS_PER_REQUEST)"),  # counted unread
+    ("grafana", {**fixture("grafana_unified_firing_docs.json"), "alerts": [{}] * 1_001},
+     "the request carries 1001 alerts"),
+    ("generic", [{"summary": "x"}] * 1_001, "the request carries 1001 alerts"),
+    ("alertmanager", am_alert(labels={f"l{index}": "v" for index in range(1_001)}),
+     "alert 0 carries 1001 labels; at most 1000 are taken per alert (RELAY_MAX_LABELS_PER_ALERT)"),
+    ("alertmanager", am_alert(annotations={f"a{index}": "v" for index in range(1_001)}),
+     "alert 0 carries 1001 annotations"),
+    ("generic", {"summary": "x", "labels": {f"l{index}": "v" for index in range(1_001)}},
+     "alert 0 carries 1001 labels"),
+])
+def test_over_the_intake_limits_is_413_naming_the_limit_and_its_setting(relay, http, source, payload, message):
+    response = post(http, source, payload)
+    assert response.status_code == 413, response.get_data(as_text=True)[:500]
+    error = response.get_json()["error"]
+    assert error["code"] == "request_entity_too_large" and message in error["message"]
+    assert log_rows(relay) == []
+
+
+def test_a_4_mib_request_of_131065_alerts_is_refused_at_once(relay, http):
+    alerts = [{"status": "firing", "labels": {}}] * 131_065
+    body = json.dumps({"version": "4", "alerts": alerts}, separators=(",", ":")).encode()
+    assert len(body) <= 4 * 1024 * 1024  # under RELAY_MAX_BODY_BYTES: the alerts, not the bytes, are too many
+    started = time.process_time()
+    response = http.post("/webhooks/alertmanager", data=body, content_type="application/json")
+    assert response.status_code == 413 and "131065 alerts" in response.get_json()["error"]["message"]
+    assert time.process_time() - started < 2.0  # 17.8 s and a 21.8 MB answer when every alert was taken
+    assert len(response.get_data()) < 1_000
+
+
+def test_the_limits_are_settings(make_app):
+    app = make_app(ROUTES=[], DEFAULT_ROUTE=DEFAULT_ROUTE, RELAY_MAX_ALERTS_PER_REQUEST=2)
+    assert post(app.test_client(), "alertmanager", many_alerts(2)).status_code == 202
+    response = post(app.test_client(), "alertmanager", many_alerts(3))
+    assert response.status_code == 413 and "at most 2 are taken" in response.get_json()["error"]["message"]
+
+
+def test_an_alert_with_huge_urls_is_delivered_to_a_pagerduty_that_refuses_oversized_events(delivering, pd):
+    app = delivering(ROUTES=[], DEFAULT_ROUTE=DEFAULT_ROUTE)
+    huge = "http://prometheus:9090/graph?g0.expr=" + "x" * 600_000
+    payload = am(externalURL=huge)
+    payload["alerts"][0]["generatorURL"] = huge
+    assert post(app.test_client(), "alertmanager", payload).status_code == 202
+    (sent,) = wait_until(pd.accepted, timeout=10, message="the event at PagerDuty")
+    assert "client_url" not in sent and all(len(link["href"]) < 1_000 for link in sent.get("links", []))
+    assert sent["payload"]["custom_details"]["relay_dropped"][0].startswith("links[0] (Source): a URL of 600037")
+    wait_until(lambda: [row["status"] for row in log_rows(app)] == ["delivered"], timeout=5,
+               message="the row delivered")

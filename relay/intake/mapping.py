@@ -11,7 +11,7 @@ from relay.intake.alert import Alert, is_http_url
 from relay.intake.render import alert_context, render, render_macros
 from relay.intake.routing import DEDUP_GROUP, DEFAULTS, TEMPLATED_FIELDS, Route, Routing
 from relay.masking import redact_value
-from relay.pagerduty.event import DEDUP_KEY_MAX, load_event, parse_iso8601
+from relay.pagerduty.event import DEDUP_KEY_MAX, load_event, parse_iso8601, url_too_long
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _validated(event: dict) -> dict:
     try:
         return load_event(event)
     except ValidationError as exc:
-        bad_links = _bad_links(exc.messages)
+        bad_links = _bad_links(event, exc.messages)
         if bad_links:
             return _validated({**event, "links": [link for index, link in enumerate(event["links"])
                                                   if index not in bad_links]})
@@ -132,10 +132,12 @@ def _validated(event: dict) -> dict:
         return load_event(bare)
 
 
-def _bad_links(messages) -> set:
-    """The indexes of the refused links, when nothing but links was refused."""
+def _bad_links(event: dict, messages) -> set:
+    """The indexes in event["links"] of the refused links, when nothing but links was refused (the schema counts
+    them after dropping the links with over-long URLs)."""
     if isinstance(messages, dict) and list(messages) == ["links"] and isinstance(messages["links"], dict):
-        return set(messages["links"])
+        checked = [index for index, link in enumerate(event["links"]) if not url_too_long(link.get("href"))]
+        return {checked[index] for index in messages["links"]}
     return set()
 
 

@@ -1,7 +1,8 @@
 """Reading a JSON payload safely, whoever hands it in (a request body, a file): syntax, shape, nesting depth,
-NUL characters and lone surrogates."""
+NUL characters and lone surrogates; and how many alerts, labels and annotations it may carry."""
 import json
 import re
+from dataclasses import dataclass
 
 from relay.errors import BadInput
 
@@ -59,3 +60,40 @@ def _reason(exc):
     if isinstance(exc, UnicodeDecodeError):
         return "not UTF-8"
     return str(exc)
+
+
+class TooLarge(BadInput):
+    """The payload carries more than the relay takes in one request; the sender must send less."""
+
+    status_code = 413
+    code = "request_entity_too_large"  # the code werkzeug's 413 for an over-long body answers with
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many alerts one payload, and labels or annotations one alert, may carry (0: no limit)."""
+
+    alerts: int
+    labels: int
+
+    @classmethod
+    def from_config(cls, config) -> "Limits":
+        """Read the limits from the app's settings."""
+        return cls(config["RELAY_MAX_ALERTS_PER_REQUEST"], config["RELAY_MAX_LABELS_PER_ALERT"])
+
+    def check_count(self, count: int) -> None:
+        """Refuse a payload of more alerts than the limit, before any of them is read."""
+        if self.alerts and count > self.alerts:
+            raise TooLarge(f"the request carries {count} alerts; at most {self.alerts} are taken in one request "
+                           "(RELAY_MAX_ALERTS_PER_REQUEST): send fewer, e.g. with Alertmanager's max_alerts")
+
+    def check_alerts(self, alerts: list) -> None:
+        """Refuse a payload of more alerts than the limit, or with an alert of more labels or annotations."""
+        self.check_count(len(alerts))
+        if not self.labels:
+            return
+        for index, alert in enumerate(alerts):
+            for name, values in (("labels", alert.labels), ("annotations", alert.annotations)):
+                if len(values) > self.labels:
+                    raise TooLarge(f"alert {index} carries {len(values)} {name}; at most {self.labels} are taken "
+                                   "per alert (RELAY_MAX_LABELS_PER_ALERT)")

@@ -1,7 +1,8 @@
-"""The outbound PagerDuty Events API v2 event: its schema, and trimming to PagerDuty's limits.
+"""The outbound PagerDuty Events API v2 event: its schema, and fitting every field to PagerDuty's limits.
 
 Limits cite PagerDuty/developer-docs docs/events-API-v2/02-Trigger-Events.md and 01-Overview.md.
-An event is trimmed to fit, never refused for being long: a truncated page beats a lost one.
+An event is fitted, never refused for being long: a truncated page beats a lost one. Texts are cut with an
+ellipsis; a URL is never cut (a cut URL is a broken link): an over-long one is dropped, and custom_details says so.
 """
 import copy
 import functools
@@ -16,13 +17,22 @@ ACTIONS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
 SUMMARY_MAX = 1024  # payload.summary: 1024 characters
 DEDUP_KEY_MAX = 255  # dedup_key: 255 characters
-EVENT_MAX_BYTES = 512 * 1024  # the whole event: under 512 KB
+# The whole event: "under 512 KB" (01-Overview.md), read the safe way, as Alertmanager's notifier does
+# (notify/pagerduty/pagerduty.go maxEventSize = 512000): at most this many bytes of compact JSON.
+EVENT_MAX_BYTES = 512_000
 ELLIPSIS = "…"
 TRIM_MARGIN = 64  # bytes kept free below the limit, for the ellipsis and JSON quoting
-FIELD_MAX = 1024  # source, component, group, class: no documented limit; bounded so the event fits
+# source, component, group, class, client, links[].text, images[].alt: no documented limit; bounded so the
+# event fits.
+FIELD_MAX = 1024
+# links[].href, images[].src and href, client_url: no documented limit. RFC 9110 section 4.1 asks every HTTP
+# recipient to support URIs of at least 8,000 octets: a longer one may not open anywhere, so it is dropped.
+URL_MAX = 8000
 TEXT_LIMITS = {"summary": SUMMARY_MAX, "source": FIELD_MAX, "component": FIELD_MAX, "group": FIELD_MAX,
                "class": FIELD_MAX}  # payload texts trimmed to these lengths rather than refused
 TRIM_NOTE = "custom_details trimmed by relay: the event exceeded PagerDuty's 512 KB limit"
+LINKS_NOTE = "links and images dropped by relay: the event still exceeded PagerDuty's 512 KB limit"
+DROPPED_KEY = "relay_dropped"  # custom_details entry listing what fit_fields dropped
 
 
 def truncate(text: str, limit: int) -> str:
@@ -112,12 +122,21 @@ class EventSchema(Schema):
     client_url = RememberedUrl(schemes={"http", "https"}, require_tld=False)
 
     @pre_load
-    def keep_https_images(self, data, **kwargs):
-        """Drop images PagerDuty would refuse (non-https) rather than the whole event."""
-        if isinstance(data, dict) and isinstance(data.get("images"), list):
-            images = [i for i in data["images"] if _is_https_image(i)]
-            data = {**data, "images": images}
-        return data
+    def fit_fields(self, data, **kwargs):
+        """Drop the images PagerDuty would refuse (non-https) and the URLs over URL_MAX rather than the whole
+        event, cut the texts over FIELD_MAX, and say in custom_details which URLs were dropped."""
+        if not isinstance(data, dict):
+            return data
+        data, dropped = {**data}, []
+        if isinstance(data.get("images"), list):
+            data["images"] = _fitted_images(data["images"], dropped)
+        if isinstance(data.get("links"), list):
+            data["links"] = _fitted_links(data["links"], dropped)
+        if url_too_long(data.get("client_url")):
+            dropped.append(_dropped("client_url", data.pop("client_url")))
+        if isinstance(data.get("client"), str):
+            data["client"] = truncate(data["client"], FIELD_MAX)
+        return _with_dropped(data, dropped) if dropped else data
 
     @post_load
     def check_action_fields(self, data, **kwargs):
@@ -133,6 +152,60 @@ class EventSchema(Schema):
 
 def _is_https_image(image):
     return isinstance(image, dict) and str(image.get("src", "")).startswith("https://")
+
+
+def url_too_long(url) -> bool:
+    """Tell whether url is a string over URL_MAX, which the schema drops rather than sends."""
+    return isinstance(url, str) and len(url) > URL_MAX
+
+
+def _dropped(where: str, url: str) -> str:
+    """Say what was dropped, without the URL itself: it is the part that was too long."""
+    return f"{where}: a URL of {len(url)} characters, over the {URL_MAX} sent to PagerDuty"
+
+
+def _cut_text(item: dict, name: str) -> dict:
+    if isinstance(item.get(name), str) and len(item[name]) > FIELD_MAX:
+        return {**item, name: truncate(item[name], FIELD_MAX)}
+    return item
+
+
+def _fitted_images(images: list, dropped: list) -> list:
+    """Keep the https images whose src fits; drop an over-long href alone, cut an over-long alt."""
+    kept = []
+    for index, image in enumerate(images):
+        if not _is_https_image(image):
+            continue
+        if url_too_long(image["src"]):
+            dropped.append(_dropped(f"images[{index}].src", image["src"]))
+            continue
+        if url_too_long(image.get("href")):
+            dropped.append(_dropped(f"images[{index}].href", image["href"]))
+            image = {k: v for k, v in image.items() if k != "href"}
+        kept.append(_cut_text(image, "alt"))
+    return kept
+
+
+def _fitted_links(links: list, dropped: list) -> list:
+    """Drop the links whose href is over-long, cut an over-long text; anything else is left to validation."""
+    kept = []
+    for index, link in enumerate(links):
+        if isinstance(link, dict) and url_too_long(link.get("href")):
+            text = link.get("text")
+            named = f" ({truncate(text, 80)})" if isinstance(text, str) and text else ""
+            dropped.append(_dropped(f"links[{index}]{named}", link["href"]))
+            continue
+        kept.append(_cut_text(link, "text") if isinstance(link, dict) else link)
+    return kept
+
+
+def _with_dropped(data: dict, dropped: list) -> dict:
+    """Note what was dropped in the trigger's custom_details, where the responder reads it."""
+    payload = data.get("payload")
+    if not isinstance(payload, dict) or not isinstance(payload.get("custom_details", {}), dict):
+        return data
+    details = {**payload.get("custom_details", {}), DROPPED_KEY: dropped}
+    return {**data, "payload": {**payload, "custom_details": details}}
 
 
 def encode(event) -> bytes:
@@ -166,36 +239,50 @@ def shorten(text: str, excess: int) -> str:
     return text[:low] + ELLIPSIS
 
 
-def _string_leaves(value, path=()):
-    """Yield the path of every string inside nested objects and arrays."""
-    if isinstance(value, str):
-        yield path
-    elif isinstance(value, (dict, list)):
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            yield from _string_leaves(item, (*path, key))
+def _string_leaves(value):
+    """Yield (container, key, text) for every string inside nested objects and arrays."""
+    stack = [value]
+    while stack:
+        container = stack.pop()
+        for key, item in container.items() if isinstance(container, dict) else enumerate(container):
+            if isinstance(item, str):
+                yield container, key, item
+            elif isinstance(item, (dict, list)):
+                stack.append(item)
 
 
-def _at(value, path):
-    for key in path:
-        value = value[key]
-    return value
+def cut_longest(details: dict, excess: int) -> None:
+    """Shorten the longest strings in details, in place, until their JSON is `excess` bytes smaller or none is
+    left to cut. Each string is measured once and the whole never again, so the cost grows with the size of
+    details, not with its size times its number of strings."""
+    for container, key, text in sorted(_string_leaves(details), key=lambda leaf: len(leaf[2]), reverse=True):
+        if excess <= 0:
+            return
+        cut = shorten(text, excess)
+        saved = _json_size(text) - _json_size(cut)
+        if saved > 0:  # "…" is longer than a string of one or two characters
+            container[key] = cut
+            excess -= saved
 
 
 def fit_size(event, limit=EVENT_MAX_BYTES):
-    """Cut the longest strings in custom_details, wherever they nest, until the event is under the limit."""
-    payload = event.get("payload") or {}
-    if not payload.get("custom_details") or event_size(event) < limit:
+    """Bring the event within limit bytes: cut the longest strings in custom_details, wherever they nest; if that
+    is not enough, put a note in place of custom_details; if still not, drop links and images."""
+    if event_size(event) <= limit:
         return event
-    details = {**copy.deepcopy(payload["custom_details"]), "relay_note": TRIM_NOTE}
-    event = {**event, "payload": {**payload, "custom_details": details}}
-    for path in sorted(_string_leaves(details), key=lambda p: len(_at(details, p)), reverse=True):
-        excess = event_size(event) - limit + TRIM_MARGIN
-        if excess <= 0:
-            break
-        _at(details, path[:-1])[path[-1]] = shorten(_at(details, path), excess)
-    if event_size(event) >= limit:  # what is left is not text (huge arrays of numbers), or other fields
-        event["payload"]["custom_details"] = {"relay_note": TRIM_NOTE}
+    payload = event.get("payload")
+    if payload and payload.get("custom_details"):
+        details = copy.deepcopy(payload["custom_details"])
+        event = {**event, "payload": {**payload, "custom_details": {**details, "relay_note": TRIM_NOTE}}}
+        cut_longest(details, event_size(event) - limit + TRIM_MARGIN)  # details, not the note: it stays whole
+        event["payload"]["custom_details"] = {**details, "relay_note": TRIM_NOTE}
+        if event_size(event) > limit:  # what is left is not text (huge arrays of numbers, long names)
+            event["payload"]["custom_details"] = {"relay_note": TRIM_NOTE}
+    if event_size(event) > limit:  # only links and images are left unbounded in number
+        event = {k: v for k, v in event.items() if k not in ("links", "images")}
+        if "payload" in event:
+            event["payload"] = {**event["payload"], "custom_details": {"relay_note": TRIM_NOTE,
+                                                                       DROPPED_KEY: [LINKS_NOTE]}}
     return event
 
 

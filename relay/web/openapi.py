@@ -19,6 +19,8 @@ def _json(schema, description="", status=None):
 
 ERRORS = {"400": _json("Error", "invalid input, named per field"), "401": _json("Error", "missing or bad token"),
           "403": _json("Error", "no token configured and the caller is not on loopback")}
+TOO_LARGE = {"413": _json("Error", "body over RELAY_MAX_BODY_BYTES, more alerts than RELAY_MAX_ALERTS_PER_REQUEST, or "
+                                   "an alert of more labels or annotations than RELAY_MAX_LABELS_PER_ALERT")}
 
 
 def _webhook(source, body_schema):
@@ -26,8 +28,7 @@ def _webhook(source, body_schema):
         "summary": f"Receive a {source} notification: every alert is stored as an event before the 202.",
         "tags": ["webhooks"], "security": [{"webhook_bearer": []}, {"webhook_basic": []}, {}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
-        "responses": {"202": _json("WebhookAccepted", "stored"), **ERRORS,
-                      "413": _json("Error", "body over RELAY_MAX_BODY_BYTES")}}}
+        "responses": {"202": _json("WebhookAccepted", "stored"), **ERRORS, **TOO_LARGE}}}
 
 
 def _preview(source, body_schema):
@@ -35,7 +36,7 @@ def _preview(source, body_schema):
         "summary": f"The events a {source} payload would produce; nothing stored or sent.",
         "tags": ["api"], "security": [{"api_token": []}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
-        "responses": {"200": _json("Preview"), **ERRORS}}}
+        "responses": {"200": _json("Preview"), **ERRORS, **TOO_LARGE}}}
 
 
 def _job_responses():

@@ -4,7 +4,8 @@ start-up checks all read.
 Each source is a module exposing NAME (its webhook name), CLIENT (the sender's name: the event's default client),
 BODY_SCHEMA (what /openapi.json shows of its body: a marshmallow schema class or an OpenAPI schema),
 SETTINGS_SCHEMA (a marshmallow schema for config's <NAME>_WEBHOOK setting, loaded once at start-up; None when it
-takes none) and to_alerts(payload, settings=None).
+takes none) and to_alerts(payload, settings=None); optionally alert_count(payload), the number of alerts in a payload
+not yet loaded, so that one over RELAY_MAX_ALERTS_PER_REQUEST is refused before it is read.
 A new source is one module and one line below.
 """
 from types import ModuleType

@@ -114,6 +114,12 @@ def to_alert(data: dict, entry: dict) -> Alert:
     return notification_alert(NAME, data, entry, links, details)
 
 
+def alert_count(payload) -> int:
+    """Count the alerts of a payload not yet loaded (0 when it has no array of them: the schema says why)."""
+    alerts = payload.get("alerts") if isinstance(payload, dict) else None
+    return len(alerts) if isinstance(alerts, list) else 0
+
+
 def to_alerts(payload, settings: dict | None = None) -> list[Alert]:
     """Load an Alertmanager webhook payload and map each of its alerts; settings are not used."""
     data = SCHEMA.load(payload)

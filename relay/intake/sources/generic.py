@@ -197,6 +197,11 @@ def to_alert(item, settings: dict) -> Alert:
     )
 
 
+def alert_count(payload) -> int:
+    """Count the alerts of a payload not yet loaded: one per object."""
+    return len(payload) if isinstance(payload, list) else 1
+
+
 def to_alerts(payload, settings: dict | None = None) -> list[Alert]:
     """Map a JSON object, or an array of objects, onto one alert each, by settings SETTINGS_SCHEMA loaded
     (DEFAULTS when None)."""

@@ -80,6 +80,9 @@ def to_alert(data: dict, entry: dict) -> Alert:
     return alert
 
 
+alert_count = am.alert_count  # the same alerts array
+
+
 def to_alerts(payload, settings: dict | None = None) -> list[Alert]:
     """Load a Grafana webhook payload and map each of its alerts; settings are not used."""
     data = SCHEMA.load(payload)
