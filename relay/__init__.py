@@ -9,7 +9,7 @@ from relay import cli, errors, logs
 from relay.intake import configure
 from relay.store import sqlite
 from relay.store.models import db
-from relay.web import api, auth, health, metrics, openapi, page, payloads, webhooks
+from relay.web import api, auth, health, openapi, page, payloads, scrape, webhooks
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 migrate = Migrate()
@@ -37,7 +37,7 @@ def create_app(test_config=None):
     auth.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
-    app.register_blueprint(metrics.bp)
+    app.register_blueprint(scrape.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(openapi.bp)

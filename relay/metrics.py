@@ -2,7 +2,7 @@
 
 Counters and histograms are kept per process. Under gunicorn, prometheus_client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR, set by gunicorn.conf.py before a worker imports this module) keeps them in
-per-process files, and a scrape (relay/web/metrics.py) landing on any worker sums every worker's, dead ones
+per-process files, and a scrape (relay/web/scrape.py) landing on any worker sums every worker's, dead ones
 included.
 """
 import functools
