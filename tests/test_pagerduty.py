@@ -92,6 +92,7 @@ def test_classify_keeps_pagerduty_errors_array():
 def test_classify_reads_accepted_body():
     delivery = classify(202, ACCEPTED)
     assert (delivery.ok, delivery.status, delivery.dedup_key) == (True, "success", "k1")
+    assert (delivery.message, delivery.misdirected) == ("Event processed", False)
 
 
 def test_classify_without_json_body_names_the_status():

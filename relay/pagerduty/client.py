@@ -121,7 +121,9 @@ def classify(http_status: int, body, headers=None) -> Delivery:
 
 def _answer_message(http_status: int, outcome: str, body: dict, headers) -> str:
     """Say what an answer was: PagerDuty's message, or why the answer is not PagerDuty's."""
-    if outcome != DELIVERED and 200 <= http_status < 300:
+    if outcome == DELIVERED:
+        return _text(body.get("message")) or f"HTTP {http_status}"
+    if 200 <= http_status < 300:
         return (f"HTTP {http_status} without PagerDuty's acceptance (202 with status \"success\"): not counted as "
                 f"delivered; will retry")
     if misdirected(http_status):
