@@ -285,7 +285,7 @@ def test_send_gives_up_on_an_answer_trickled_past_its_deadline(routing_key, answ
     thread.join(len(answer) * 0.05 + 1)  # the server notices the closed connection at its next byte
     assert (delivery.outcome, delivery.error) == (RETRY, "timeout"), delivery
     assert "within the send's 0.8 s" in delivery.message
-    assert 0.75 <= took < 1.3
+    assert 0.75 <= took < 2.0  # today: the whole answer, over 6 s
 
 
 def test_a_reused_connection_gets_a_fresh_deadline(pd, routing_key):
