@@ -32,6 +32,9 @@ GIVEN_UP = Counter("relay_rows_given_up_total",
 LATENCY = Histogram("relay_delivery_latency_seconds", "From a row's acceptance to PagerDuty's 202.",
                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600,
                              86400))
+MISDIRECTED = Counter("relay_pagerduty_misdirected_total",
+                      "Answers that are not the Events API's (3xx, 401, 403, 404, 407, a 2xx without PagerDuty's "
+                      "acceptance): the events URL is wrong or a proxy is in the way. Retried.", ["http_status"])
 PD_DURATION = Histogram("relay_pagerduty_request_duration_seconds",
                         "How long each request to PagerDuty took, answered or not.",
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -83,6 +86,8 @@ def delivered(results, moves, now=None) -> None:
     for (claimed, delivery), moved in zip(results, moves):
         DELIVERIES.labels(delivery.outcome, str(delivery.http_status or "none")).inc()
         PD_DURATION.observe(delivery.duration_ms / 1000)
+        if delivery.misdirected:
+            MISDIRECTED.labels(str(delivery.http_status)).inc()
         if moved.status == states.DELIVERED:
             LATENCY.observe(max(0.0, (now - claimed.created_at).total_seconds()))
         elif moved.status == states.RETRYING:

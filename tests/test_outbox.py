@@ -131,6 +131,19 @@ def test_late_result_from_a_worker_that_lost_its_lease_does_not_move_the_row(app
     assert row(app, log_id).status == "pending" and row(app, log_id).claimed_by == "w2"
 
 
+def test_late_result_from_this_workers_own_old_claim_does_not_complete_its_newer_claim(app, routing_key):
+    log_id = add(app, routing_key)
+    (stale,) = claim(app, lease=1)
+    (fresh,) = claim(app, now=utcnow() + timedelta(seconds=2))  # the same worker takes its row over
+    complete(app, [(stale, Delivery("delivered", 202, "success", dedup_key="d"))])
+    found = row(app, log_id)
+    assert (found.status, found.claimed_by, found.claimed_until is not None) == ("pending", "w1", True)
+    complete(app, [(fresh, Delivery("retry", 503))])
+    assert row(app, log_id).status == "retrying" and row(app, log_id).claimed_by is None
+    # Each attempt keeps its own answer: the late one happened, it just moves nothing.
+    assert attempts(app, log_id) == [("delivered", 202), ("retry", 503)]
+
+
 def test_rate_limit_caps_each_key_per_rolling_minute(app, routing_key):
     other_key = "b" * 32
     ids = [add(app, routing_key, dedup_key=f"a{i}") for i in range(5)]

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_SECONDS = 3600
 LINGER_SECONDS = 0.005  # how long a finished send may wait to be recorded with others
+MISDIRECTED_LOG_SECONDS = 60  # one line about a wrong events URL per this long: a backlog would repeat it per row
 _worker = None  # this process's worker, if one runs here
 _worker_lock = threading.Lock()
 
@@ -68,6 +69,7 @@ class DeliveryWorker:
         self.conn = None  # the delivery loop's connection, see _connection
         self.prune_after = config["RELAY_PRUNE_DELIVERED_AFTER"]
         self.next_prune = time.monotonic() + 60  # not in the middle of start-up
+        self.misdirected_quiet_until = 0.0
 
     def start(self):
         """Start delivering, and watching for other processes' new rows."""
@@ -157,11 +159,22 @@ class DeliveryWorker:
         if finished:
             metrics.delivered(finished, moves)
             logs.delivery_outcomes(finished, moves)
+            self._report_misdirected(finished)
             self._notify(finished)
         for item in claimed:
             self.inflight += 1
             self.senders.submit(self._send, item)
         return bool(finished or claimed)
+
+    def _report_misdirected(self, finished):
+        """Name the events URL (never a key) in the log when answers say it is wrong, at most once a while."""
+        statuses = sorted({delivery.http_status for _, delivery in finished if delivery.misdirected})
+        if not statuses or time.monotonic() < self.misdirected_quiet_until:
+            return
+        self.misdirected_quiet_until = time.monotonic() + MISDIRECTED_LOG_SECONDS
+        log.error("answers from PAGERDUTY_EVENTS_URL %s are not the Events API's (HTTP %s): the URL is wrong or a "
+                  "proxy is in the way; the events stay in the outbox and are retried", self.client.safe_url,
+                  ", ".join(map(str, statuses)), extra={"events_url": self.client.safe_url, "http_status": statuses})
 
     def _keep(self, finished):
         """Put results whose recording failed back at the head of the queue."""

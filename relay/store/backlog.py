@@ -17,3 +17,11 @@ def outbox_backlog(conn) -> tuple[dict[str, int], object]:
         created_at = models.as_utc(created_at)
         oldest = created_at if oldest is None or created_at < oldest else oldest
     return counts, oldest
+
+
+def open_rows_by_answer(conn) -> dict[int, int]:
+    """Count open rows by the HTTP status of their last answer (rows never answered left out), in one query."""
+    rows = conn.execute(select(IncidentLog.http_status, func.count())
+                        .where(text(f"incident_log.{states.OPEN_SQL}"), IncidentLog.http_status.is_not(None))
+                        .group_by(IncidentLog.http_status)).all()
+    return {http_status: count for http_status, count in rows}

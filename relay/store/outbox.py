@@ -72,7 +72,7 @@ class Claimed:
     """A row this worker holds the lease on, with the attempt it opened."""
 
     log_id: int
-    attempt_id: int
+    attempt_id: int  # the claim's token: each claim opens an attempt, so only the row's latest claim holds it
     event: dict  # the outbound event, routing key included
     created_at: datetime
     attempts: int  # counting this one
@@ -207,7 +207,10 @@ def _result_record(claimed: Claimed, delivery, moved: states.Transition, now: da
 
 def complete(conn, worker_id: str, results, now: datetime, policy) -> list[states.Transition]:
     """Record each (claimed, delivery) result on its attempt and move its row on, releasing the lease; return
-    where each row went, in order."""
+    where each row went, in order.
+
+    A row moves only for the claim that holds it now (its worker, and its token: no later attempt opened): a
+    late result from a lease that ran out, even this worker's own, is kept on its attempt and moves nothing."""
     moves = [states.after(claimed, delivery, now, policy) for claimed, delivery in results]
     records = [_result_record(claimed, delivery, moved, now) for (claimed, delivery), moved in zip(results, moves)]
     if records:

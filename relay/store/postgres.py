@@ -77,9 +77,9 @@ def watcher(engine):
     return listen
 
 
-# Each result on its attempt, then on its row (only while this worker holds the lease), in one statement. Per
-# row, executemany costs a round trip's worth of driver work and a VALUES list costs SQLAlchemy a fresh compile;
-# this is fixed text whose size never grows, fed one JSON document per batch.
+# Each result on its attempt, then on its row (only while this claim holds it: this worker's lease, and no later
+# attempt opened), in one statement. Per row, executemany costs a round trip's worth of driver work and a VALUES
+# list costs SQLAlchemy a fresh compile; this is fixed text whose size never grows, fed one JSON document per batch.
 _FINISH = text("""
 WITH r AS (
     SELECT * FROM json_to_recordset(CAST(:results AS json)) AS r(
@@ -97,6 +97,7 @@ SET status = r.b_status, next_attempt_at = r.b_next, delivered_at = coalesce(l.d
     pd_message = r.b_pd_message, pd_errors = r.b_pd_errors, error = r.b_error,
     claimed_by = NULL, claimed_until = NULL, updated_at = :now
 FROM r WHERE l.id = r.b_log_id AND l.claimed_by = :worker
+    AND NOT EXISTS (SELECT 1 FROM delivery_attempt AS newer WHERE newer.log_id = l.id AND newer.id > r.b_attempt_id)
 """)
 
 

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 
-from sqlalchemy import bindparam, event, func, insert, text, update
+from sqlalchemy import bindparam, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 
 from relay.store.models import DeliveryAttempt, IncidentLog
@@ -124,9 +124,12 @@ def hold_rate_budget(conn) -> None:
 _FINISH_ATTEMPT = (update(DeliveryAttempt).where(DeliveryAttempt.id == bindparam("b_attempt_id"))
                    .values(outcome=bindparam("b_outcome"), http_status=bindparam("b_http_status"),
                            duration_ms=bindparam("b_duration_ms"), error=bindparam("b_attempt_error")))
-# Only the lease holder moves the row: after a takeover the newer holder's answer counts.
+# Only the claim holding the row moves it: after a takeover (by another worker or this one) the newer claim's
+# answer counts, and a newer claim is one that opened a later attempt.
+_NEWER_CLAIM = (select(DeliveryAttempt.id).where(DeliveryAttempt.log_id == IncidentLog.id,
+                                                  DeliveryAttempt.id > bindparam("b_attempt_id")).exists())
 _FINISH_ROW = (update(IncidentLog).where(IncidentLog.id == bindparam("b_log_id"),
-                                          IncidentLog.claimed_by == bindparam("b_worker"))
+                                          IncidentLog.claimed_by == bindparam("b_worker"), ~_NEWER_CLAIM)
                .values(status=bindparam("b_status"), next_attempt_at=bindparam("b_next"),
                        delivered_at=func.coalesce(IncidentLog.delivered_at, bindparam("b_delivered_at")),
                        dedup_key=func.coalesce(IncidentLog.dedup_key, bindparam("b_dedup_key")),

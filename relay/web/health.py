@@ -11,7 +11,8 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from relay.delivery import worker
-from relay.store.backlog import outbox_backlog
+from relay.pagerduty.client import misdirected, safe_url
+from relay.store.backlog import open_rows_by_answer, outbox_backlog
 from relay.store.models import db, utcnow
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def readyz():
     _check_worker(checks, reasons)
     if checks["store"]["ok"]:
         _check_outbox(checks, reasons)
+    if checks["store"]["ok"]:
+        _check_pagerduty_url(checks, reasons)
     if reasons:
         log.info("not ready: %s", "; ".join(reasons))
         return jsonify({"status": "not ready", "reasons": reasons, "checks": checks}), 503
@@ -126,3 +129,22 @@ def _check_outbox(checks, reasons):
     if not checks["oldest_pending_age"]["ok"]:
         reasons.append(f"oldest pending row is {age:.0f}s old, not under "
                        f"RELAY_READY_MAX_PENDING_AGE_SECONDS={max_age:g}")
+
+
+def _check_pagerduty_url(checks, reasons):
+    """Are open rows waiting because their last answer came from something other than the Events API?"""
+    try:
+        by_answer = open_rows_by_answer(db.session)
+        db.session.commit()
+    except Exception as exc:  # noqa: BLE001 - as above
+        db.session.rollback()
+        checks["store"] = {"ok": False, "error": type(exc).__name__}
+        reasons.append(f"store unreachable ({type(exc).__name__})")
+        return
+    wrong = {str(status): count for status, count in sorted(by_answer.items()) if misdirected(status)}
+    url = safe_url(current_app.config["PAGERDUTY_EVENTS_URL"])
+    checks["pagerduty_url"] = {"ok": not wrong, "url": url, "open_rows_by_http_status": wrong}
+    if wrong:
+        answers = ", ".join(f"{count} after HTTP {status}" for status, count in wrong.items())
+        reasons.append(f"open rows wait on answers no Events API gives ({answers}): PAGERDUTY_EVENTS_URL {url} "
+                       f"is wrong or a proxy is in the way")
