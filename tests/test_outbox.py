@@ -168,6 +168,23 @@ def test_rows_that_are_not_open_are_never_claimed(app, routing_key, status):
 def test_both_backends_offer_what_the_outbox_asks_of_them():
     from relay.store import postgres, sqlite
 
-    asked = ("writer_connection", "write_transaction", "prepare_candidates", "take", "hold_rate_budget", "finish",
-             "watcher")
+    asked = ("writer_connection", "write_transaction", "prepare_candidates", "take", "hold_rate_budget",
+             "hold_alerts", "finish", "watcher")
     assert all(callable(getattr(module, name, None)) for module in (sqlite, postgres) for name in asked)
+
+
+# --- what the relay last has for each alert (issue 18, item 8) -------------------------------------------------
+
+def test_latest_states_names_each_alerts_newest_row_that_sets_its_state(app, routing_key):
+    add(app, routing_key, "trigger", "k1")
+    resolve = add(app, routing_key, "resolve", "k1")
+    other = add(app, routing_key, "trigger", "k2")
+    with app.app_context():
+        outbox.record({"routing_key": routing_key, "event_action": "trigger", "dedup_key": "k1",
+                       "payload": {"summary": "s", "source": "x", "severity": "info"}},
+                      source="test", status=states.STALE)
+        db.session.commit()
+    with app.app_context(), outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
+        latest = outbox.latest_states(conn, {(routing_key, "k1"), (routing_key, "k2"), ("other-key", "k1")})
+    assert {pair: (found.id, found.event_action) for pair, found in latest.items()} == {
+        (routing_key, "k1"): (resolve, "resolve"), (routing_key, "k2"): (other, "trigger")}

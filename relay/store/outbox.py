@@ -28,7 +28,7 @@ def backend(bind):
     """The backend module of an engine's or connection's database.
 
     Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
-    hold_rate_budget, finish and watcher.
+    hold_rate_budget, hold_alerts, finish and watcher.
     """
     return _BACKENDS[bind.dialect.name]
 
@@ -223,6 +223,22 @@ def _errors_text(delivery) -> str | None:
     if delivery.outcome == states.DELIVERED:
         return None
     return "; ".join([delivery.message or "", *delivery.errors]).strip("; ") or None
+
+
+def latest_states(conn, pairs) -> dict[tuple[str, str], object]:
+    """The newest row that sets each alert's state (id, event_action, status, alert), by (routing key, dedup key),
+    its alert held against other writers until the transaction ends."""
+    if not pairs:
+        return {}
+    backend(conn).hold_alerts(conn, pairs)
+    log = IncidentLog
+    newest = select(func.max(log.id)).where(
+        log.dedup_key.in_({dedup_key for _, dedup_key in pairs}),
+        log.routing_key.in_({routing_key for routing_key, _ in pairs}),
+        log.status.in_(states.SETS_STATE)).group_by(log.routing_key, log.dedup_key)
+    rows = conn.execute(select(log.id, log.routing_key, log.dedup_key, log.event_action, log.status, log.alert)
+                        .where(log.id.in_(newest))).all()
+    return {(row.routing_key, row.dedup_key): row for row in rows if (row.routing_key, row.dedup_key) in pairs}
 
 
 def requeue(conn, now: datetime, *conditions, statuses=states.REPLAYABLE) -> list[int]:
