@@ -188,3 +188,50 @@ def test_latest_states_names_each_alerts_newest_row_that_sets_its_state(app, rou
         latest = outbox.latest_states(conn, {(routing_key, "k1"), (routing_key, "k2"), ("other-key", "k1")})
     assert {pair: (found.id, found.event_action) for pair, found in latest.items()} == {
         (routing_key, "k1"): (resolve, "resolve"), (routing_key, "k2"): (other, "trigger")}
+
+
+# --- replay never reopens what a newer event closed (issue 18, item 7) ---------------------------------------
+
+def test_requeue_skips_a_trigger_its_delivered_resolve_supersedes(app, routing_key):
+    trigger = add(app, routing_key, "trigger", "k1")
+    resolve = add(app, routing_key, "resolve", "k1")
+    lone = add(app, routing_key, "trigger", "k2")
+    first = claim(app)
+    complete(app, [(c, Delivery("failed", 400)) for c in first])  # the trigger and the other alert's
+    (second,) = claim(app)
+    complete(app, [(second, Delivery("delivered", 202))])  # the resolve
+    with app.app_context(), db.engine.begin() as conn:
+        assert outbox.requeue(conn, utcnow(), IncidentLog.id.in_([trigger, lone])) == [lone]
+        (skipped,) = outbox.superseded(conn, IncidentLog.id.in_([trigger, lone]))
+    assert (skipped.id, skipped.newer_id, skipped.newer_action, skipped.newer_status) == \
+        (trigger, resolve, "resolve", "delivered")
+    assert skipped.reason == (f"row {trigger} (trigger) was not sent again: row {resolve} (resolve, delivered) is "
+                              "newer for the same alert, and sending the older event would undo it")
+    assert row(app, trigger).status == "failed" and row(app, lone).status == "pending"
+
+
+def test_requeue_of_a_dead_trigger_and_its_dead_resolve_sends_only_the_resolve(app, routing_key):
+    trigger = add(app, routing_key, "trigger", "k1")
+    resolve = add(app, routing_key, "resolve", "k1")
+    for _ in range(2):
+        (claimed,) = claim(app)
+        complete(app, [(claimed, Delivery("failed", 400))])
+    with app.app_context(), db.engine.begin() as conn:
+        (before,) = outbox.superseded(conn, IncidentLog.id == trigger)
+        assert before.reason.endswith(f"; replay row {resolve} to restore the alert's latest state")
+        assert outbox.requeue(conn, utcnow()) == [resolve]
+    assert row(app, trigger).status == "failed" and row(app, resolve).status == "pending"
+
+
+def test_rows_that_set_no_state_never_supersede(app, routing_key):
+    trigger = add(app, routing_key, "trigger", "k1")
+    (claimed,) = claim(app)
+    complete(app, [(claimed, Delivery("failed", 400))])
+    with app.app_context():
+        for status in (states.STALE, states.UNROUTED):
+            outbox.record({"routing_key": routing_key, "event_action": "resolve", "dedup_key": "k1"},
+                          source="test", status=status)
+        db.session.commit()
+    with app.app_context(), db.engine.begin() as conn:
+        assert outbox.superseded(conn) == []
+        assert outbox.requeue(conn, utcnow()) == [trigger]
