@@ -1,13 +1,13 @@
 """Accepting alerts, the service every face shares (the webhook, the API's and the CLI's previews): a source and
 its parsed payload in; the planned events out, and for a webhook stored as incident_log rows with delivery woken."""
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 from flask import current_app
 
 from relay import metrics
 from relay.delivery import worker
 from relay.errors import RelayError
-from relay.intake.mapping import Planned, plan
+from relay.intake.mapping import Planned, older_state, plan
 from relay.intake.payload import Limits
 from relay.intake.sources import SOURCES, get_source
 from relay.masking import mask
@@ -44,8 +44,8 @@ def planned_events(source: ModuleType, payload) -> list[Planned]:
 def receive(source: ModuleType, payload) -> list[dict]:
     """Plan a notification's events, store them together, wake delivery, and describe each stored event."""
     planned = planned_events(source, payload)
-    ids = store(source.NAME, planned)
-    return [describe(item, log_id) for item, log_id in zip(planned, ids)]
+    stored = store(source.NAME, planned)
+    return [describe(item, log_id, stale) for item, (log_id, stale) in zip(planned, stored)]
 
 
 def preview(source: ModuleType, payload) -> list[dict]:
@@ -53,18 +53,40 @@ def preview(source: ModuleType, payload) -> list[dict]:
     return [preview_entry(item) for item in planned_events(source, payload)]
 
 
-def store(source_name: str, planned: list[Planned]) -> list[int]:
-    """Write one incident_log row per planned event, commit them together, and return their ids."""
+def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | None]]:
+    """Write one incident_log row per planned event, commit them together, and return each row's id with why it
+    was stored stale rather than pending (None when it will be sent)."""
     rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
                               status=states.PENDING if item.routed else states.UNROUTED, error=item.problem)
             for item in planned]
-    ids = outbox.store_rows(db.engine, rows)
+    with outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
+        stale = _drop_older_states(conn, planned, rows)
+        ids = outbox.record_many(conn, rows)
     worker.wake()
     metrics.events_stored(source_name, planned)
-    return ids
+    return list(zip(ids, stale))
 
 
-def describe(item: Planned, log_id=None) -> dict:
+def _drop_older_states(conn, planned: list[Planned], rows: list[dict]) -> list[str | None]:
+    """Mark stale each event that reports an older state of its alert than the relay already has (a resolve
+    before its trigger, a lagging replica's firing after the resolve), so it never reopens or closes an incident
+    out of turn; return why, per row."""
+    timed = [(item, row) for item, row in zip(planned, rows)
+             if row["status"] == states.PENDING and row["dedup_key"] and (item.alert.starts_at or item.alert.ends_at)]
+    latest = outbox.latest_states(conn, {(row["routing_key"], row["dedup_key"]) for _, row in timed})
+    for item, row in timed:
+        alert_key = (row["routing_key"], row["dedup_key"])
+        last = latest.get(alert_key)
+        older = last and older_state(item.alert, row["event_action"], last.event_action, last.alert)
+        if older:
+            where = f"row {last.id}" if last.id else "an earlier event of this request"
+            row.update(status=states.STALE, error=f"stale: {older} ({where}); not sent")
+        else:  # later events of this request compare with this one
+            latest[alert_key] = SimpleNamespace(id=None, event_action=row["event_action"], alert=row["alert"])
+    return [row["error"] if row["status"] == states.STALE else None for row in rows]
+
+
+def describe(item: Planned, log_id=None, stale: str | None = None) -> dict:
     """Summarize one planned event for an answer, routing key masked."""
     entry = {"route": item.route, "event_action": item.event["event_action"],
              "dedup_key": item.event.get("dedup_key"), "routing_key": mask(item.event["routing_key"])}
@@ -72,6 +94,8 @@ def describe(item: Planned, log_id=None) -> dict:
         entry = {"log_id": log_id, **entry}
     if item.problem:
         entry.update(status=states.UNROUTED, problem=item.problem)
+    elif stale:
+        entry.update(status=states.STALE, problem=stale)
     return entry
 
 

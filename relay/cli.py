@@ -186,18 +186,21 @@ def _touch(path) -> bool:
 @click.option("--since", default=None, help="Only rows accepted since: 30m, 2h, 7d or an ISO 8601 time.")
 @click.option("--id", "log_ids", multiple=True, type=int, help="Only these rows (repeatable).")
 def replay(statuses, since, log_ids):
-    """Put failed or dead rows back in the outbox; the delivery worker sends them again in order."""
+    """Put failed or dead rows back in the outbox; the delivery worker sends them again in order. A row a newer
+    event of its alert supersedes is skipped, and listed with why."""
     conditions = [IncidentLog.id.in_(log_ids)] if log_ids else []
     if since:
         try:
             conditions.append(IncidentLog.created_at >= parse_since(since, models.utcnow()))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since") from None
-    ids = outbox.requeue(db.session, models.utcnow(), *conditions,
-                         statuses=statuses or states.REPLAYABLE)
+    statuses = statuses or states.REPLAYABLE
+    ids = outbox.requeue(db.session, models.utcnow(), *conditions, statuses=statuses)
+    skipped = outbox.superseded(db.session, *conditions, statuses=statuses)
     db.session.commit()
     worker.wake()
-    click.echo(json.dumps({"requeued": len(ids), "log_ids": ids}))
+    click.echo(json.dumps({"requeued": len(ids), "log_ids": ids, "skipped": [
+        {"log_id": row.id, "superseded_by": row.newer_id, "reason": row.reason} for row in skipped]}))
 
 
 @relay_cli.command("prune")

@@ -1,5 +1,6 @@
 """The create-incident job (the original product), the service the API and the CLI share: input schema, event
-building, waiting for PagerDuty's outcome, answers; and sending one failed row again."""
+building, waiting for PagerDuty's outcome, answers; and sending one failed row again, unless a newer event of
+its alert supersedes it."""
 from dataclasses import dataclass
 
 from flask import current_app
@@ -24,6 +25,12 @@ class Conflict(RelayError):
 
     status_code = 409
     code = "conflict"
+
+
+class NotLatest(Conflict):
+    """The row is no longer its alert's latest word: sending it again would undo a newer event."""
+
+    code = "superseded"
 
 
 class ServiceKeySchema(Schema):
@@ -113,9 +120,14 @@ def answer(row: IncidentLog) -> JobResult:
 
 
 def requeue_one(log_id: int) -> None:
-    """Put one failed or dead row back in the outbox and wake delivery; NotFound or Conflict otherwise."""
-    moved = outbox.requeue(db.session, models.utcnow(), IncidentLog.id == log_id)
+    """Put one failed or dead row back in the outbox and wake delivery, if it is still its alert's latest event;
+    NotFound, NotLatest or Conflict otherwise."""
+    condition = IncidentLog.id == log_id
+    moved = outbox.requeue(db.session, models.utcnow(), condition)
+    newer = [] if moved else outbox.superseded(db.session, condition)
     db.session.commit()
+    if newer:
+        raise NotLatest(newer[0].reason)
     if not moved:
         row = db.session.get(IncidentLog, log_id)
         if row is None:

@@ -190,3 +190,21 @@ def test_nul_characters_never_reach_the_store(app, client, pd, routing_key):
     assert pd.accepted()[0]["payload"]["summary"] == "disk\ufffdfull"
     assert client.get("/api/v1/log", query_string={"source": "a\x00b"}).status_code == 400
     assert client.post("/api/v1/incidents/a%00b/resolve", json={"service_key": routing_key}).status_code == 400
+
+
+def test_retry_endpoint_refuses_a_trigger_its_delivered_resolve_supersedes(app, client, pd, routing_key):
+    """Issue 18, item 7: retrying the failed trigger after its resolve went through would open an incident that
+    nothing closes."""
+    pd.set_routing_keys(["f" * 32])
+    trigger = create(client, title="t", service_key=routing_key, dedup_key="outage-1").get_json()["log_id"]
+    assert log_row(app, trigger).status == "failed"
+    pd.set_routing_keys([routing_key])
+    resolved = client.post("/api/v1/incidents/outage-1/resolve", json={"service_key": routing_key}).get_json()
+    response = client.post(f"/api/v1/log/{trigger}/retry")
+    assert response.status_code == 409 and response.get_json()["error"] == {
+        "code": "superseded",
+        "message": f"row {trigger} (trigger) was not sent again: row {resolved['log_id']} (resolve, delivered) is "
+                   "newer for the same alert, and sending the older event would undo it"}
+    assert log_row(app, trigger).status == "failed"
+    time.sleep(0.3)  # a requeued row would have been sent by now
+    assert [e["event_action"] for e in pd.accepted()] == [] and pd.alerts() == []

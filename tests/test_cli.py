@@ -96,11 +96,11 @@ def test_replay_requeues_failed_rows_by_status_and_since(app, runner, pd, routin
     bad_since = runner.invoke(args=["relay", "replay", "--since", "yesterday-ish"])
     assert bad_since.exit_code == 2 and "neither a duration" in bad_since.output
     result, body = run(runner, "replay", "--status", "failed", "--since", "10m")
-    assert result.exit_code == 0 and body == {"requeued": 1, "log_ids": [refused["log_id"]]}
+    assert result.exit_code == 0 and body == {"requeued": 1, "log_ids": [refused["log_id"]], "skipped": []}
     wait_until(pd.accepted, 5, "the replayed event at PagerDuty")
     assert [e["payload"]["summary"] for e in pd.accepted()] == ["refused first"]
     _, again = run(runner, "replay")
-    assert again == {"requeued": 0, "log_ids": []}
+    assert again == {"requeued": 0, "log_ids": [], "skipped": []}
 
 
 def test_trigger_exits_3_when_pagerduty_is_unreachable_within_the_wait(app, runner, pd, routing_key):
@@ -108,3 +108,19 @@ def test_trigger_exits_3_when_pagerduty_is_unreachable_within_the_wait(app, runn
     pd.set_outage("503")
     result, body = run(runner, "trigger", "--title", "t", "--service-key", routing_key)
     assert result.exit_code == 3 and body["status"] == "queued"
+
+
+def test_replay_after_an_outage_skips_triggers_their_resolves_supersede(app, runner, pd, routing_key):
+    """Issue 18, item 7: a trigger that failed during an outage, then resolved, must not be replayed open."""
+    pd.set_routing_keys(["e" * 32])
+    _, closed = run(runner, "trigger", "--title", "over already", "--service-key", routing_key, "--dedup-key", "a")
+    _, still = run(runner, "trigger", "--title", "still firing", "--service-key", routing_key, "--dedup-key", "b")
+    pd.set_routing_keys([routing_key])
+    _, resolved = run(runner, "resolve", "a", "--service-key", routing_key)
+    result, body = run(runner, "replay")
+    assert result.exit_code == 0 and body == {"requeued": 1, "log_ids": [still["log_id"]], "skipped": [{
+        "log_id": closed["log_id"], "superseded_by": resolved["log_id"],
+        "reason": f"row {closed['log_id']} (trigger) was not sent again: row {resolved['log_id']} (resolve, "
+                  "delivered) is newer for the same alert, and sending the older event would undo it"}]}
+    wait_until(pd.accepted, 5, "the replayed event at PagerDuty")
+    assert [(a["dedup_key"], a["status"]) for a in pd.alerts()] == [("b", "triggered")]

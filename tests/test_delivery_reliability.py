@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -38,6 +38,7 @@ FAST = {  # short timings so every scenario ends in seconds; rate limit off unle
 NO_KILL = {"RELAY_CLAIM_LEASE_SECONDS": "60"}  # nobody dies: no lease may run out, so any duplicate is a bug
 ACCEPTED = "accepted"  # the simulator's outcome for an event applied to alert state
 DELIVER_TIMEOUT = 45  # seconds for any outbox to drain once PagerDuty answers
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of a firing alert
 
 
 # --- stores ------------------------------------------------------------------------------------------------
@@ -156,14 +157,16 @@ def all_delivered(store: Store, expected: int | None = None):
 
 # --- webhooks ----------------------------------------------------------------------------------------------
 
-def am_alert(run: str, name: str, status: str = "firing") -> dict:
-    """One Alertmanager alert with labels of its own (so its own dedup key)."""
+def am_alert(run: str, name: str, status: str = "firing", episode: int = 0) -> dict:
+    """One Alertmanager alert with labels of its own (so its own dedup key), in its n-th episode of firing (each
+    starts after the last one resolved, as Prometheus dates them)."""
+    started = datetime(2024, 5, 1, 10, tzinfo=timezone.utc) + episode * timedelta(minutes=10)
     return {
         "status": status,
         "labels": {"alertname": "RelayReliability", "run": run, "instance": name, "severity": "critical"},
         "annotations": {"summary": f"{name} is down"},
-        "startsAt": "2024-05-01T10:00:00Z",
-        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2024-05-01T10:05:00Z",
+        "startsAt": f"{started:%Y-%m-%dT%H:%M:%SZ}",
+        "endsAt": f"{started + timedelta(minutes=5):%Y-%m-%dT%H:%M:%SZ}" if status == "resolved" else GO_ZERO_TIME,
         "generatorURL": "",
         "fingerprint": uuid.uuid5(uuid.NAMESPACE_OID, run + name).hex[:16],
     }
@@ -404,10 +407,9 @@ def test_resolve_never_overtakes_its_trigger_under_random_5xx(tmp_path, pd, stor
         names = [f"flappy-{i:02d}" for i in range(50)]
         sequences = []
         for mine in split(names, 5):  # a client thread per 10 alerts: all firing, all resolved, ten times over
-            firing = notification([am_alert(run, name) for name in mine])
-            resolved = notification([am_alert(run, name, "resolved") for name in mine])
-            sequences.append([(relays[0].alertmanager_webhook, firing), (relays[-1].alertmanager_webhook, resolved)]
-                             * 10)
+            sequences.append([((relays[0] if status == "firing" else relays[-1]).alertmanager_webhook,
+                               notification([am_alert(run, name, status, episode) for name in mine]))
+                              for episode in range(10) for status in ("firing", "resolved")])
         started = time.monotonic()
         answers = Burst(sequences).start().join()
         assert all(answer.ok for answer in answers) and sum(len(answer.events) for answer in answers) == 1000
@@ -474,3 +476,43 @@ def test_rate_limit_is_shared_across_two_instances(tmp_path, pd, own_postgres_ur
     waiting = [row for row in rows if row.status == "pending"]
     # The excess waits in the outbox for the window to move on: a minute after the first send.
     assert min(row.next_attempt_at for row in waiting) >= first_send + timedelta(seconds=59)
+
+
+# --- 6. Alertmanager in HA: a lagging replica's firing, a resolve before its trigger (issue 18, item 8) ------
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_lagging_replica_or_a_resolve_before_its_trigger_leaves_no_incident_open(tmp_path, pd, store_url):
+    run = uuid.uuid4().hex[:8]
+    store = Store(store_url)
+    env = {**FAST, **NO_KILL}
+    # Each replica posts to an instance of its own (on PostgreSQL two relays share the store), all alerts at once.
+    with instances(tmp_path, pd, store_url, env, count=2 if store_url.startswith("postgresql") else 1) as relays:
+        first, lagging = relays[0].alertmanager_webhook, relays[-1].alertmanager_webhook
+        sequences = []
+        for index in range(20):  # one replica fires and resolves; the other's firing arrives after the resolve
+            name = f"ha-{index:02d}"
+            sequences.append([(first, notification([am_alert(run, name)])),
+                              (first, notification([am_alert(run, name, "resolved")])),
+                              (lagging, notification([am_alert(run, name)]))])
+        for index in range(20):  # the resolve overtakes its trigger on the way to the relay
+            name = f"early-{index:02d}"
+            sequences.append([(lagging, notification([am_alert(run, name, "resolved")])),
+                              (first, notification([am_alert(run, name)]))])
+        burst = Burst(sequences).start()
+        answers = burst.join()
+        assert all(answer.ok for answer in answers) and len(answers) == 100
+
+        def settled():
+            statuses = Counter(row.status for row in store.rows())
+            return statuses["delivered"] + statuses["stale"] == 100 and statuses
+
+        statuses = wait_for(settled, DELIVER_TIMEOUT, message="every row delivered or stale")
+        time.sleep(0.5)  # a stale row sent by mistake would show up now
+        rows = store.rows()
+    assert statuses == {"delivered": 60, "stale": 40}
+    late = [sequence[-1].events[0] for sequence in burst.answers]
+    assert all(event["status"] == "stale" for event in late)
+    assert {row.dedup_key for row in rows if row.status == "stale"} == {event["dedup_key"] for event in late}
+    still_open = [alert for alert in pd.alerts() if alert["status"] != "resolved"]
+    assert not still_open, f"{len(still_open)} incidents left open, e.g. {still_open[0]}"
+    assert Counter(body["event_action"] for body in pd.accepted()) == {"trigger": 20, "resolve": 20}

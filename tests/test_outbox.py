@@ -181,9 +181,73 @@ def test_rows_that_are_not_open_are_never_claimed(app, routing_key, status):
 def test_both_backends_offer_what_the_outbox_asks_of_them():
     from relay.store import postgres, sqlite
 
-    asked = ("writer_connection", "write_transaction", "prepare_candidates", "take", "hold_rate_budget", "finish",
-             "watcher", "insert_rows")
+    asked = ("writer_connection", "write_transaction", "prepare_candidates", "take", "hold_rate_budget",
+             "hold_alerts", "finish", "watcher", "insert_rows")
     assert all(callable(getattr(module, name, None)) for module in (sqlite, postgres) for name in asked)
+
+
+# --- what the relay last has for each alert (issue 18, item 8) -------------------------------------------------
+
+def test_latest_states_names_each_alerts_newest_row_that_sets_its_state(app, routing_key):
+    add(app, routing_key, "trigger", "k1")
+    resolve = add(app, routing_key, "resolve", "k1")
+    other = add(app, routing_key, "trigger", "k2")
+    with app.app_context():
+        outbox.record({"routing_key": routing_key, "event_action": "trigger", "dedup_key": "k1",
+                       "payload": {"summary": "s", "source": "x", "severity": "info"}},
+                      source="test", status=states.STALE)
+        db.session.commit()
+    with app.app_context(), outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
+        latest = outbox.latest_states(conn, {(routing_key, "k1"), (routing_key, "k2"), ("other-key", "k1")})
+    assert {pair: (found.id, found.event_action) for pair, found in latest.items()} == {
+        (routing_key, "k1"): (resolve, "resolve"), (routing_key, "k2"): (other, "trigger")}
+
+
+# --- replay never reopens what a newer event closed (issue 18, item 7) ---------------------------------------
+
+def test_requeue_skips_a_trigger_its_delivered_resolve_supersedes(app, routing_key):
+    trigger = add(app, routing_key, "trigger", "k1")
+    resolve = add(app, routing_key, "resolve", "k1")
+    lone = add(app, routing_key, "trigger", "k2")
+    first = claim(app)
+    complete(app, [(c, Delivery("failed", 400)) for c in first])  # the trigger and the other alert's
+    (second,) = claim(app)
+    complete(app, [(second, Delivery("delivered", 202))])  # the resolve
+    with app.app_context(), db.engine.begin() as conn:
+        assert outbox.requeue(conn, utcnow(), IncidentLog.id.in_([trigger, lone])) == [lone]
+        (skipped,) = outbox.superseded(conn, IncidentLog.id.in_([trigger, lone]))
+    assert (skipped.id, skipped.newer_id, skipped.newer_action, skipped.newer_status) == \
+        (trigger, resolve, "resolve", "delivered")
+    assert skipped.reason == (f"row {trigger} (trigger) was not sent again: row {resolve} (resolve, delivered) is "
+                              "newer for the same alert, and sending the older event would undo it")
+    assert row(app, trigger).status == "failed" and row(app, lone).status == "pending"
+
+
+def test_requeue_of_a_dead_trigger_and_its_dead_resolve_sends_only_the_resolve(app, routing_key):
+    trigger = add(app, routing_key, "trigger", "k1")
+    resolve = add(app, routing_key, "resolve", "k1")
+    for _ in range(2):
+        (claimed,) = claim(app)
+        complete(app, [(claimed, Delivery("failed", 400))])
+    with app.app_context(), db.engine.begin() as conn:
+        (before,) = outbox.superseded(conn, IncidentLog.id == trigger)
+        assert before.reason.endswith(f"; replay row {resolve} to restore the alert's latest state")
+        assert outbox.requeue(conn, utcnow()) == [resolve]
+    assert row(app, trigger).status == "failed" and row(app, resolve).status == "pending"
+
+
+def test_rows_that_set_no_state_never_supersede(app, routing_key):
+    trigger = add(app, routing_key, "trigger", "k1")
+    (claimed,) = claim(app)
+    complete(app, [(claimed, Delivery("failed", 400))])
+    with app.app_context():
+        for status in (states.STALE, states.UNROUTED):
+            outbox.record({"routing_key": routing_key, "event_action": "resolve", "dedup_key": "k1"},
+                          source="test", status=status)
+        db.session.commit()
+    with app.app_context(), db.engine.begin() as conn:
+        assert outbox.superseded(conn) == []
+        assert outbox.requeue(conn, utcnow()) == [trigger]
 
 
 def test_stored_rows_get_their_own_ids_in_order_after_deletions(app, routing_key):

@@ -547,3 +547,92 @@ def test_an_alert_with_huge_urls_is_delivered_to_a_pagerduty_that_refuses_oversi
     assert sent["payload"]["custom_details"]["relay_dropped"][0].startswith("links[0] (Source): a URL of 600037")
     wait_until(lambda: [row["status"] for row in log_rows(app)] == ["delivered"], timeout=5,
                message="the row delivered")
+
+
+# --- an older state of an alert never overrides a newer one (issue 18, item 8) -----------------------------
+
+UPSTREAM = Path("/work/shared/upstream-payloads")
+AM_FIRING, AM_RESOLVED = "alertmanager_0.25_firing_captured.json", "alertmanager_0.25_resolved_captured.json"
+
+
+def am_at(name: str, starts_at: str, ends_at: str | None = None) -> dict:
+    """A captured Alertmanager body with its alert's times changed (a later firing of the same alert)."""
+    payload = fixture(name)
+    payload["alerts"][0]["startsAt"] = starts_at
+    if ends_at:
+        payload["alerts"][0]["endsAt"] = ends_at
+    return payload
+
+
+def test_a_trigger_after_its_alerts_resolve_is_stored_stale(relay, http):
+    resolved = post(http, "alertmanager", fixture(AM_RESOLVED)).get_json()
+    late = post(http, "alertmanager", fixture(AM_FIRING))
+    assert late.status_code == 202
+    (entry,) = late.get_json()["events"]
+    assert entry["status"] == "stale" and entry["event_action"] == "trigger"
+    assert entry["problem"] == (f"stale: firing since 2026-11-26T21:15:51.615572997Z is older than resolved at "
+                                f"2026-11-26T21:15:54Z (row {resolved['events'][0]['log_id']}); not sent")
+    assert [(r["event_action"], r["status"]) for r in log_rows(relay)] == [("resolve", "pending"), ("trigger", "stale")]
+    assert log_rows(relay)[1]["error"] == entry["problem"]
+    assert_no_key(late)
+
+
+def test_a_lagging_replicas_firing_after_the_resolve_is_stale_and_repeats_are_kept(relay, http):
+    for name in (AM_FIRING, AM_FIRING, AM_RESOLVED, AM_RESOLVED, AM_FIRING):  # HA: each replica sends each
+        assert post(http, "alertmanager", fixture(name)).status_code == 202
+    assert [(r["event_action"], r["status"]) for r in log_rows(relay)] == [
+        ("trigger", "pending"), ("trigger", "pending"), ("resolve", "pending"), ("resolve", "pending"),
+        ("trigger", "stale")]
+
+
+def test_a_new_firing_after_the_resolve_is_sent_and_the_old_resolve_then_stale(relay, http):
+    post(http, "alertmanager", fixture(AM_FIRING))
+    post(http, "alertmanager", fixture(AM_RESOLVED))
+    again = post(http, "alertmanager", am_at(AM_FIRING, "2026-11-26T21:20:00Z")).get_json()
+    late_resolve = post(http, "alertmanager", fixture(AM_RESOLVED)).get_json()
+    assert "status" not in again["events"][0]
+    assert late_resolve["events"][0]["status"] == "stale"
+    assert "resolved at 2026-11-26T21:15:54Z is older than firing since 2026-11-26T21:20:00Z" in \
+        late_resolve["events"][0]["problem"]
+    assert [r["status"] for r in log_rows(relay)] == ["pending", "pending", "pending", "stale"]
+
+
+def test_grafanas_resolve_before_its_trigger_leaves_the_trigger_stale(relay, http):
+    resolved = (UPSTREAM / "grafana-pytorch-nodata-resolved.json").read_bytes()
+    firing = (UPSTREAM / "grafana-pytorch-nodata-firing.json").read_bytes()
+    assert post(http, "grafana", resolved).status_code == 202
+    assert post(http, "grafana", firing).get_json()["events"][0]["status"] == "stale"
+    assert [(r["event_action"], r["status"]) for r in log_rows(relay)] == [("resolve", "pending"), ("trigger", "stale")]
+
+
+def test_in_one_request_a_resolve_then_its_older_firing_leaves_the_firing_stale(relay, http):
+    both = fixture(AM_RESOLVED)
+    both["alerts"].append(fixture(AM_FIRING)["alerts"][0])
+    events = post(http, "alertmanager", both).get_json()["events"]
+    assert [e.get("status") for e in events] == [None, "stale"]
+    assert "an earlier event of this request" in events[1]["problem"]
+
+
+def test_alerts_sharing_a_dedup_key_are_not_compared(make_app, pd):
+    """A group's or a template's dedup key covers several alerts, each with times of its own."""
+    app = make_app(ROUTES=[{"name": "db", "matchers": ['service="db"'], "routing_key": DB_KEY,
+                            "dedup": "{{ labels.service }}"}], DEFAULT_ROUTE=None)
+    http = app.test_client()
+    post(http, "alertmanager", fixture(AM_RESOLVED))
+    other = am_at(AM_FIRING, "2026-11-26T21:15:00Z")
+    other["alerts"][0]["labels"]["instance"] = "db2:9100"
+    other["alerts"][0]["fingerprint"] = "0123456789abcdef"
+    assert "status" not in post(http, "alertmanager", other).get_json()["events"][0]
+    assert [r["status"] for r in log_rows(app)] == ["pending", "pending"]
+
+
+def test_a_stale_trigger_is_never_sent_and_opens_nothing(delivering, pd, monkeypatch):
+    monkeypatch.setenv("RELAY_TEST_BLUE_KEY", BLUE_KEY)
+    app = delivering(ROUTES=ROUTES, DEFAULT_ROUTE=DEFAULT_ROUTE)
+    http = app.test_client()
+    post(http, "alertmanager", fixture(AM_RESOLVED))
+    post(http, "alertmanager", fixture(AM_FIRING))
+    wait_until(lambda: [r["status"] for r in log_rows(app)] == ["delivered", "stale"], 10, "the resolve delivered")
+    time.sleep(0.3)  # a stale row would have been claimed by now
+    assert [e["event_action"] for e in (r["body"] for r in pd.received())] == ["resolve"]
+    assert pd.alerts() == []  # no incident opened, so none left open

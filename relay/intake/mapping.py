@@ -4,6 +4,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from marshmallow import ValidationError
 
@@ -189,6 +190,41 @@ def collapse_groups(planned: list[Planned], routing: Routing) -> list[Planned]:
             seen.add(group)
             kept.append(item)
     return kept
+
+
+def state_since(event_action: str, starts_at: str | None, ends_at: str | None) -> datetime | None:
+    """When the state an event reports began: a trigger's startsAt, a resolve's endsAt; None when unknown."""
+    moment = parse_iso8601(starts_at if event_action == "trigger" else ends_at if event_action == "resolve" else None)
+    if moment is None or moment.year == 1:  # Go's zero time.Time: no time at all
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def same_alert(alert: Alert, stored: dict) -> bool:
+    """Tell whether a stored row's alert is this alert: the same fingerprint, or without one the same labels."""
+    if alert.fingerprint and stored.get("fingerprint"):
+        return alert.fingerprint == stored["fingerprint"]
+    return alert.labels == stored.get("labels")
+
+
+def older_state(alert: Alert, event_action: str, last_action: str, last_alert: dict | None) -> str | None:
+    """Say how an alert's event reports an older state than the last event kept for its dedup key, or None.
+
+    Only events of one alert are compared: alerts sharing a dedup key (a group, a templated key) each keep their
+    own times, and a state whose time is unknown is never called older.
+    """
+    if not last_alert or not same_alert(alert, last_alert):
+        return None
+    since = state_since(event_action, alert.starts_at, alert.ends_at)
+    last_since = state_since(last_action, last_alert.get("starts_at"), last_alert.get("ends_at"))
+    if since is None or last_since is None or since >= last_since:
+        return None
+    return (f"{_state_text(event_action, alert.starts_at, alert.ends_at)} is older than "
+            f"{_state_text(last_action, last_alert.get('starts_at'), last_alert.get('ends_at'))}")
+
+
+def _state_text(event_action: str, starts_at: str | None, ends_at: str | None) -> str:
+    return f"firing since {starts_at}" if event_action == "trigger" else f"resolved at {ends_at}"
 
 
 def plan(alerts: list[Alert], routing: Routing) -> list[Planned]:

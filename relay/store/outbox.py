@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Integer, and_, bindparam, exists, func, insert, or_, select, text, update
 from sqlalchemy.orm import aliased
 
 from relay.masking import mask
@@ -28,7 +28,7 @@ def backend(bind):
     """The backend module of an engine's or connection's database.
 
     Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
-    hold_rate_budget, finish and watcher.
+    hold_rate_budget, hold_alerts, finish and watcher.
     """
     return _BACKENDS[bind.dialect.name]
 
@@ -224,15 +224,75 @@ def _errors_text(delivery) -> str | None:
     return "; ".join([delivery.message or "", *delivery.errors]).strip("; ") or None
 
 
+def latest_states(conn, pairs) -> dict[tuple[str, str], object]:
+    """The newest row that sets each alert's state (id, event_action, status, alert), by (routing key, dedup key),
+    its alert held against other writers until the transaction ends."""
+    if not pairs:
+        return {}
+    backend(conn).hold_alerts(conn, pairs)
+    log = IncidentLog
+    newest = select(func.max(log.id)).where(
+        log.dedup_key.in_({dedup_key for _, dedup_key in pairs}),
+        log.routing_key.in_({routing_key for routing_key, _ in pairs}),
+        log.status.in_(states.SETS_STATE)).group_by(log.routing_key, log.dedup_key)
+    rows = conn.execute(select(log.id, log.routing_key, log.dedup_key, log.event_action, log.status, log.alert)
+                        .where(log.id.in_(newest))).all()
+    return {(row.routing_key, row.dedup_key): row for row in rows if (row.routing_key, row.dedup_key) in pairs}
+
+
+_LATER = aliased(IncidentLog, name="later")
+
+
+def _newer_of_its_alert():
+    """A later row of the same alert (routing key and dedup key) that sets its state: the row is no longer its
+    alert's latest word."""
+    return and_(_LATER.routing_key == IncidentLog.routing_key, _LATER.dedup_key == IncidentLog.dedup_key,
+                _LATER.id > IncidentLog.id, _LATER.status.in_(states.SETS_STATE))
+
+
 def requeue(conn, now: datetime, *conditions, statuses=states.REPLAYABLE) -> list[int]:
-    """Put failed or dead rows matching the conditions back in the outbox, due now; return their ids.
+    """Put failed or dead rows matching the conditions back in the outbox, due now, unless a later row of their
+    alert has superseded them (sending them would undo it); return their ids.
 
     One UPDATE, no read before it: safe against concurrent writers on SQLite too.
     """
-    result = conn.execute(update(IncidentLog).where(IncidentLog.status.in_(statuses), *conditions).values(
+    result = conn.execute(update(IncidentLog).where(
+        IncidentLog.status.in_(statuses), *conditions, ~exists().where(_newer_of_its_alert())).values(
         status=states.PENDING, next_attempt_at=now, claimed_by=None, claimed_until=None, updated_at=now,
     ).returning(IncidentLog.id))
     return sorted(result.scalars().all())
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """A failed or dead row left alone by requeue, and the newest row of its alert that supersedes it."""
+
+    id: int
+    event_action: str
+    newer_id: int
+    newer_action: str
+    newer_status: str
+
+    @property
+    def reason(self) -> str:
+        """Say why the row was not sent again, and what would restore its alert's state instead."""
+        text = (f"row {self.id} ({self.event_action}) was not sent again: row {self.newer_id} "
+                f"({self.newer_action}, {self.newer_status}) is newer for the same alert, and sending the older "
+                "event would undo it")
+        if self.newer_status in states.REPLAYABLE:
+            text += f"; replay row {self.newer_id} to restore the alert's latest state"
+        return text
+
+
+def superseded(conn, *conditions, statuses=states.REPLAYABLE) -> list[Superseded]:
+    """The failed or dead rows matching the conditions that a later row of their alert supersedes, by id."""
+    log = IncidentLog
+    newest = (select(log.id, log.event_action, func.max(_LATER.id).label("newer_id"))
+              .join(_LATER, _newer_of_its_alert()).where(log.status.in_(statuses), *conditions)
+              .group_by(log.id, log.event_action).subquery())
+    rows = conn.execute(select(newest, _LATER.event_action.label("newer_action"), _LATER.status.label("newer_status"))
+                        .join(_LATER, _LATER.id == newest.c.newer_id).order_by(newest.c.id)).all()
+    return [Superseded(**row._mapping) for row in rows]
 
 
 def writer_connection(engine):

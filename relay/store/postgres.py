@@ -2,9 +2,11 @@
 instances, the claim's plan, the one-statement batch of results, and the wake-up by LISTEN/NOTIFY.
 
 Claims lock the rows they take with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait on each other;
-rate-limited claims serialize their budget checks on one advisory lock.
+rate-limited claims serialize their budget checks on one advisory lock; webhooks about the same alert compare
+with its latest state one after the other, under an advisory lock per alert.
 """
 import functools
+import hashlib
 import json
 import logging
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from relay.store.models import IncidentLog
 log = logging.getLogger(__name__)
 
 RATE_LOCK_ID = 0x72656C6179  # "relay": the advisory lock around rate-limited claims
+ALERT_LOCK_CLASS = 0x616C7274  # "alrt": the first key of the per-alert advisory locks (the two-key lock space)
 NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
 
 
@@ -52,6 +55,24 @@ def take(conn, statement, params):
 def hold_rate_budget(conn) -> None:
     """Take the advisory lock until the transaction ends: budget checks of several instances never interleave."""
     conn.execute(select(func.pg_advisory_xact_lock(RATE_LOCK_ID)))
+
+
+_HOLD_ALERTS = text("SELECT pg_advisory_xact_lock(CAST(:lock_class AS int), k) "
+                    "FROM unnest(CAST(:keys AS int[])) AS k")
+
+
+def hold_alerts(conn, pairs) -> None:
+    """Take an advisory lock per alert (routing key, dedup key) until the transaction ends, in one order, so two
+    webhooks about one alert never both compare with the state the other is about to change."""
+    keys = sorted({_alert_lock_key(routing_key, dedup_key) for routing_key, dedup_key in pairs})
+    if keys:
+        conn.execute(_HOLD_ALERTS, {"lock_class": ALERT_LOCK_CLASS, "keys": keys})
+
+
+def _alert_lock_key(routing_key: str, dedup_key: str) -> int:
+    """A 32-bit lock key for an alert; two alerts that share one merely wait for each other."""
+    digest = hashlib.sha256(f"{routing_key}\0{dedup_key}".encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
 
 
 def watcher(engine):

@@ -121,6 +121,10 @@ def hold_rate_budget(conn) -> None:
     """Nothing to take: the claim's write lock already keeps other claimers' budget checks out."""
 
 
+def hold_alerts(conn, pairs) -> None:
+    """Nothing to take: a stored webhook's write lock already keeps other webhooks about its alerts out."""
+
+
 _FINISH_ATTEMPT = (update(DeliveryAttempt).where(DeliveryAttempt.id == bindparam("b_attempt_id"))
                    .values(outcome=bindparam("b_outcome"), http_status=bindparam("b_http_status"),
                            duration_ms=bindparam("b_duration_ms"), error=bindparam("b_attempt_error")))

@@ -76,7 +76,8 @@ def _paths():
         "/api/v1/log/{log_id}/retry": {"post": {
             **api, "summary": "Send a failed or dead row again.", "parameters": [log_id],
             "responses": {"202": _json("Retry", "back in the outbox"), "404": _json("Error", "no such row"),
-                          "409": _json("Error", "the row is not failed or dead"), **ERRORS}}},
+                          "409": _json("Error", "not failed or dead, or a newer row of its alert supersedes it"),
+                          **ERRORS}}},
         **{f"/api/v1/preview/{name}": _preview(name, source.BODY_SCHEMA) for name, source in SOURCES.items()},
         **{f"/webhooks/{name}": _webhook(name, source.BODY_SCHEMA) for name, source in SOURCES.items()},
         "/healthz": {"get": {"tags": ["health"], "summary": "The process is up.",

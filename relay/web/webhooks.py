@@ -6,6 +6,7 @@ from flask import Blueprint, g, jsonify, request
 
 from relay import accept, metrics
 from relay.intake.sources import get_source
+from relay.store import states
 from relay.web import schemas
 from relay.web.payloads import read_json
 
@@ -19,7 +20,8 @@ def receive(source_name):
     source = accept.source_named(source_name)
     events = accept.receive(source, read_json(allow_array=True))
     log.info("webhook accepted", extra={"source": source_name, "events": len(events),
-                                        "unrouted": sum("problem" in event for event in events)})
+                                        "unrouted": sum(event.get("status") == states.UNROUTED for event in events),
+                                        "stale": sum(event.get("status") == states.STALE for event in events)})
     return jsonify(schemas.webhook_accepted.dump({"accepted": len(events), "events": events})), 202
 
 
