@@ -27,6 +27,7 @@ def _webhook(source, body_schema):
         "tags": ["webhooks"], "security": [{"webhook_bearer": []}, {"webhook_basic": []}, {}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
         "responses": {"202": _json("WebhookAccepted", "stored"), **ERRORS,
+                      "409": _json("Error", "a signed request whose signature was accepted before (a replay)"),
                       "413": _json("Error", "body over RELAY_MAX_BODY_BYTES")}}}
 
 
