@@ -2,7 +2,7 @@
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
@@ -171,3 +171,24 @@ def test_both_backends_offer_what_the_outbox_asks_of_them():
     asked = ("writer_connection", "write_transaction", "prepare_candidates", "take", "hold_rate_budget", "finish",
              "watcher")
     assert all(callable(getattr(module, name, None)) for module in (sqlite, postgres) for name in asked)
+
+
+def test_rows_over_a_spent_budget_are_deferred_in_one_statement(app, routing_key):
+    ids = [add(app, routing_key, dedup_key=f"k{i}") for i in range(40)]
+    now = utcnow()
+    deferrals = []
+
+    def count(conn, cursor, statement, *args):
+        text = statement.lstrip().upper()
+        if text.startswith("UPDATE INCIDENT_LOG SET") and "NEXT_ATTEMPT_AT" in text and "CLAIMED_BY" not in text:
+            deferrals.append(statement)
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            claimed = claim(app, now=now, per_minute=3, lease=300)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+    assert [c.log_id for c in claimed] == ids[:3]
+    assert len(deferrals) == 1  # not one UPDATE per row: a backlog is deferred again whenever a place frees
+    assert {row(app, log_id).next_attempt_at for log_id in ids[3:]} == {now + timedelta(seconds=62)}
