@@ -96,6 +96,9 @@ class Config:
     WEBHOOK_AUTH = webhook_auth()
     RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS = os.environ.get("RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS", "0") == "1"
     RELAY_API_TOKEN = os.environ.get("RELAY_API_TOKEN", "")
+    # How many proxies in front of the relay set X-Forwarded-For and X-Forwarded-Proto; 0 (default) trusts none,
+    # since a client that reaches the relay directly could send them itself.
+    RELAY_TRUSTED_PROXY_COUNT = _env_int("RELAY_TRUSTED_PROXY_COUNT", 0)
 
     # What the relay puts in payload.source when the caller gives none.
     RELAY_EVENT_SOURCE = os.environ.get("RELAY_EVENT_SOURCE", "relay")

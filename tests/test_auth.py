@@ -3,13 +3,17 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from relay.intake.routing import ConfigError
-from relay.store.models import IncidentLog, db
+from relay.store import signatures
+from relay.store.models import IncidentLog, SeenSignature, db
 from relay.web.auth import SourceAuth, is_loopback
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -210,3 +214,38 @@ def test_the_relays_own_page_may_post(make_app):
     response = client.post("/webhooks/alertmanager", data=payload(), content_type="application/json",
                            environ_base=LOOPBACK, headers={"Origin": "http://localhost"})
     assert response.status_code == 202
+
+
+# --- a signed request is accepted once (Hardening 11) ----------------------------------------------
+
+def grafana_signed(body: bytes, stamp: int) -> dict:
+    return {"X-Grafana-Alerting-Signature": signature(body, str(stamp)),
+            "X-Grafana-Alerting-Signature-Timestamp": str(stamp)}
+
+
+def test_a_signed_grafana_request_is_accepted_once_by_every_instance(secured, make_app):
+    body = payload("grafana_unified_firing_docs.json")
+    stamp = int(time.time()) - 17  # not the moment another test signed this body at
+    assert post(secured, "grafana", body, grafana_signed(body, stamp)).status_code == 202
+    again = post(secured, "grafana", body, grafana_signed(body, stamp))
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "replayed"
+    other_instance = make_app(WEBHOOK_AUTH={"grafana": {
+        "hmac_secret": SECRET, "timestamp_header": "X-Grafana-Alerting-Signature-Timestamp"}}).test_client()
+    assert post(other_instance, "grafana", body, grafana_signed(body, stamp)).status_code == 409
+    assert post(secured, "grafana", body, grafana_signed(body, stamp - 1)).status_code == 202  # signed anew
+    forged = {**grafana_signed(body, stamp), "X-Grafana-Alerting-Signature": "00" * 32}
+    assert post(secured, "grafana", body, forged).status_code == 401  # a wrong signature stays a 401
+
+
+def test_signatures_are_kept_until_their_timestamp_expires_then_pruned(make_app, monkeypatch):
+    app = make_app()
+    now = datetime.now(timezone.utc)
+    expired, live = secrets.token_hex(32), secrets.token_hex(32)
+    with app.app_context():
+        assert signatures.first_sighting(db.engine, "grafana", expired, now - timedelta(seconds=1), now)
+        assert signatures.first_sighting(db.engine, "grafana", live, now + timedelta(seconds=60), now)
+        monkeypatch.setattr(signatures, "_last_pruned", float("-inf"))  # the next write prunes
+        assert signatures.first_sighting(db.engine, "grafana", secrets.token_hex(32), now, now)
+        kept = set(db.session.execute(sa.select(SeenSignature.digest)).scalars())
+        db.session.commit()
+    assert signatures.digest("grafana", live) in kept and signatures.digest("grafana", expired) not in kept

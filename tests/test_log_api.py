@@ -104,3 +104,40 @@ def test_detail_masks_a_routing_key_taken_from_a_label(make_app):
     detail = client.get(f"/api/v1/log/{log_id}")
     assert detail.status_code == 200 and key not in detail.get_data(as_text=True)
     assert detail.get_json()["alert"]["labels"] == {"pd_key": "…3210", "team": "db"}
+
+
+# --- no key taken from a label, and no key in a summary, ever reaches the API or the CLI (Hardening 10) ----
+
+LABEL_KEY = "fedcba9876543210fedcba9876543210"
+
+
+def test_a_key_from_a_label_never_shows_on_another_routes_rows(make_app):
+    app = make_app(DEFAULT_ROUTE=None, ROUTES=[
+        {"name": "by-label", "routing_key_template": "{{ labels.pd_service_key }}", "continue": True},
+        {"name": "infra", "matchers": ['alertname=~".+"'], "routing_key": KEY}])
+    client = app.test_client()
+    alert = {"status": "firing", "labels": {"alertname": "DiskFull", "pd_service_key": LABEL_KEY},
+             "annotations": {"summary": f"page {LABEL_KEY}"}, "startsAt": "2024-05-01T10:00:00Z"}
+    answer = client.post("/webhooks/alertmanager", json={"version": "4", "status": "firing", "alerts": [alert]})
+    assert answer.status_code == 202 and LABEL_KEY not in answer.get_data(as_text=True)
+    listed = items(client)
+    assert [i["route"] for i in listed["items"]] == ["infra", "by-label"]
+    shown = [json.dumps(listed)] + [client.get(f"/api/v1/log/{i['id']}").get_data(as_text=True)
+                                    for i in listed["items"]]
+    shown += [app.test_cli_runner().invoke(args=["relay", "log"]).output]
+    shown += [app.test_cli_runner().invoke(args=["relay", "log", "--id", str(i["id"])]).output
+              for i in listed["items"]]
+    assert all(LABEL_KEY not in text for text in shown)
+
+
+def test_a_summary_holding_its_rows_key_is_masked_in_the_api_and_cli(make_app):
+    app = make_app(RELAY_SYNC_WAIT_SECONDS=0.1)
+    client = app.test_client()
+    client.post("/api/v1/incidents", json={"title": f"rotate {KEY} now", "service_key": KEY})
+    (item,) = items(client)["items"]
+    assert item["summary"] == "rotate …cdef now"
+    detail = client.get(f"/api/v1/log/{item['id']}").get_json()
+    assert detail["summary"] == "rotate …cdef now" and KEY not in json.dumps(detail)
+    for args in (["relay", "log"], ["relay", "log", "--id", str(item["id"])]):
+        output = app.test_cli_runner().invoke(args=args).output
+        assert "rotate …cdef now" in output and KEY not in output

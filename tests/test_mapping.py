@@ -513,3 +513,33 @@ def test_a_refused_link_after_a_dropped_one_costs_only_itself_and_the_drop_is_st
     assert event["links"] == []
     assert event["payload"]["custom_details"]["relay_dropped"] == [
         "links[0] (Source): a URL of 9037 characters, over the 8000 sent to PagerDuty"]
+
+
+# --- a templated routing key is masked in every event of its alert (Hardening 10) --------------
+
+LABEL_ROUTE = {"name": "by-label", "routing_key_template": "{{ labels.pd_service_key }}", "continue": True}
+
+
+@pytest.mark.parametrize("order", [("by-label", "team"), ("team", "by-label")])
+def test_a_templated_routing_key_is_masked_in_the_events_of_every_route(order):
+    raw = {"by-label": LABEL_ROUTE, "team": everything("team", **{"continue": True})}
+    routing = routes(*[raw[name] for name in order])
+    payload = am_payload(am_alert(labels={"alertname": "A", "pd_service_key": OTHER_KEY},
+                                  annotations={"summary": f"key {OTHER_KEY}"}))
+    found = planned("alertmanager", payload, routing)
+    keys = {"by-label": OTHER_KEY, "team": KEY}
+    assert [(p.route, p.event["routing_key"]) for p in found] == [(name, keys[name]) for name in order]
+    for item in found:
+        body = {k: v for k, v in item.event.items() if k != "routing_key"}
+        assert OTHER_KEY not in json.dumps(body), item.route
+        assert OTHER_KEY not in json.dumps(item.alert.as_dict()), item.route  # the alert stored with the row
+        assert item.event["payload"]["custom_details"]["labels"]["pd_service_key"] == "…" + OTHER_KEY[-4:]
+
+
+def test_an_invalid_templated_key_is_masked_in_the_other_routes_events_too():
+    routing = routes(LABEL_ROUTE, everything("team"))
+    bad = "not a key but a secret"
+    payload = am_payload(am_alert(labels={"alertname": "A", "pd_service_key": bad}))
+    found = planned("alertmanager", payload, routing)
+    assert [(p.route, p.routed) for p in found] == [(None, False), ("team", True)]
+    assert all(bad not in json.dumps(p.event) and bad not in json.dumps(p.alert.as_dict()) for p in found)

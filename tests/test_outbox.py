@@ -2,7 +2,7 @@
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
@@ -262,3 +262,24 @@ def test_stored_rows_get_their_own_ids_in_order_after_deletions(app, routing_key
         stored = {row.id: row.dedup_key for row in db.session.query(IncidentLog)}
     assert [stored[log_id] for log_id in ids] == ["new-0", "new-1", "new-2"]
     assert len(set(ids)) == 3 and min(ids) > first[3]
+
+
+def test_rows_over_a_spent_budget_are_deferred_in_one_statement(app, routing_key):
+    ids = [add(app, routing_key, dedup_key=f"k{i}") for i in range(40)]
+    now = utcnow()
+    deferrals = []
+
+    def count(conn, cursor, statement, *args):
+        text = statement.lstrip().upper()
+        if text.startswith("UPDATE INCIDENT_LOG SET") and "NEXT_ATTEMPT_AT" in text and "CLAIMED_BY" not in text:
+            deferrals.append(statement)
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            claimed = claim(app, now=now, per_minute=3, lease=300)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+    assert [c.log_id for c in claimed] == ids[:3]
+    assert len(deferrals) == 1  # not one UPDATE per row: a backlog is deferred again whenever a place frees
+    assert {row(app, log_id).next_attempt_at for log_id in ids[3:]} == {now + timedelta(seconds=62)}

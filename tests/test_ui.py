@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from relay.intake.routing import ConfigError
 from relay.store.models import IncidentLog, db
 from relay.web.auth import UI_COOKIE
 from tests.helpers import wait_until
@@ -343,3 +344,49 @@ def test_without_a_token_the_page_answers_loopback_only(make_app):
     response = client.get("/?token=anything")  # nothing to keep: the URL is cleaned, no cookie set
     assert response.status_code == 303 and response.headers["Location"] == "/" and "Set-Cookie" not in response.headers
     assert client.get("/", environ_base=REMOTE).status_code == 403
+
+
+# --- behind a TLS-terminating proxy (Hardening 11) ---------------------------------------------------
+
+PROXY = {"REMOTE_ADDR": "10.0.0.5"}  # the proxy, as the relay sees it
+HTTPS_FOR_REMOTE = {"X-Forwarded-Proto": "https", "X-Forwarded-For": REMOTE["REMOTE_ADDR"]}
+
+
+def test_the_cookie_is_secure_behind_a_trusted_tls_proxy_only(make_app):
+    def cookie(**config):
+        client = make_app(RELAY_API_TOKEN=API_TOKEN, **config).test_client()
+        response = client.get(f"/?token={API_TOKEN}", environ_base=PROXY, headers=HTTPS_FOR_REMOTE)
+        assert response.status_code == 303
+        return response.headers["Set-Cookie"]
+
+    assert "Secure" not in cookie()  # by default the headers could be any client's: not trusted
+    assert "Secure" in cookie(RELAY_TRUSTED_PROXY_COUNT=1)
+
+
+def test_a_trusted_proxy_names_the_client_the_loopback_rule_sees(make_app):
+    client = make_app(RELAY_API_TOKEN="", RELAY_TRUSTED_PROXY_COUNT=1).test_client()
+    local_proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    assert client.get("/", environ_base=local_proxy, headers=HTTPS_FOR_REMOTE).status_code == 403
+    assert client.get("/", environ_base=local_proxy, headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 200
+
+
+@pytest.mark.parametrize("count", [-1, "two"])
+def test_a_proxy_count_that_is_no_count_stops_start_up(make_app, count):
+    with pytest.raises(ConfigError, match="RELAY_TRUSTED_PROXY_COUNT"):
+        make_app(RELAY_TRUSTED_PROXY_COUNT=count)
+
+
+def test_a_key_from_a_label_is_on_no_page_of_another_routes_row(make_app):
+    app = make_app(DEFAULT_ROUTE=None, ROUTES=[
+        {"name": "by-label", "matchers": ['pd_key=~".+"'], "routing_key_template": "{{ labels.pd_key }}",
+         "continue": True},
+        {"name": "infra", "matchers": ['alertname=~".+"'], "routing_key": KEY}])
+    client = app.test_client()
+    assert client.post("/webhooks/generic", json={
+        "summary": f"disk full {LABEL_KEY}", "labels": {"alertname": "Disk", "pd_key": LABEL_KEY}}).status_code == 202
+    with app.app_context():
+        rows = {row.route: row.id for row in db.session.scalars(sa.select(IncidentLog))}
+    assert set(rows) == {"by-label", "infra"}
+    for path in ["/", "/?route=infra", *(f"/log/{i}" for i in rows.values())]:
+        html = page(client, path)
+        assert LABEL_KEY not in html, path

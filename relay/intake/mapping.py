@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 from marshmallow import ValidationError
 
-from relay.intake.alert import Alert, is_http_url
+from relay.intake.alert import Alert, Link, is_http_url
 from relay.intake.render import alert_context, render, render_macros
 from relay.intake.routing import DEDUP_GROUP, DEFAULTS, TEMPLATED_FIELDS, Route, Routing
-from relay.masking import redact_value
+from relay.masking import redact, redact_value
 from relay.pagerduty.event import DEDUP_KEY_MAX, load_event, parse_iso8601, url_too_long
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class Planned:
     route: str | None
     event: dict
     problem: str | None = None
+    secret: str | None = None  # the key a routing key template rendered: masked in every event of the alert
 
     @property
     def routed(self) -> bool:
@@ -142,10 +143,29 @@ def _bad_links(event: dict, messages) -> set:
     return set()
 
 
-def _without_key(event: dict, routing_key: str) -> dict:
-    """Keep a templated routing key in its field only: taken from a label, it would show in custom_details."""
+def _without_keys(event: dict, secrets: list[str]) -> dict:
+    """Keep templated routing keys out of an event's body: taken from a label, they would show in custom_details;
+    the event's own key stays in its field."""
     body = {k: v for k, v in event.items() if k != "routing_key"}
-    return {"routing_key": event["routing_key"], **redact_value(body, routing_key)}
+    return {"routing_key": event["routing_key"], **redact_value(body, *secrets)}
+
+
+def _masked_alert(alert: Alert, secrets: list[str]) -> Alert:
+    """A copy of the alert, as it is stored and shown, with the templated routing keys masked."""
+    fields = {name: redact_value(value, *secrets) for name, value in vars(alert).items() if name != "links"}
+    links = [Link(redact(link.href, *secrets), redact(link.text, *secrets)) for link in alert.links]
+    return Alert(**fields, links=links)
+
+
+def _masked(items: list[Planned]) -> list[Planned]:
+    """Mask the keys the alert's routing key templates rendered in every event it produced, whichever route
+    (a `continue` route sends the same labels, key included, on another route's event)."""
+    secrets = sorted({item.secret for item in items if item.secret}, key=len, reverse=True)
+    if not secrets:
+        return items
+    alert = _masked_alert(items[0].alert, secrets)
+    return [Planned(alert, item.route, _without_keys(item.event, secrets), item.problem, item.secret)
+            for item in items]
 
 
 def event_for(alert: Alert, route: Route) -> Planned:
@@ -163,7 +183,7 @@ def event_for(alert: Alert, route: Route) -> Planned:
     else:
         event = {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
     event = _validated(event)
-    return Planned(alert, route.name, _without_key(event, routing_key) if route.routing_key_template else event)
+    return Planned(alert, route.name, event, secret=routing_key if route.routing_key_template else None)
 
 
 def unrouted(alert: Alert, problem: str, secret: str | None = None) -> Planned:
@@ -173,7 +193,7 @@ def unrouted(alert: Alert, problem: str, secret: str | None = None) -> Planned:
         event = {**event, "event_action": "resolve", "dedup_key": alert.fingerprint or "unrouted"}
     event = _validated(event)
     event["routing_key"] = ""
-    return Planned(alert, None, redact_value(event, secret) if secret else event, problem)
+    return Planned(alert, None, event, problem, secret)
 
 
 def collapse_groups(planned: list[Planned], routing: Routing) -> list[Planned]:
@@ -234,5 +254,5 @@ def plan(alerts: list[Alert], routing: Routing) -> list[Planned]:
         routes = routing.routes_for(alert)
         if not routes:
             planned.append(unrouted(alert, "no route matches and there is no default route"))
-        planned.extend(event_for(alert, route) for route in routes)
+        planned.extend(_masked([event_for(alert, route) for route in routes]))
     return collapse_groups(planned, routing)

@@ -119,3 +119,15 @@ class DeliveryAttempt(db.Model):
     __table_args__ = (db.Index("ix_delivery_attempt_rate", "routing_key_hash", "started_at"),)
 
     log = db.relationship("IncidentLog", back_populates="attempt_rows")
+
+
+class SeenSignature(db.Model):
+    """A signed webhook accepted while its timestamp is within the allowed skew: the same signature again is a
+    replay."""
+
+    __tablename__ = "seen_signature"
+
+    digest = db.Column(db.String(64), primary_key=True)  # SHA-256 of the source and its signature
+    expires_at = db.Column(UTCDateTime, nullable=False)  # past it, the timestamp check refuses the request anyway
+
+    __table_args__ = (db.Index("ix_seen_signature_expires_at", "expires_at"),)

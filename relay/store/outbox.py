@@ -115,6 +115,7 @@ _TAKE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.event, Inci
 _LEASE = update(IncidentLog).where(IncidentLog.id.in_(_IDS)).values(
     claimed_by=bindparam("worker"), claimed_until=bindparam("until"), attempts=IncidentLog.attempts + 1)
 _OPEN_ATTEMPTS = insert(DeliveryAttempt).returning(DeliveryAttempt.id, sort_by_parameter_order=True)
+_DEFER = update(IncidentLog).where(IncidentLog.id.in_(_IDS)).values(next_attempt_at=bindparam("until"))
 
 
 def next_due_at(conn, now: datetime) -> datetime | None:
@@ -170,13 +171,22 @@ def _within_rate_limit(conn, rows, now: datetime, per_minute: int):
     return allowed, deferred
 
 
+def _defer(conn, deferred: dict[int, datetime]) -> None:
+    """Hold rows over their key's budget until it frees up: one statement per moment (one per spent key), since
+    a backlog waiting on its budget is deferred again each time a send frees a place in it."""
+    by_moment = {}
+    for log_id, moment in deferred.items():
+        by_moment.setdefault(moment, []).append(log_id)
+    for moment, ids in by_moment.items():
+        conn.execute(_DEFER, {"ids": ids, "until": moment})
+
+
 def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float, per_minute: int):
     """Lease up to `slots` due rows to this worker and open an attempt for each."""
     rows = _candidates(conn, now, slots * CANDIDATES_PER_SLOT)
     allowed, deferred = _within_rate_limit(conn, rows, now, per_minute)
     allowed = _take(conn, allowed[:slots], now)
-    for log_id, moment in deferred.items():
-        conn.execute(update(IncidentLog).where(IncidentLog.id == log_id).values(next_attempt_at=moment))
+    _defer(conn, deferred)
     if not allowed:
         return []
     ids = [row.id for row in allowed]

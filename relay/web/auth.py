@@ -7,12 +7,16 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, fields
+from datetime import datetime, timezone
 
 from flask import current_app, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from relay.errors import RelayError
 from relay.intake.routing import ConfigError
 from relay.intake.sources import SOURCES
+from relay.store import signatures
+from relay.store.models import db
 
 log = logging.getLogger(__name__)
 MAX_TIMESTAMP_DIGITS = 12  # unix seconds until the year 33658; longer is no timestamp a sender means
@@ -24,6 +28,13 @@ class Unauthorized(RelayError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class Replayed(RelayError):
+    """A signed request whose signature was accepted before: a captured request sent again."""
+
+    status_code = 409
+    code = "replayed"
 
 
 class CrossOrigin(RelayError):
@@ -79,12 +90,14 @@ def basic_ok(auth: SourceAuth) -> bool:
     return user_ok and password_ok and bool(auth.basic_password)
 
 
-def hmac_ok(auth: SourceAuth, now: float) -> bool:
-    """Check Grafana's hex HMAC-SHA256 signature of the body (and timestamp, within the allowed skew)."""
+def hmac_ok(auth: SourceAuth, now: float, source_name: str = "") -> bool:
+    """Check Grafana's hex HMAC-SHA256 signature of the body (and timestamp, within the allowed skew, seen once:
+    raise Replayed for a signature accepted before)."""
     signature = request.headers.get(auth.hmac_header, "").strip().lower()
     if not auth.hmac_secret or not signature:
         return False
     signed = request.get_data(cache=True)
+    stamp = ""
     if auth.timestamp_header:
         stamp = request.headers.get(auth.timestamp_header, "").strip()
         if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= MAX_TIMESTAMP_DIGITS) \
@@ -92,7 +105,21 @@ def hmac_ok(auth: SourceAuth, now: float) -> bool:
             return False  # a captured request replayed later is refused
         signed = stamp.encode() + b":" + signed
     expected = hmac.new(auth.hmac_secret.encode(), signed, hashlib.sha256).hexdigest()
-    return same(signature, expected)
+    if not same(signature, expected):
+        return False
+    if stamp:
+        _refuse_replay(auth, source_name, signature, int(stamp), now)
+    return True
+
+
+def _refuse_replay(auth: SourceAuth, source_name: str, signature: str, stamp: int, now: float) -> None:
+    """Raise Replayed when the signature was accepted before; keep it until its timestamp is too old to pass."""
+    # Only valid signatures reach the store: nobody without the secret can fill it.
+    expires_at = datetime.fromtimestamp(stamp + auth.max_skew_seconds, timezone.utc)
+    if not signatures.first_sighting(db.engine, source_name, signature, expires_at,
+                                     datetime.fromtimestamp(now, timezone.utc)):
+        raise Replayed("this signed request was accepted before: each signature is accepted once, within "
+                       f"{auth.max_skew_seconds:g} s of its timestamp; a sender signs every request anew")
 
 
 @functools.lru_cache(maxsize=256)
@@ -136,7 +163,7 @@ def check_webhook(source_name: str) -> None:
         _require_loopback("no credential is configured for this source, so it accepts webhooks from loopback "
                           "only; see the README's Security section")
         return
-    if not (bearer_ok(auth) or basic_ok(auth) or hmac_ok(auth, time.time())):
+    if not (bearer_ok(auth) or basic_ok(auth) or hmac_ok(auth, time.time(), source_name)):
         raise Unauthorized("missing or invalid credentials")
 
 
@@ -194,9 +221,21 @@ def load(config) -> dict[str, SourceAuth]:
     return loaded
 
 
+def trust_proxies(app) -> None:
+    """Behind RELAY_TRUSTED_PROXY_COUNT proxies, take the client's address and scheme from the headers they set
+    (werkzeug's ProxyFix): the loopback rule then sees the real client, and a page served over TLS its scheme
+    (the page cookie gets Secure, a browser's https Origin is the relay's own)."""
+    count = app.config["RELAY_TRUSTED_PROXY_COUNT"]
+    if not isinstance(count, int) or count < 0:
+        raise ConfigError(f"RELAY_TRUSTED_PROXY_COUNT must be a whole number of proxies, 0 or more, not {count!r}")
+    if count:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=0, x_port=0, x_prefix=0)
+
+
 def init_app(app):
     """Install the guard and say, at start-up, what is open to whom."""
     app.extensions["relay.webhook_auth"] = load(app.config)
+    trust_proxies(app)
     app.before_request(_guard)
     for source in SOURCES:
         if not app.extensions["relay.webhook_auth"].get(source, SourceAuth()).configured:

@@ -28,7 +28,8 @@ def _webhook(source, body_schema):
         "summary": f"Receive a {source} notification: every alert is stored as an event before the 202.",
         "tags": ["webhooks"], "security": [{"webhook_bearer": []}, {"webhook_basic": []}, {}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
-        "responses": {"202": _json("WebhookAccepted", "stored"), **ERRORS, **TOO_LARGE}}}
+        "responses": {"202": _json("WebhookAccepted", "stored"), **ERRORS, **TOO_LARGE,
+                      "409": _json("Error", "a signed request whose signature was accepted before (a replay)")}}}
 
 
 def _preview(source, body_schema):
