@@ -234,19 +234,29 @@ def _errors_text(delivery) -> str | None:
     return "; ".join([delivery.message or "", *delivery.errors]).strip("; ") or None
 
 
+def _latest_states_statement():
+    """The newest row that sets the state of each alert among the given keys: built once, its IN lists expanded
+    at execution, so a webhook pays for one cached statement and not for building and compiling a new one."""
+    log = IncidentLog
+    newest = select(func.max(log.id)).where(
+        log.dedup_key.in_(bindparam("dedup_keys", expanding=True)),
+        log.routing_key.in_(bindparam("routing_keys", expanding=True)),
+        log.status.in_(states.SETS_STATE)).group_by(log.routing_key, log.dedup_key)
+    return select(log.id, log.routing_key, log.dedup_key, log.event_action, log.status, log.alert) \
+        .where(log.id.in_(newest))
+
+
+_LATEST_STATES = _latest_states_statement()
+
+
 def latest_states(conn, pairs) -> dict[tuple[str, str], object]:
     """The newest row that sets each alert's state (id, event_action, status, alert), by (routing key, dedup key),
     its alert held against other writers until the transaction ends."""
     if not pairs:
         return {}
     backend(conn).hold_alerts(conn, pairs)
-    log = IncidentLog
-    newest = select(func.max(log.id)).where(
-        log.dedup_key.in_({dedup_key for _, dedup_key in pairs}),
-        log.routing_key.in_({routing_key for routing_key, _ in pairs}),
-        log.status.in_(states.SETS_STATE)).group_by(log.routing_key, log.dedup_key)
-    rows = conn.execute(select(log.id, log.routing_key, log.dedup_key, log.event_action, log.status, log.alert)
-                        .where(log.id.in_(newest))).all()
+    rows = conn.execute(_LATEST_STATES, {"dedup_keys": sorted({dedup_key for _, dedup_key in pairs}),
+                                         "routing_keys": sorted({routing_key for routing_key, _ in pairs})}).all()
     return {(row.routing_key, row.dedup_key): row for row in rows if (row.routing_key, row.dedup_key) in pairs}
 
 
