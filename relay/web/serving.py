@@ -1,10 +1,10 @@
 """gunicorn's web worker for the relay: requests are read whole, without waiting, before any is handled.
 
 gunicorn's sync worker reads a request while the client sends it, so two slow clients stop a two-worker relay;
-its threaded worker hands every request between threads, which cost the relay about half its intake. This worker
-keeps gunicorn's sync handling and replaces its accept loop: one selector reads every connection's bytes as they
-come, a request is handled (in this, the worker's only thread) once it has arrived whole, and a connection whose
-request has not arrived within RELAY_REQUEST_DEADLINE_SECONDS is closed. The create-incident job's requests wait
+its threaded worker hands every request between threads, which cost the relay much of its intake
+(bench/README.md). This worker keeps gunicorn's sync handling and replaces its accept loop: one selector reads
+every connection's bytes as they come, a request is handled (in this, the worker's only thread) once it has
+arrived whole, and a connection whose request has not arrived within RELAY_REQUEST_DEADLINE_SECONDS is closed. The create-incident job's requests wait
 for PagerDuty's answer, so they are handled by a few threads beside the loop (RELAY_THREADS), never in it.
 gunicorn.conf.py loads this file on its own (it imports nothing from the relay).
 """
