@@ -4,8 +4,9 @@ gunicorn's sync worker reads a request while the client sends it, so two slow cl
 its threaded worker hands every request between threads, which cost the relay much of its intake
 (bench/README.md). This worker keeps gunicorn's sync handling and replaces its accept loop: one selector reads
 every connection's bytes as they come, a request is handled (in this, the worker's only thread) once it has
-arrived whole, and a connection whose request has not arrived within RELAY_REQUEST_DEADLINE_SECONDS is closed. The create-incident job's requests wait
-for PagerDuty's answer, so they are handled by a few threads beside the loop (RELAY_THREADS), never in it.
+arrived whole, and a connection whose request has not arrived within RELAY_REQUEST_DEADLINE_SECONDS is closed.
+The create-incident job's requests wait for PagerDuty's answer, so they are handled by a few threads beside the
+loop (RELAY_THREADS), never in it.
 gunicorn.conf.py loads this file on its own (it imports nothing from the relay).
 """
 import errno
