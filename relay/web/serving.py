@@ -63,11 +63,10 @@ class Arriving:
 
     def complete(self, body_limit: int) -> bool:
         """Tell whether the request has arrived whole (or is too large to wait for: the app refuses it)."""
-        head_end = self.data.find(HEAD_END)
-        if head_end < 0:
+        head = self.head()
+        if not head:
             return False
-        head = bytes(self.data[:head_end + 2])
-        body = len(self.data) - head_end - len(HEAD_END)
+        body = len(self.data) - len(head) - 2  # the head keeps its last line's CRLF, not the blank line's
         length = _CONTENT_LENGTH.search(head)
         if _CHUNKED.search(head):
             return self.data.endswith(b"\r\n" + CHUNKED_END) or self.data.endswith(HEAD_END + CHUNKED_END) \
