@@ -98,9 +98,14 @@ def raw_exchange(port: int, request: bytes, pause_after_head: float = 0.0) -> by
         sock.sendall(head + b"\r\n\r\n")
         time.sleep(pause_after_head)
         sock.sendall(body)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        return read_all(sock)
+
+
+def read_all(sock) -> bytes:
+    """Read what the relay answers until it closes the connection."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
     return answer
 
 
@@ -127,9 +132,7 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(relay):
         sock.sendall(head)
         assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # as curl waits for before sending a body
         sock.sendall(body)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+        answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 202") and answer.count(b"100 Continue") == 0
 
 
