@@ -48,9 +48,9 @@ def test_default_settings_map_a_plain_object():
 
 
 def test_missing_status_means_firing_and_missing_fields_stay_empty():
-    (alert,) = generic.to_alerts({"host": "db1"})
+    (alert,) = generic.to_alerts({"title": "Disk full", "host": "db1"})
     assert alert.status == FIRING
-    assert (alert.labels, alert.annotations, alert.dedup_key) == ({}, {}, None)
+    assert (alert.labels, alert.annotations, alert.dedup_key) == ({}, {"summary": "Disk full"}, None)
     assert alert.details == {"host": "db1"}
 
 
@@ -98,12 +98,13 @@ def test_first_path_found_wins():
      ("resolved", RESOLVED), ("OK", RESOLVED), ("closed", RESOLVED), ("recovered", RESOLVED)],
 )
 def test_status_words_are_case_insensitive(word, status):
-    assert generic.to_alerts({"status": word})[0].status == status
+    assert generic.to_alerts({"status": word, "summary": "x"})[0].status == status
 
 
 def test_configured_status_words_replace_the_defaults():
     settings = generic.SETTINGS_SCHEMA.load({"firing_values": ["1"], "resolved_values": ["0"]})
-    assert [a.status for a in generic.to_alerts([{"status": 1}, {"status": 0}], settings)] == [FIRING, RESOLVED]
+    alerts = generic.to_alerts([{"status": 1, "title": "x"}, {"status": 0, "title": "x"}], settings)
+    assert [a.status for a in alerts] == [FIRING, RESOLVED]
     with pytest.raises(ValidationError) as err:
         generic.to_alerts({"status": "firing"}, settings)
     assert err.value.messages == {"status": ["Unknown status 'firing': expected one of 1 (firing) or 0 (resolved)."]}
@@ -129,12 +130,13 @@ def test_label_values_become_strings_and_nulls_are_dropped():
 
 
 def test_details_path_that_is_not_an_object_is_wrapped():
-    (alert,) = generic.to_alerts({"data": [1, 2]}, generic.SETTINGS_SCHEMA.load({"details": "data"}))
+    (alert,) = generic.to_alerts({"summary": "x", "data": [1, 2]}, generic.SETTINGS_SCHEMA.load({"details": "data"}))
     assert alert.details == {"data": [1, 2]}
 
 
 def test_a_disabled_path_leaves_the_field_in_details():
-    (alert,) = generic.to_alerts({"severity": "critical"}, generic.SETTINGS_SCHEMA.load({"severity": None}))
+    (alert,) = generic.to_alerts({"summary": "x", "severity": "critical"},
+                                 generic.SETTINGS_SCHEMA.load({"severity": None}))
     assert alert.labels == {}
     assert alert.details == {"severity": "critical"}
 
@@ -147,7 +149,7 @@ def test_an_array_gives_one_alert_per_object():
 
 def test_errors_in_an_array_are_keyed_by_index():
     with pytest.raises(ValidationError) as err:
-        generic.to_alerts([{"status": "ok"}, 42, {"status": "paused", "labels": ["a"]}])
+        generic.to_alerts([{"status": "ok", "summary": "x"}, 42, {"status": "paused", "labels": ["a"]}])
     messages = err.value.messages
     assert set(messages) == {1, 2}
     assert messages[1] == ["Must be a JSON object, not a number."]
@@ -188,3 +190,43 @@ def test_bad_settings_are_refused(settings, field):
     with pytest.raises(ValidationError) as err:
         generic.SETTINGS_SCHEMA.load(settings)
     assert field in err.value.messages
+
+
+# --- what tells a generic alert apart (issue 13, item 2) -----------------------------------------------------
+
+def test_without_labels_an_alert_is_told_apart_by_its_summary_not_its_severity():
+    disk, cpu, disk_again, disk_resolved = generic.to_alerts([
+        {"title": "Disk full on db1", "severity": "critical"},
+        {"title": "CPU hot on db1", "severity": "critical"},
+        {"title": " Disk full on db1", "severity": "warning"},
+        {"title": "Disk full on db1", "status": "resolved"},
+    ])
+    assert (disk.identity, cpu.identity) == ("Disk full on db1", "CPU hot on db1")
+    assert disk_again.identity == disk_resolved.identity == disk.identity
+    assert disk.labels == {"severity": "critical"}  # still a label for routes; only no identity
+
+
+def test_an_alert_with_labels_or_only_a_dedup_key_has_no_other_identity():
+    labelled, keyed = generic.to_alerts([{"title": "Disk full", "labels": {"host": "db1"}},
+                                         {"dedup_key": "disk-db1"}])
+    assert (labelled.identity, keyed.identity) == (None, None)
+
+
+@pytest.mark.parametrize("item", [{}, {"host": "db1"}, {"title": "  ", "labels": {}}, {"labels": {"host": None}},
+                                  {"severity": "critical", "dedup_key": ""}])
+def test_an_alert_nothing_tells_apart_is_refused_naming_where_it_looked(item):
+    with pytest.raises(ValidationError) as err:
+        generic.to_alerts(item)
+    assert err.value.messages == [
+        "Nothing tells this alert apart from others: send labels (at labels), a dedup key (at dedup_key, "
+        "fingerprint) or a summary (at summary, title, message); GENERIC_WEBHOOK sets where these are read."]
+
+
+def test_the_refusal_names_the_configured_paths_and_those_turned_off():
+    settings = generic.SETTINGS_SCHEMA.load({"summary": ["alert.text", "name"], "labels": None, "dedup_key": "id"})
+    with pytest.raises(ValidationError) as err:
+        generic.to_alerts([{"name": "ok"}, {"labels": {"host": "db1"}}], settings)
+    assert list(err.value.messages) == [1]
+    (message,) = err.value.messages[1]
+    assert ("send labels (at no path: GENERIC_WEBHOOK turns it off), a dedup key (at id) or a summary "
+            "(at alert.text, name)") in message

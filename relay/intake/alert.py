@@ -35,6 +35,7 @@ class Alert:
     receiver: str | None = None
     external_url: str | None = None
     dedup_key: str | None = None  # a dedup key the sender chose itself (generic source), None otherwise
+    identity: str | None = None  # what tells apart an alert without labels of its own (generic: its summary)
 
     def as_dict(self) -> dict:
         """The alert as plain JSON-ready data; nested values are shared, not copied."""

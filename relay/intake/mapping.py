@@ -47,9 +47,12 @@ _IDENTITY_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(…, ensure_
 
 
 def alert_dedup_key(route: Route, alert: Alert) -> str:
-    """A key stable for every repeat of the alert and its resolve, distinct per route and source."""
-    identity = _IDENTITY_JSON.encode([route.name, alert.source, sorted(alert.labels.items())])
-    return sha256_hex(identity)
+    """A key stable for every repeat of the alert and its resolve, distinct per route and source: from its labels,
+    or from its identity when it has no labels of its own."""
+    if alert.identity is None:
+        return sha256_hex(_IDENTITY_JSON.encode([route.name, alert.source, sorted(alert.labels.items())]))
+    # Four parts where a labelled alert's have three: no label set can give this key.
+    return sha256_hex(_IDENTITY_JSON.encode([route.name, alert.source, [], alert.identity]))
 
 
 def dedup_key_for(route: Route, alert: Alert, context: dict) -> str:

@@ -180,6 +180,11 @@ def to_alert(item, settings: dict) -> Alert:
     _, dedup_key = take("dedup_key")
     details_path, details = take("details")
     sender_key = text(dedup_key) if dedup_key not in (None, "") else None
+    # Without labels of its own an alert is told apart by its summary; not by its severity, which a resolve seldom
+    # repeats.
+    identity = None if labels or summary is None else text(summary).strip() or None
+    if not (labels or sender_key or identity):
+        raise ValidationError(unidentified(settings))
     if severity is not None and "severity" not in labels:
         labels["severity"] = text(severity)
     if details_path is None:
@@ -194,7 +199,16 @@ def to_alert(item, settings: dict) -> Alert:
         fingerprint=sender_key,  # the sender's own id for the alert is its stable identity too
         dedup_key=sender_key,
         details=details,
+        identity=identity,
     )
+
+
+def unidentified(settings: dict) -> str:
+    """Say that nothing tells an alert apart, and where the settings had it looked."""
+    looked = [f"{what} (at {', '.join(settings[key]) or 'no path: GENERIC_WEBHOOK turns it off'})"
+              for what, key in (("labels", "labels"), ("a dedup key", "dedup_key"), ("a summary", "summary"))]
+    return (f"Nothing tells this alert apart from others: send {looked[0]}, {looked[1]} or {looked[2]}; "
+            "GENERIC_WEBHOOK sets where these are read.")
 
 
 def alert_count(payload) -> int:
