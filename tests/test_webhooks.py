@@ -1,4 +1,6 @@
 """POST /webhooks/<source>, the preview endpoint and commands, and check-config, on both stores."""
+import hashlib
+import hmac
 import io
 import json
 import os
@@ -281,7 +283,10 @@ def test_body_over_the_size_limit_is_413(make_app):
     payload["alerts"][0]["annotations"]["description"] = "x" * 5000
     response = post(app.test_client(), "alertmanager", payload)
     assert response.status_code == 413
-    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+    assert response.get_json()["error"] == {
+        "code": "request_entity_too_large",
+        "message": f"the request body is {len(json.dumps(payload))} bytes; at most 4096 are taken in one request "
+                   "(RELAY_MAX_BODY_BYTES)"}
     assert log_rows(app) == []
 
 
@@ -298,13 +303,30 @@ def test_chunked_body_over_the_size_limit_is_413_and_at_the_limit_is_taken(make_
     payload["alerts"][0]["annotations"]["description"] = "x" * 5000
     response = chunked(app.test_client(), "alertmanager", json.dumps(payload).encode())
     assert response.status_code == 413
-    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+    assert response.get_json()["error"] == {
+        "code": "request_entity_too_large",
+        "message": "the request body is over 4096 bytes; at most 4096 are taken in one request (RELAY_MAX_BODY_BYTES)"}
     assert log_rows(app) == []
 
     payload["alerts"][0]["annotations"]["description"] = "x"
     body = json.dumps(payload).encode()
     body += b" " * (4096 - len(body))  # exactly the limit
     assert chunked(app.test_client(), "alertmanager", body).status_code == 202
+
+
+def test_a_signed_grafana_body_over_the_size_limit_is_413_naming_the_setting(make_app):
+    secret = "grafana-hmac-secret"
+    app = make_app(ROUTES=[], DEFAULT_ROUTE=DEFAULT_ROUTE, MAX_CONTENT_LENGTH=4096,
+                   WEBHOOK_AUTH={"grafana": {"hmac_secret": secret}})
+    payload = fixture("grafana_unified_firing_docs.json")
+    payload["message"] = "x" * 5000
+    body = json.dumps(payload).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    response = app.test_client().post("/webhooks/grafana", data=body, content_type="application/json",
+                                      headers={"X-Grafana-Alerting-Signature": signature})
+    assert response.status_code == 413  # the signature check reads the body first: the same answer
+    assert response.get_json()["error"]["message"] == (f"the request body is {len(body)} bytes; at most 4096 are "
+                                                       "taken in one request (RELAY_MAX_BODY_BYTES)")
 
 
 def test_nul_characters_are_replaced_not_a_500(relay, http):

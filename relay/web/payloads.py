@@ -1,8 +1,9 @@
-"""Reading request input safely: the body as a checked JSON payload, and no NUL characters in the URL."""
-from flask import current_app, request
+"""Reading request input safely: the body as a checked JSON payload within RELAY_MAX_BODY_BYTES, and no NUL
+characters in the URL."""
+from flask import current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay.errors import BadInput, NotJson
+from relay.errors import BadInput, NotJson, error_body
 from relay.intake import payload
 
 NUL = "\u0000"
@@ -26,6 +27,18 @@ def refuse_nul_in_url():
         raise BadInput("NUL characters are not allowed in the URL")
 
 
+def body_too_large(exc: RequestEntityTooLarge):
+    """Answer a body over RELAY_MAX_BODY_BYTES with a 413 naming the setting and its value."""
+    limit, length = request.max_content_length, request.content_length
+    if limit is None or (length is not None and length <= limit):
+        message = exc.description  # a form over Werkzeug's own form limits, not the body over the relay's
+    else:  # no length: a chunked body, cut at the limit
+        size = f"is {length} bytes" if length is not None else f"is over {limit} bytes"
+        message = f"the request body {size}; at most {limit} are taken in one request (RELAY_MAX_BODY_BYTES)"
+    return jsonify(error_body(payload.TooLarge.code, message)), 413
+
+
 def init_app(app):
-    """Check every request's URL before it reaches a view."""
+    """Check every request's URL before it reaches a view; say which setting an over-large body is over."""
     app.before_request(refuse_nul_in_url)
+    app.register_error_handler(RequestEntityTooLarge, body_too_large)
