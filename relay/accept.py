@@ -3,13 +3,14 @@ its parsed payload in; the planned events out, and for a webhook stored as incid
 from types import ModuleType, SimpleNamespace
 
 from flask import current_app
+from marshmallow import ValidationError
 
 from relay import metrics
 from relay.delivery import worker
-from relay.errors import RelayError
+from relay.errors import BadInput, RelayError, validation_fields
 from relay.intake.mapping import Planned, older_state, plan
 from relay.intake.payload import Limits
-from relay.intake.sources import SOURCES, get_source
+from relay.intake.sources import SOURCES, get_source, meant_for
 from relay.masking import mask
 from relay.store import outbox, states
 from relay.store.models import db
@@ -36,9 +37,22 @@ def planned_events(source: ModuleType, payload) -> list[Planned]:
     limits = Limits.from_config(current_app.config)
     if hasattr(source, "alert_count"):  # counted before a single alert is loaded
         limits.check_count(source.alert_count(payload))
-    alerts = source.to_alerts(payload, settings)
+    try:
+        alerts = source.to_alerts(payload, settings)
+    except ValidationError as exc:
+        raise with_hint(exc, source, payload) from None
     limits.check_alerts(alerts)
     return plan(alerts, current_app.extensions["relay.intake.routing"])
+
+
+def with_hint(exc: ValidationError, source: ModuleType, payload) -> ValidationError | BadInput:
+    """The error a source raised for a payload, saying which webhook the payload looks meant for when it is
+    another's."""
+    other = meant_for(payload, source, current_app.extensions["relay.source_settings"])
+    if other is None:
+        return exc
+    return BadInput(f"invalid input; the body looks meant for /webhooks/{other.NAME}: send it there",
+                    validation_fields(exc))
 
 
 def receive(source: ModuleType, payload) -> list[dict]:

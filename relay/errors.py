@@ -45,9 +45,13 @@ def _relay_error(exc):
     return jsonify(error_body(exc.code, exc.message, exc.fields)), exc.status_code
 
 
+def validation_fields(exc: ValidationError) -> dict:
+    """A marshmallow error's messages as an error's fields: by field name, "_schema" for the whole input."""
+    return exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+
+
 def _validation_error(exc):
-    fields = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-    return jsonify(error_body("invalid_input", "invalid input", fields)), 400
+    return jsonify(error_body("invalid_input", "invalid input", validation_fields(exc))), 400
 
 
 def _http_error(exc):

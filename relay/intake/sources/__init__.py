@@ -5,7 +5,8 @@ Each source is a module exposing NAME (its webhook name), CLIENT (the sender's n
 BODY_SCHEMA (what /openapi.json shows of its body: a marshmallow schema class or an OpenAPI schema),
 SETTINGS_SCHEMA (a marshmallow schema for config's <NAME>_WEBHOOK setting, loaded once at start-up; None when it
 takes none) and to_alerts(payload, settings=None); optionally alert_count(payload), the number of alerts in a payload
-not yet loaded, so that one over RELAY_MAX_ALERTS_PER_REQUEST is refused before it is read.
+not yet loaded, so that one over RELAY_MAX_ALERTS_PER_REQUEST is refused before it is read, and
+looks_like(payload, settings=None), a cheap guess whether a payload another source refused was meant for this one.
 A new source is one module and one line below.
 """
 from types import ModuleType
@@ -33,3 +34,17 @@ def client_name(name: str) -> str:
 def settings_key(source: ModuleType) -> str:
     """Name the config setting that holds a source's settings."""
     return f"{source.NAME.upper()}_WEBHOOK"
+
+
+def meant_for(payload, refused_by: ModuleType, settings: dict) -> ModuleType | None:
+    """Name the source a payload that refused_by could not read looks meant for, or None (also when it looks meant
+    for refused_by itself); settings holds each source's, by name. For the error path only."""
+    if _looks_like(refused_by, payload, settings):
+        return None
+    return next((source for source in SOURCES.values()
+                 if source is not refused_by and _looks_like(source, payload, settings)), None)
+
+
+def _looks_like(source: ModuleType, payload, settings: dict) -> bool:
+    guess = getattr(source, "looks_like", None)
+    return guess is not None and guess(payload, settings.get(source.NAME))

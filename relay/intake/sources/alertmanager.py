@@ -120,6 +120,16 @@ def alert_count(payload) -> int:
     return len(alerts) if isinstance(alerts, list) else 0
 
 
+def looks_like(payload, settings: dict | None = None) -> bool:
+    """Tell whether a payload looks like an Alertmanager notification, by its version; settings are not used."""
+    return notification_version(payload) == VERSION
+
+
+def notification_version(payload):
+    """The version of a payload in Alertmanager's notification shape (Grafana's too), or None."""
+    return payload.get("version") if isinstance(payload, dict) and isinstance(payload.get("alerts"), list) else None
+
+
 def to_alerts(payload, settings: dict | None = None) -> list[Alert]:
     """Load an Alertmanager webhook payload and map each of its alerts; settings are not used."""
     data = SCHEMA.load(payload)

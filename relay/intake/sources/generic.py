@@ -216,6 +216,19 @@ def alert_count(payload) -> int:
     return len(payload) if isinstance(payload, list) else 1
 
 
+def looks_like(payload, settings: dict | None = None) -> bool:
+    """Tell whether a payload looks meant for this source: its first object is no notification of alerts and
+    maps onto an alert by settings (DEFAULTS when None)."""
+    item = payload[0] if isinstance(payload, list) and payload else payload
+    if not isinstance(item, dict) or "alerts" in item:
+        return False
+    try:
+        to_alert(item, settings or DEFAULTS)
+    except ValidationError:
+        return False
+    return True
+
+
 def to_alerts(payload, settings: dict | None = None) -> list[Alert]:
     """Map a JSON object, or an array of objects, onto one alert each, by settings SETTINGS_SCHEMA loaded
     (DEFAULTS when None)."""

@@ -83,6 +83,11 @@ def to_alert(data: dict, entry: dict) -> Alert:
 alert_count = am.alert_count  # the same alerts array
 
 
+def looks_like(payload, settings: dict | None = None) -> bool:
+    """Tell whether a payload looks like a Grafana notification, by its version; settings are not used."""
+    return am.notification_version(payload) == VERSION
+
+
 def to_alerts(payload, settings: dict | None = None) -> list[Alert]:
     """Load a Grafana webhook payload and map each of its alerts; settings are not used."""
     data = SCHEMA.load(payload)
