@@ -144,3 +144,5 @@ def test_a_body_over_the_limit_is_refused_without_waiting_for_it(relay):
     started = time.monotonic()
     answer = raw_exchange(port, head + b"{")
     assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - started < DEADLINE
+    assert b'"the request body is 999999999 bytes; at most 4194304 are taken in one request (RELAY_MAX_BODY_BYTES)"' \
+        in answer
