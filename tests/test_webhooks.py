@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay.intake import configure
 from relay.intake.routing import load_routing
@@ -288,6 +289,10 @@ def test_body_over_the_size_limit_is_413(make_app):
         "message": f"the request body is {len(json.dumps(payload))} bytes; at most 4096 are taken in one request "
                    "(RELAY_MAX_BODY_BYTES)"}
     assert log_rows(app) == []
+    with app.test_request_context("/", method="POST", data={"next": "/"}):  # a form over Werkzeug's form limits
+        form_answer = app.make_response(app.handle_user_exception(RequestEntityTooLarge()))
+    assert form_answer.status_code == 413
+    assert form_answer.get_json()["error"]["message"] == RequestEntityTooLarge.description  # not the body's limit
 
 
 def chunked(client, source, body: bytes):

@@ -32,8 +32,8 @@ def body_too_large(exc: RequestEntityTooLarge):
     limit, length = request.max_content_length, request.content_length
     if limit is None or (length is not None and length <= limit):
         message = exc.description  # a form over Werkzeug's own form limits, not the body over the relay's
-    else:  # no length: a chunked body, cut at the limit
-        size = f"is {length} bytes" if length is not None else f"is over {limit} bytes"
+    else:
+        size = f"is {length} bytes" if length is not None else f"is over {limit} bytes"  # chunked: cut at the limit
         message = f"the request body {size}; at most {limit} are taken in one request (RELAY_MAX_BODY_BYTES)"
     return jsonify(error_body(payload.TooLarge.code, message)), 413
 
