@@ -69,9 +69,12 @@ def preview(source: ModuleType, payload) -> list[dict]:
 
 def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | None]]:
     """Write one incident_log row per planned event, commit them together, and return each row's id with why it
-    was stored stale rather than pending (None when it will be sent)."""
+    was stored stale rather than pending (None when it will be sent). Each row is bound for this process's
+    PAGERDUTY_EVENTS_URL, whichever delivery process sends it."""
+    events_url = current_app.config["PAGERDUTY_EVENTS_URL"]
     rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
-                              status=states.PENDING if item.routed else states.UNROUTED, error=item.problem)
+                              status=states.PENDING if item.routed else states.UNROUTED, error=item.problem,
+                              events_url=events_url)
             for item in planned]
     with outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
         stale = _drop_older_states(conn, planned, rows)

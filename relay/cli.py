@@ -15,6 +15,7 @@ from relay import accept, incidents
 from relay.delivery import worker
 from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
+from relay.pagerduty.client import safe_url
 from relay.startup import freeze_startup_objects
 from relay.store import models, outbox, retention, states
 from relay.store.entry import log_entry
@@ -26,20 +27,38 @@ relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
 
 
 def _emit(run):
-    """Run a job with a delivery worker at hand, print its JSON answer, and exit with its code
-    (0 delivered, 1 refused or given up, 2 bad input, 3 stored but not yet confirmed)."""
-    started_here = worker.current() is None
-    worker.start(current_app._get_current_object())
+    """Run a job, given the events URL its row is bound for, print its JSON answer, and exit with its code
+    (0 delivered, 1 refused or given up, 2 bad input, 3 stored but not yet confirmed).
+
+    A running delivery process sends the row, to its own endpoint: this command never delivers behind its back.
+    Only when none runs does this command deliver, with a worker of its own that stops with it.
+    """
+    own_url = current_app.config["PAGERDUTY_EVENTS_URL"]
+    running = worker.delivering_process()
+    events_url = running.events_url if running else own_url
+    click.echo(_delivery_line(running, events_url, own_url), err=True)
+    if running is None:
+        worker.start(current_app._get_current_object(), registered=False)
     try:
-        result = run()
+        result = run(events_url)
     except ValidationError as exc:
         click.echo(json.dumps(_error_json(exc)))
         sys.exit(2)
     finally:
-        if started_here:
+        if running is None:
             worker.stop()
     click.echo(json.dumps(result.body))
     sys.exit(result.exit_code)
+
+
+def _delivery_line(running, events_url: str, own_url: str) -> str:
+    """Say, for stderr, which endpoint the event goes to and who delivers it (no credentials)."""
+    if running is None:
+        return (f"relay: sending to {safe_url(events_url)} from this command: no delivery process is running "
+                "(start one with `make run` or `flask --app wsgi relay worker`)")
+    ignored = "" if events_url == own_url else f"; this shell's PAGERDUTY_EVENTS_URL {safe_url(own_url)} is not used"
+    return (f"relay: sending to {safe_url(events_url)} through the running delivery process on host {running.host} "
+            f"pid {running.pid}{ignored}")
 
 
 @relay_cli.command("trigger")
@@ -53,7 +72,7 @@ def trigger(title, service_key, urgency, body, dedup_key):
     data = {"title": title, "service_key": service_key, "urgency": urgency, "body": body}
     if dedup_key:
         data["dedup_key"] = dedup_key
-    _emit(lambda: incidents.trigger(data, source="cli"))
+    _emit(lambda events_url: incidents.trigger(data, source="cli", events_url=events_url))
 
 
 @relay_cli.command("run-job")
@@ -68,14 +87,15 @@ def run_job(job_file):
         data = data["input"]  # a whole job document: take its input block
     if not isinstance(data, dict):
         raise click.BadParameter("must hold a JSON object", param_hint="JOB_FILE")
-    _emit(lambda: incidents.trigger(data, source="cli"))
+    _emit(lambda events_url: incidents.trigger(data, source="cli", events_url=events_url))
 
 
 def _follow_up_command(action):
     @click.argument("dedup_key")
     @click.option("--service-key", required=True, help="The routing key the incident was opened with.")
     def command(dedup_key, service_key):
-        _emit(lambda: incidents.follow_up(action, dedup_key, {"service_key": service_key}, source="cli"))
+        _emit(lambda events_url: incidents.follow_up(action, dedup_key, {"service_key": service_key}, source="cli",
+                                                     events_url=events_url))
 
     command.__doc__ = f"{action.capitalize()} a PagerDuty incident by its dedup key."
     return relay_cli.command(action)(command)

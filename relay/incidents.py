@@ -71,8 +71,9 @@ class JobResult:
         return {200: 0, 202: 3}.get(self.http_status, 1)
 
 
-def trigger(data: dict, source: str) -> JobResult:
-    """Validate the job input, send its trigger, and answer like the original job."""
+def trigger(data: dict, source: str, events_url: str | None = None) -> JobResult:
+    """Validate the job input, send its trigger (to events_url, by default this process's PAGERDUTY_EVENTS_URL),
+    and answer like the original job."""
     job = incident_input.load(data)
     payload = {
         "summary": job["title"],
@@ -83,18 +84,19 @@ def trigger(data: dict, source: str) -> JobResult:
     event = {"routing_key": job["service_key"], "event_action": "trigger", "payload": payload}
     if job.get("dedup_key"):
         event["dedup_key"] = job["dedup_key"]
-    return _send(event, source)
+    return _send(event, source, events_url)
 
 
-def follow_up(action: str, dedup_key: str, data: dict, source: str) -> JobResult:
-    """Send an acknowledge or resolve for an incident the job opened."""
+def follow_up(action: str, dedup_key: str, data: dict, source: str, events_url: str | None = None) -> JobResult:
+    """Send an acknowledge or resolve for an incident the job opened (to events_url, as trigger does)."""
     job = follow_up_input.load(data)
     event = {"routing_key": job["service_key"], "event_action": action, "dedup_key": dedup_key}
-    return _send(event, source)
+    return _send(event, source, events_url)
 
 
-def _send(event: dict, source: str) -> JobResult:
-    row = outbox.record(load_event(event), source=source)
+def _send(event: dict, source: str, events_url: str | None) -> JobResult:
+    row = outbox.record(load_event(event), source=source,
+                        events_url=events_url or current_app.config["PAGERDUTY_EVENTS_URL"])
     db.session.commit()  # on record before PagerDuty is asked: nothing accepted is lost
     metrics.event_stored(source, event["event_action"])
     worker.wait_for_outcome(row.id, current_app.config["RELAY_SYNC_WAIT_SECONDS"])
@@ -114,9 +116,13 @@ def answer(row: IncidentLog) -> JobResult:
         status = row.http_status if row.status == states.FAILED and row.http_status else 502
         return JobResult(error, status, pagerduty_error=True)
     last = f" (last attempt: {row.pd_message or row.error})" if row.attempts else ""
+    if worker.delivering_process() is not None:
+        message = f"stored; PagerDuty has not confirmed it yet and the relay keeps trying{last}"
+    else:
+        message = (f"stored; PagerDuty has not confirmed it yet{last}, and no delivery process is running: it is "
+                   "sent once one runs (`make run` or `flask --app wsgi relay worker`)")
     return JobResult({"success": False, "status": "queued", "dedup_key": row.dedup_key, "log_id": row.id,
-                      "message": f"stored; PagerDuty has not confirmed it yet and the relay keeps trying{last}"},
-                     202)
+                      "message": message}, 202)
 
 
 def requeue_one(log_id: int) -> None:

@@ -146,6 +146,7 @@ def make_app(backend, database_urls, pd):
         with app.app_context():
             db.session.execute(sa.text("DELETE FROM delivery_attempt"))
             db.session.execute(sa.text("DELETE FROM incident_log"))
+            db.session.execute(sa.text("DELETE FROM delivery_process"))  # an earlier test's killed process
             db.session.commit()
         made.append(app)
         return app

@@ -7,7 +7,7 @@ from tests.helpers import wait_until
 
 def run(runner, *args):
     result = runner.invoke(args=["relay", *args])
-    return result, (json.loads(result.output) if result.output.strip().startswith("{") else None)
+    return result, (json.loads(result.stdout) if result.stdout.strip().startswith("{") else None)
 
 
 def test_trigger_prints_job_output_and_logs(app, runner, pd, routing_key):

@@ -1,8 +1,10 @@
 """The delivery worker: claims due incident_log rows, sends them concurrently, records the outcomes.
 
 Under gunicorn one delivery process per host (`flask relay worker`, started by gunicorn.conf.py), or a thread
-in the process that needs it (CLI jobs, tests). A new row wakes it at once: in-process through wake(), from the
-web workers through the store's watch for new rows; a slow poll is the fallback.
+in the process that needs it (CLI jobs when no delivery process runs, tests). A new row wakes it at once:
+in-process through wake(), from other processes through the store's watch for new rows; a slow poll is the
+fallback. Each row goes to the events URL it was stored for. A lasting worker beats the store's registry of
+delivery processes, so the CLI and the job's answers know whether, where and to which endpoint delivery runs.
 """
 import logging
 import os
@@ -12,13 +14,15 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy import select
 
 from relay import logs, metrics
-from relay.pagerduty.client import PagerDutyClient
+from relay.pagerduty.client import PagerDutyClient, safe_url
 from relay.pagerduty.retry import RetryPolicy
-from relay.store import outbox, retention, states
+from relay.store import outbox, processes, retention, states
 from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,10 @@ log = logging.getLogger(__name__)
 PRUNE_INTERVAL_SECONDS = 3600
 LINGER_SECONDS = 0.005  # how long a finished send may wait to be recorded with others
 MISDIRECTED_LOG_SECONDS = 60  # one line about a wrong events URL per this long: a backlog would repeat it per row
+# How often a lasting worker beats the registry: well inside stalled_after, and rarely, since on SQLite each beat
+# takes the write lock webhooks wait for.
+BEAT_SECONDS = 5.0
+FORGET_AFTER = timedelta(hours=1)  # registry rows silent this long (a killed process's) go when another registers
 _worker = None  # this process's worker, if one runs here
 _worker_lock = threading.Lock()
 
@@ -42,19 +50,24 @@ def stalled_after(poll_seconds: float) -> float:
 
 
 class DeliveryWorker:
-    """Moves rows from the outbox to PagerDuty with a pool of concurrent senders."""
+    """Moves rows from the outbox to PagerDuty with a pool of concurrent senders; registered (beating the store's
+    registry) unless it only serves one command and stops with it."""
 
-    def __init__(self, app):
+    def __init__(self, app, registered: bool = True):
         config = app.config
         self.app = app
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:6]}"
+        self.registered = registered
+        self.started_at = utcnow()
+        self.next_beat = 0.0
         self.concurrency = config["RELAY_DELIVERY_CONCURRENCY"]
         self.poll_seconds = config["RELAY_DELIVERY_POLL_SECONDS"]
         self.lease_seconds = config["RELAY_CLAIM_LEASE_SECONDS"]
         self.per_minute = config["RELAY_RATE_LIMIT_PER_MINUTE"]
         self.policy = policy_from(config)
-        self.client = PagerDutyClient(config["PAGERDUTY_EVENTS_URL"], config["PAGERDUTY_CONNECT_TIMEOUT"],
-                                      config["PAGERDUTY_READ_TIMEOUT"], pool_size=self.concurrency)
+        self.events_url = config["PAGERDUTY_EVENTS_URL"]  # for rows stored without one
+        self.clients: dict[str, PagerDutyClient] = {}  # by events URL; made by the loop's thread only
         self.senders = ThreadPoolExecutor(self.concurrency, thread_name_prefix="relay-send")
         self.results = deque()  # (claimed, delivery, finished at) from the senders; appends are thread-safe
         self.batch = max(1, self.concurrency // 8)
@@ -88,7 +101,8 @@ class DeliveryWorker:
         self.wake()
         self.thread.join(timeout)
         self.senders.shutdown(wait=False, cancel_futures=True)
-        self.client.close()
+        for client in list(self.clients.values()):
+            client.close()
 
     def wake(self):
         """Make the worker look for due rows now."""
@@ -114,6 +128,8 @@ class DeliveryWorker:
             engine = db.engine
             while not (self.stopping.is_set() and self.inflight == 0):
                 self.heartbeat = time.monotonic()
+                if self.registered:
+                    self._beat(engine)
                 try:
                     progressed = self._step(engine)
                 except Exception:  # noqa: BLE001 - a store hiccup must not end delivery for good
@@ -124,6 +140,33 @@ class DeliveryWorker:
                 if not progressed:
                     self._idle(engine)
             self._drop_connection()
+            if self.registered:
+                self._unregister(engine)
+
+    def _beat(self, engine):
+        """Tell the registry this loop still delivers, at most every BEAT_SECONDS; a failure is logged, and
+        delivery goes on."""
+        if time.monotonic() < self.next_beat:
+            return
+        self.next_beat = time.monotonic() + BEAT_SECONDS
+        now = utcnow()
+        try:
+            conn = self._connection(engine)
+            with outbox.write_transaction(conn):
+                processes.beat(conn, self.id, self.host, self.pid, self.events_url, self.started_at, now,
+                               now - FORGET_AFTER)
+        except Exception as exc:  # noqa: BLE001 - the registry informs; it must never stop delivery
+            log.warning("cannot record this delivery process in the store's registry (%s); delivery goes on",
+                        type(exc).__name__)
+            self._drop_connection()
+
+    def _unregister(self, engine):
+        """Remove this loop's row from the registry: it delivers no more."""
+        try:
+            with outbox.writer_connection(engine) as conn, outbox.write_transaction(conn):
+                processes.forget(conn, self.id)
+        except Exception as exc:  # noqa: BLE001 - the row expires by itself
+            log.warning("cannot remove this delivery process from the store's registry (%s)", type(exc).__name__)
 
     def _connection(self, engine):
         """The loop's own connection, kept between steps (no pool checkout or ping per step)."""
@@ -163,18 +206,31 @@ class DeliveryWorker:
             self._notify(finished)
         for item in claimed:
             self.inflight += 1
-            self.senders.submit(self._send, item)
+            self.senders.submit(self._send, self._client(item.events_url), item)
         return bool(finished or claimed)
 
+    def _client(self, events_url: str | None) -> PagerDutyClient:
+        """The client for a row's events URL (this process's own for rows stored without one), made once."""
+        url = events_url or self.events_url
+        client = self.clients.get(url)
+        if client is None:
+            config = self.app.config
+            client = self.clients[url] = PagerDutyClient(url, config["PAGERDUTY_CONNECT_TIMEOUT"],
+                                                         config["PAGERDUTY_READ_TIMEOUT"], pool_size=self.concurrency)
+        return client
+
     def _report_misdirected(self, finished):
-        """Name the events URL (never a key) in the log when answers say it is wrong, at most once a while."""
-        statuses = sorted({delivery.http_status for _, delivery in finished if delivery.misdirected})
-        if not statuses or time.monotonic() < self.misdirected_quiet_until:
+        """Name the events URLs (never a key) in the log when answers say they are wrong, at most once a while."""
+        wrong = [(item, delivery) for item, delivery in finished if delivery.misdirected]
+        if not wrong or time.monotonic() < self.misdirected_quiet_until:
             return
         self.misdirected_quiet_until = time.monotonic() + MISDIRECTED_LOG_SECONDS
-        log.error("answers from PAGERDUTY_EVENTS_URL %s are not the Events API's (HTTP %s): the URL is wrong or a "
-                  "proxy is in the way; the events stay in the outbox and are retried", self.client.safe_url,
-                  ", ".join(map(str, statuses)), extra={"events_url": self.client.safe_url, "http_status": statuses})
+        statuses = sorted({delivery.http_status for _, delivery in wrong})
+        urls = sorted({safe_url(item.events_url or self.events_url) for item, _ in wrong})
+        log.error("answers from PAGERDUTY_EVENTS_URL %s (the one the rows were stored for) are not the Events API's "
+                  "(HTTP %s): the URL is wrong or a proxy is in the way; the events stay in the outbox and are retried",
+                  ", ".join(urls), ", ".join(map(str, statuses)),
+                  extra={"events_url": urls[0] if len(urls) == 1 else urls, "http_status": statuses})
 
     def _keep(self, finished):
         """Put results whose recording failed back at the head of the queue."""
@@ -182,9 +238,9 @@ class DeliveryWorker:
         self.inflight += len(finished)
         self.results.extendleft((item, delivery, now) for item, delivery in reversed(finished))
 
-    def _send(self, item):
+    def _send(self, client, item):
         try:
-            delivery = self.client.send(item.event)
+            delivery = client.send(item.event)
             self.results.append((item, delivery, time.monotonic()))
         finally:
             self.wake()
@@ -210,6 +266,8 @@ class DeliveryWorker:
     def _idle(self, engine):
         """Sleep until woken, until the next row is due, or for the poll interval."""
         timeout = LINGER_SECONDS if self.results else self.poll_seconds
+        if self.registered:
+            timeout = min(timeout, max(0.01, self.next_beat - time.monotonic()))
         if self.inflight == 0 and not self.stopping.is_set():
             with engine.connect() as conn:
                 due = outbox.next_due_at(conn, utcnow())
@@ -229,12 +287,13 @@ class DeliveryWorker:
             log.info("pruned %d delivered rows older than %s", deleted, self.prune_after)
 
 
-def start(app) -> DeliveryWorker:
-    """Start this process's delivery worker (once)."""
+def start(app, registered: bool = True) -> DeliveryWorker:
+    """Start this process's delivery worker (once); registered=False for one that stops with its command, which
+    other processes must not count on."""
     global _worker
     with _worker_lock:
         if _worker is None:
-            _worker = DeliveryWorker(app).start()
+            _worker = DeliveryWorker(app, registered).start()
         return _worker
 
 
@@ -250,6 +309,18 @@ def stop():
 def current() -> DeliveryWorker | None:
     """Return this process's worker, or None when delivery runs elsewhere."""
     return _worker
+
+
+def delivering_process():
+    """The delivery process that sends stored rows now (id, host, pid, events_url): this process's own registered
+    worker, or the one that beat last within the stall threshold; None when none does."""
+    own = _worker
+    if own is not None and own.registered and own.alive:
+        return own
+    threshold = stalled_after(current_app.config["RELAY_DELIVERY_POLL_SECONDS"])
+    found = processes.beating(db.session, utcnow() - timedelta(seconds=threshold))
+    db.session.commit()  # end the read: the caller's next look must see new commits
+    return found[0] if found else None
 
 
 def wake():

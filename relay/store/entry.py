@@ -1,5 +1,6 @@
 """How an incident_log row is shown to people and API clients: never with the full routing key."""
 from relay.masking import redact, redact_value
+from relay.pagerduty.client import safe_url
 from relay.store import states
 from relay.store.models import IncidentLog
 
@@ -29,6 +30,7 @@ def log_entry(row: IncidentLog, with_attempts: bool = False) -> dict:
         "pagerduty": redact_value({"status": row.pd_status, "message": row.pd_message, "errors": row.pd_errors or []},
                                   row.routing_key),
         "error": redact(row.error, row.routing_key),
+        "events_url": safe_url(row.events_url) if row.events_url else None,
     }
     if with_attempts:
         entry["event"] = {"routing_key": row.routing_key_masked, **redact_value(row.event, row.routing_key)}

@@ -68,6 +68,9 @@ class IncidentLog(db.Model):
     routing_key = db.Column(db.String(255), nullable=False)
     routing_key_masked = db.Column(db.String(16), nullable=False)
     event = db.Column(JSON, nullable=False)  # the Events API body without routing_key
+    # The Events API URL every attempt goes to, fixed when stored; NULL (rows from before it was kept): the
+    # sending process's PAGERDUTY_EVENTS_URL.
+    events_url = db.Column(db.Text)
     alert = db.Column(JSON)  # the inbound alert the event was mapped from, for "what it sent and why"
     status = db.Column(db.String(16), nullable=False, default=PENDING)
     attempts = db.Column(db.Integer, nullable=False, default=0)
@@ -131,3 +134,16 @@ class SeenSignature(db.Model):
     expires_at = db.Column(UTCDateTime, nullable=False)  # past it, the timestamp check refuses the request anyway
 
     __table_args__ = (db.Index("ix_seen_signature_expires_at", "expires_at"),)
+
+
+class DeliveryProcess(db.Model):
+    """A running delivery loop as it last reported itself: where it runs, where it sends, when it last beat."""
+
+    __tablename__ = "delivery_process"
+
+    id = db.Column(db.String(255), primary_key=True)  # the worker's id, as in incident_log.claimed_by
+    host = db.Column(db.String(255), nullable=False)
+    pid = db.Column(db.Integer, nullable=False)
+    events_url = db.Column(db.Text, nullable=False)  # its PAGERDUTY_EVENTS_URL: rows the CLI stores for it go there
+    started_at = db.Column(UTCDateTime, nullable=False)
+    beat_at = db.Column(UTCDateTime, nullable=False)

@@ -34,8 +34,9 @@ def backend(bind):
 
 
 def row_values(event: dict, source: str, route: str | None = None, alert: dict | None = None,
-               status: str = states.PENDING, error: str | None = None) -> dict:
-    """The column values of a new row for a validated event (pending unless told otherwise)."""
+               status: str = states.PENDING, error: str | None = None, events_url: str | None = None) -> dict:
+    """The column values of a new row for a validated event (pending unless told otherwise), bound for events_url
+    (None: whichever PAGERDUTY_EVENTS_URL the sending process has)."""
     payload = event.get("payload") or {}
     now = models.utcnow()
     return {
@@ -44,6 +45,7 @@ def row_values(event: dict, source: str, route: str | None = None, alert: dict |
         "routing_key": event["routing_key"], "routing_key_masked": mask(event["routing_key"]),
         "event": {k: v for k, v in event.items() if k != "routing_key"}, "alert": alert, "status": status,
         "attempts": 0, "error": error, "created_at": now, "updated_at": now, "next_attempt_at": now,
+        "events_url": events_url,
     }
 
 
@@ -76,6 +78,7 @@ class Claimed:
     event: dict  # the outbound event, routing key included
     created_at: datetime
     attempts: int  # counting this one
+    events_url: str | None  # where the row was stored for; None: the sender's own PAGERDUTY_EVENTS_URL
 
 
 def key_hash(routing_key: str) -> str:
@@ -110,7 +113,7 @@ _CANDIDATES = select(_FIRST_DUE, select(func.min(_EARLIER.id)).where(
     _EARLIER.routing_key == _FIRST_DUE.c.routing_key, _EARLIER.dedup_key == _FIRST_DUE.c.dedup_key,
     text(f"earlier.{states.OPEN_SQL}")).scalar_subquery().label("first_open")).order_by(_FIRST_DUE.c.id)
 _TAKE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.event, IncidentLog.created_at,
-                IncidentLog.attempts, IncidentLog.claimed_by)
+                IncidentLog.attempts, IncidentLog.claimed_by, IncidentLog.events_url)
          .where(IncidentLog.id.in_(_IDS), *_due(_NOW)).order_by(IncidentLog.id))
 _LEASE = update(IncidentLog).where(IncidentLog.id.in_(_IDS)).values(
     claimed_by=bindparam("worker"), claimed_until=bindparam("until"), attempts=IncidentLog.attempts + 1)
@@ -199,7 +202,7 @@ def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float,
                  "routing_key_hash": key_hash(row.routing_key)} for row in allowed]
     attempt_ids = conn.execute(_OPEN_ATTEMPTS, attempts).scalars().all()
     return [Claimed(row.id, attempt_id, {"routing_key": row.routing_key, **row.event},
-                    models.as_utc(row.created_at), row.attempts + 1)
+                    models.as_utc(row.created_at), row.attempts + 1, row.events_url)
             for row, attempt_id in zip(allowed, attempt_ids)]
 
 

@@ -71,6 +71,10 @@ class LogEntrySchema(Schema):
     http_status = fields.Int(allow_none=True)
     pagerduty = fields.Nested(PagerDutyAnswerSchema)
     error = fields.Str(allow_none=True)
+    events_url = fields.Str(allow_none=True, metadata={
+        "description": "where every attempt of the row goes, fixed when it was stored (without credentials); "
+                       "null for rows stored before it was kept: the sending process's PAGERDUTY_EVENTS_URL",
+        "example": "https://events.pagerduty.com/v2/enqueue"})
 
 
 class AttemptSchema(Schema):
