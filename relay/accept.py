@@ -57,7 +57,8 @@ def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | Non
     """Write one incident_log row per planned event, commit them together, and return each row's id with why it
     was stored stale rather than pending (None when it will be sent)."""
     rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
-                              status=states.PENDING if item.routed else states.UNROUTED, error=item.problem)
+                              status=states.PENDING if item.routed else states.UNROUTED, error=item.problem,
+                              summary=item.summary)
             for item in planned]
     with outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
         stale = _drop_older_states(conn, planned, rows)
