@@ -61,7 +61,8 @@ class LogEntrySchema(Schema):
     route = fields.Str(allow_none=True)
     event_action = fields.Str(required=True)
     dedup_key = fields.Str(allow_none=True)
-    summary = fields.Str(allow_none=True)
+    summary = fields.Str(allow_none=True, metadata={
+        "description": "the event's summary; for an acknowledge or resolve, its alert's (the trigger's before it)"})
     severity = fields.Str(allow_none=True)
     routing_key = fields.Str(required=True, metadata={"example": "…cdef"})
     status = fields.Str(required=True)
@@ -71,6 +72,9 @@ class LogEntrySchema(Schema):
     http_status = fields.Int(allow_none=True)
     pagerduty = fields.Nested(PagerDutyAnswerSchema)
     error = fields.Str(allow_none=True)
+    reason = fields.Str(allow_none=True, metadata={
+        "description": "why a retrying, failed, dead, unrouted or stale row is so: PagerDuty's last answer and "
+                       "the relay's error"})
 
 
 class AttemptSchema(Schema):
