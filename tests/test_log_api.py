@@ -3,6 +3,9 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+from relay.store.models import IncidentLog, db
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "0123456789abcdef0123456789abcdef"
@@ -233,3 +236,18 @@ def test_a_failed_row_says_why(app, client, pd, routing_key):
         [item["pagerduty"]["message"], *item["pagerduty"]["errors"]])
     delivered = client.post("/api/v1/incidents", json={"title": "Taken", "service_key": routing_key}).get_json()
     assert client.get(f"/api/v1/log/{delivered['log_id']}").get_json()["reason"] is None
+
+
+def test_a_resolves_summary_never_carries_a_key_from_a_label(make_app):
+    app = make_app(DEFAULT_ROUTE=None, ROUTES=[
+        {"name": "by-label", "routing_key_template": "{{ labels.pd_service_key }}", "continue": True},
+        {"name": "infra", "matchers": ['alertname=~".+"'], "routing_key": KEY}])
+    client = app.test_client()
+    alert = {"status": "resolved", "labels": {"alertname": "DiskFull", "pd_service_key": LABEL_KEY},
+             "annotations": {"summary": f"page {LABEL_KEY}"}, "startsAt": "2024-05-01T10:00:00Z",
+             "endsAt": "2024-05-01T11:00:00Z"}
+    answer = client.post("/webhooks/alertmanager", json={"version": "4", "status": "resolved", "alerts": [alert]})
+    assert answer.status_code == 202
+    with app.app_context():
+        stored = db.session.scalars(sa.select(IncidentLog.summary).order_by(IncidentLog.id)).all()
+    assert stored == ["DiskFull: page …3210", "DiskFull: page …3210"]  # masked before it was stored, on both routes
