@@ -74,7 +74,7 @@ def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | Non
     events_url = current_app.config["PAGERDUTY_EVENTS_URL"]
     rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
                               status=states.PENDING if item.routed else states.UNROUTED, error=item.problem,
-                              events_url=events_url)
+                              summary=item.summary, events_url=events_url)
             for item in planned]
     with outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
         stale = _drop_older_states(conn, planned, rows)

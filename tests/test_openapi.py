@@ -40,7 +40,9 @@ def test_request_schema_comes_from_the_input_schema(spec):
 
 def test_log_filters_are_query_parameters(spec):
     params = {p["name"]: p for p in spec["paths"]["/api/v1/log"]["get"]["parameters"]}
-    assert {"status", "source", "route", "dedup_key", "since", "until", "before_id", "limit"} <= set(params)
+    assert {"status", "source", "route", "dedup_key", "q", "since", "until", "before_id", "limit"} <= set(params)
+    assert "labels" in params["q"]["description"] and params["q"]["schema"]["maxLength"] == 200
+    assert "does not know" in spec["paths"]["/api/v1/log"]["get"]["responses"]["400"]["description"]
     assert params["limit"]["schema"]["maximum"] == 500 and params["since"]["schema"] == {"type": "string", "format": "date-time"}
 
 

@@ -1,5 +1,6 @@
 """The log page at / (relay/ui.py): table, filters, pagination, detail, Retry, CSRF, token cookie, no full keys."""
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import sqlalchemy as sa
 
 from relay.intake.routing import ConfigError
 from relay.store.models import IncidentLog, db
+from relay.store.states import STATUSES
 from relay.web.auth import UI_COOKIE
 from tests.helpers import wait_until
 
@@ -141,9 +143,9 @@ def selects(app, path, client):
     return seen
 
 
-def test_one_query_per_list_page_and_two_per_detail(filled):
+def test_two_queries_per_list_page_and_two_per_detail(filled):
     app, client, ids = filled
-    assert len(selects(app, "/", client)) == 1  # 4 rows, still one query: no N+1
+    assert len(selects(app, "/", client)) == 2  # 4 rows and the counts per status: no N+1
     assert len(selects(app, f"/log/{ids['alertmanager:infra']}", client)) == 2  # the row, its attempts
 
 
@@ -269,6 +271,104 @@ def test_stylesheet_is_served_locally(filled):
     assert '<link rel="stylesheet" href="/static/relay.css">' in html and "http" not in html.split("<body>")[0]
     response = filled[1].get("/static/relay.css")
     assert response.status_code == 200 and b"@media (max-width: 600px)" in response.data
+
+
+# --- counts, search, why and when, unknown parameters, links (issue 13, items 10 and 12) ------------------
+
+def alertmanager_ids(app) -> list[int]:
+    """The ids of the two Alertmanager rows of filled, newest first."""
+    with app.app_context():
+        return db.session.scalars(sa.select(IncidentLog.id).where(IncidentLog.source == "alertmanager")
+                                  .order_by(IncidentLog.id.desc())).all()
+
+
+def counts(html: str) -> dict[str, int]:
+    """The counts per status at the top of the page."""
+    return {status: int(count) for status, count in
+            re.findall(r'data-status="(\w+)" class="count-[^"]*"[^>]*>\w+ <b>(\d+)</b>', html)}
+
+
+def test_counts_per_status_follow_the_filters_but_the_status(filled):
+    app, client, ids = filled
+    set_status(app, alertmanager_ids(app)[0], "failed")
+    html = page(client)
+    assert counts(html) == {"pending": 2, "retrying": 0, "delivered": 0, "failed": 1, "dead": 0, "unrouted": 1,
+                            "stale": 0}
+    assert re.search(r'aria-current="page">all <b>4</b>', html)
+    assert counts(page(client, query_string={"source": "generic"}))["unrouted"] == 1
+    assert counts(page(client, query_string={"source": "generic"}))["failed"] == 0
+    chosen = page(client, query_string={"status": "failed", "source": "alertmanager"})
+    assert row_ids(chosen) == alertmanager_ids(app)[:1]
+    assert counts(chosen)["pending"] == 1 and counts(chosen)["failed"] == 1  # what each status would list
+    assert 'href="/?source=alertmanager&amp;status=pending"' in chosen
+
+
+def test_search_finds_summary_dedup_key_and_labels(filled):
+    app, client, ids = filled
+    assert row_ids(page(client, query_string={"q": "cpu TEMPERATURE"})) == alertmanager_ids(app)
+    assert row_ids(page(client, query_string={"q": "team"})) == [ids["generic:-"]]  # a label's name
+    html = page(client, query_string={"q": "no route", "status": ""})
+    assert row_ids(html) == [ids["generic:-"]] and 'name="q" value="no route"' in html
+    assert counts(html)["unrouted"] == 1 and sum(counts(html).values()) == 1
+
+
+@pytest.mark.parametrize("query", [{"stauts": "failed"}, {"bogus": ""}, {"status": "failed", "Q": "x"}])
+def test_an_unknown_parameter_is_a_400_page_naming_it(filled, query):
+    html = page(filled[1], status=400, query_string=query)
+    (unknown,) = set(query) - {"status"}
+    assert "Bad filter" in html and f"<strong>{unknown}</strong>: unknown parameter" in html
+    assert row_ids(html) == []
+
+
+def test_retrying_failed_unrouted_and_stale_rows_say_why_in_the_list(filled):
+    app, client, ids = filled
+    (retrying, failed), stale = alertmanager_ids(app), ids["generic:by-label"]
+    set_status(app, retrying, "retrying", http_status=503, pd_message="Service unavailable", attempts=2,
+               next_attempt_at=datetime(2031, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    set_status(app, failed, "failed", http_status=400, pd_message="Event object is invalid",
+               pd_errors=["Invalid routing key"])
+    set_status(app, stale, "stale", error="stale: resolved at X is older than firing since Y (row 1); not sent")
+    html = page(client)
+    why = {int(i): text for i, text in re.findall(r'<tr id="row-(\d+)".*?<p class="why[^"]*" title="([^"]*)"', html,
+                                                  re.S)}
+    assert why == {retrying: "HTTP 503: Service unavailable",
+                   failed: "HTTP 400: Event object is invalid; Invalid routing key",
+                   stale: "stale: resolved at X is older than firing since Y (row 1); not sent",
+                   ids["generic:-"]: "no route matches and there is no default route"}
+    assert re.search(rf'<tr id="row-{retrying}".*?2 attempts · HTTP 503.*?next at <time datetime="2031-01-02T03:04:05'
+                     r'[^"]*" title="2031-01-02 03:04:05 UTC">03:04:05</time>', html, re.S)
+    assert 'class="badge badge-stale"' in html
+
+
+def test_every_status_has_its_badge_style(filled):
+    css = filled[1].get("/static/relay.css").get_data(as_text=True)
+    assert [status for status in STATUSES if f".badge-{status} {{" not in css] == []
+
+
+def test_a_follow_up_shows_its_triggers_summary_for_one_more_query(app, client, pd, routing_key):
+    client.post("/api/v1/incidents", json={"title": "Disk full on db-9", "service_key": routing_key,
+                                           "dedup_key": "db-9"})
+    resolved = client.post("/api/v1/incidents/db-9/resolve", json={"service_key": routing_key}).get_json()["log_id"]
+    html = page(client)
+    assert re.search(rf'<tr id="row-{resolved}".*?>Disk full on db-9</a>', html, re.S)
+    assert "Disk full on db-9" in page(client, f"/log/{resolved}")
+    assert len(selects(app, "/", client)) == 3  # the rows, the counts, the follow-ups' summaries
+
+
+def test_detail_links_only_http_urls(filled):
+    app, client, ids = filled
+    log_id = ids["generic:-"]
+    with app.app_context():
+        row = db.session.get(IncidentLog, log_id)
+        row.event = {**row.event, "links": [{"href": "https://runbooks.example.com/x?a=1&b=2", "text": "Runbook"},
+                                            {"href": "javascript:alert(1)", "text": "Source"},
+                                            {"href": "http://grafana.example.com/d/1"}]}
+        db.session.commit()
+    html = page(client, f"/log/{log_id}")
+    links = re.findall(r'<a href="([^"]+)" rel="noopener noreferrer">([^<]*)</a>', html)
+    assert links == [("https://runbooks.example.com/x?a=1&amp;b=2", "Runbook"),
+                     ("http://grafana.example.com/d/1", "http://grafana.example.com/d/1")]
+    assert "<li>Source <code>javascript:alert(1)</code></li>" in html and 'href="javascript' not in html
 
 
 # --- the API token, for browsers: ?token= once, then an HttpOnly SameSite=Strict cookie ------------------

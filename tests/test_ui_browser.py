@@ -5,7 +5,9 @@ requirements-dev.txt. Playwright's own browser downloads are never used. A missi
 """
 import os
 import re
+import secrets
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -167,6 +169,82 @@ def test_phone_width_has_no_horizontal_overflow(open_page, relay, pd):
     widths = tab.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1], widths
     tab.screenshot(path=SCREENSHOT.replace(".png", "_detail.png"), full_page=True)
+    assert tab.problems == []
+
+
+def api_get(relay, path, **params):
+    response = http.get(relay.url + path, params=params, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def webhook(relay, **body):
+    """Send a generic alert; return its log id."""
+    response = http.post(relay.url + "/webhooks/generic", json=body, timeout=10)
+    assert response.status_code == 202, response.text
+    return response.json()["events"][0]["log_id"]
+
+
+def test_desktop_width_fits_long_texts_and_says_why(open_page, relay, pd):
+    word = "disk-io-latency-p99-over-threshold-on-volume-" * 10  # one word, no place to break
+    long_label = webhook(relay, summary="Queue backlog " + "on the nightly batch importer " * 12,
+                         labels={"pod": "importer-" + "x" * 300, "team": "batch"})
+    trigger(relay, word)
+    pd.set_routing_keys([OTHER_KEY])  # PagerDuty refuses our key: 400, failed at once
+    dedup_key = "refused-" + secrets.token_hex(4)
+    failed = trigger(relay, "Refused " + word, dedup_key=dedup_key)
+    pd.set_routing_keys(None)
+    pd.inject(503, retry_after=250)
+    retrying = webhook(relay, summary="Waits for PagerDuty", labels={"team": "wait"})
+    wait_for = time.monotonic() + 10
+    while api_get(relay, f"/api/v1/log/{retrying}")["status"] != "retrying":
+        assert time.monotonic() < wait_for, "the row never went retrying"
+        time.sleep(0.1)
+    pd.set_routing_keys([OTHER_KEY])
+    resolved = http.post(f"{relay.url}/api/v1/incidents/{dedup_key}/resolve", timeout=15, json={"service_key": KEY},
+                         headers={"Authorization": f"Bearer {API_TOKEN}"}).json()["log_id"]
+    pd.set_routing_keys(None)
+
+    tab = open_page(viewport={"width": 1280, "height": 900})
+    widths = tab.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths  # no horizontal scrolling
+    table = tab.locator("table.log").bounding_box()
+    assert table["x"] + table["width"] <= 1280, table
+    tab.screenshot(path=SCREENSHOT.replace(".png", "_1280.png"), full_page=True)
+
+    assert "HTTP 400" in row(tab, failed).locator(".why").inner_text()
+    assert "Invalid routing key" in row(tab, failed).locator(".why").inner_text()
+    assert "HTTP 503" in row(tab, retrying).locator(".why").inner_text()
+    assert row(tab, retrying).locator(".next time").is_visible()  # when it is tried again
+    assert row(tab, resolved).locator("td.summary a").inner_text().startswith("Refused disk-io")
+    assert row(tab, failed).get_by_role("button", name=f"Retry row {failed}").is_visible()  # still on screen
+    counts = tab.locator("nav.counts")
+    for status in ("failed", "retrying", "delivered"):  # each count is what choosing that status lists
+        listed = len(api_get(relay, "/api/v1/log", status=status, limit=500)["items"])
+        assert counts.locator(f"[data-status={status}] b").inner_text() == str(listed) != "0"
+
+    tab.get_by_label("Search").fill("IMPORTER-XXX")  # a label's value, in another letter case
+    tab.get_by_role("button", name="Filter").click()
+    tab.wait_for_url(re.compile(r"q=IMPORTER"))
+    assert tab.locator("table.log tbody tr").count() == 1 and row(tab, long_label).count() == 1
+    counts.locator("[data-status=pending]").wait_for()
+    assert tab.problems == []
+
+
+def test_detail_links_open_and_fit(open_page, relay, pd):
+    body = (Path(__file__).parents[1] / "examples" / "alertmanager-firing.json").read_bytes()
+    response = http.post(relay.url + "/webhooks/alertmanager", data=body, timeout=10,
+                         headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    log_id = response.json()["events"][0]["log_id"]
+    tab = open_page(f"/log/{log_id}", viewport={"width": 1280, "height": 900})
+    runbook = tab.get_by_role("link", name="Runbook")
+    assert runbook.get_attribute("href") == "https://runbooks.example.com/postgres/replication-lag"
+    assert runbook.get_attribute("rel") == "noopener noreferrer"
+    assert tab.get_by_role("link", name="Source").get_attribute("href").startswith("http://prometheus:9090/graph")
+    widths = tab.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
+    tab.screenshot(path=SCREENSHOT.replace(".png", "_1280_detail.png"), full_page=True)
     assert tab.problems == []
 
 

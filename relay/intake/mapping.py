@@ -12,7 +12,7 @@ from relay.intake.alert import Alert, Link, is_http_url
 from relay.intake.render import alert_context, render, render_macros
 from relay.intake.routing import DEDUP_GROUP, DEFAULTS, TEMPLATED_FIELDS, Route, Routing
 from relay.masking import redact, redact_value
-from relay.pagerduty.event import DEDUP_KEY_MAX, load_event, parse_iso8601, url_too_long
+from relay.pagerduty.event import DEDUP_KEY_MAX, SUMMARY_MAX, load_event, parse_iso8601, truncate, url_too_long
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class Planned:
     event: dict
     problem: str | None = None
     secret: str | None = None  # the key a routing key template rendered: masked in every event of the alert
+    summary: str | None = None  # the alert's summary for the log, when the event carries none (a resolve)
 
     @property
     def routed(self) -> bool:
@@ -80,6 +81,13 @@ def _texts(route: Route | None, alert: Alert, context: dict) -> dict:
         if text is not None:
             texts[name] = text
     return texts
+
+
+def resolve_summary(route: Route, context: dict) -> str:
+    """The summary the alert's trigger carries, for the log's row of its resolve (the event itself carries none)."""
+    custom = route.templates.get("summary")
+    text = render(custom, context) if custom else None
+    return truncate(text or render_macros(DEFAULTS, context, ("summary",))["summary"] or "Alert", SUMMARY_MAX)
 
 
 def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
@@ -167,8 +175,8 @@ def _masked(items: list[Planned]) -> list[Planned]:
     if not secrets:
         return items
     alert = _masked_alert(items[0].alert, secrets)
-    return [Planned(alert, item.route, _without_keys(item.event, secrets), item.problem, item.secret)
-            for item in items]
+    return [Planned(alert, item.route, _without_keys(item.event, secrets), item.problem, item.secret,
+                    redact(item.summary, *secrets)) for item in items]
 
 
 def event_for(alert: Alert, route: Route) -> Planned:
@@ -181,12 +189,15 @@ def event_for(alert: Alert, route: Route) -> Planned:
         return unrouted(alert, f"the routing key template of route {route.name!r} rendered an invalid routing key",
                         secret=routing_key)
     dedup_key = dedup_key_for(route, alert, context)
+    summary = None
     if alert.firing:
         event = trigger_event(alert, route, routing_key, dedup_key, context)
     else:
         event = {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
+        summary = resolve_summary(route, context)
     event = _validated(event)
-    return Planned(alert, route.name, event, secret=routing_key if route.routing_key_template else None)
+    return Planned(alert, route.name, event, secret=routing_key if route.routing_key_template else None,
+                   summary=summary)
 
 
 def unrouted(alert: Alert, problem: str, secret: str | None = None) -> Planned:

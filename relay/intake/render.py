@@ -86,16 +86,18 @@ def render(template, context: dict) -> str | None:
         return None
 
 
-def render_macros(macros: Macros, context: dict) -> dict[str, str | None]:
-    """Render every macro of compile_macros over one context, stripped; None for each that fails."""
+def render_macros(macros: Macros, context: dict, names: tuple[str, ...] | None = None) -> dict[str, str | None]:
+    """Render every macro of compile_macros (or only those named) over one context, stripped; None for each that
+    fails."""
+    names = macros.names if names is None else names
     try:
         module = macros.template.make_module(context)
-        functions = [getattr(module, _MACRO_PREFIX + name) for name in macros.names]
+        functions = [getattr(module, _MACRO_PREFIX + name) for name in names]
     except Exception as exc:  # noqa: BLE001 - as in render
         log.warning("template failed, the default is used instead: %s", type(exc).__name__)
-        return dict.fromkeys(macros.names)
+        return dict.fromkeys(names)
     texts = {}
-    for name, function in zip(macros.names, functions):
+    for name, function in zip(names, functions):
         try:
             texts[name] = str(function()).strip()
         except Exception as exc:  # noqa: BLE001 - as in render

@@ -34,14 +34,17 @@ def backend(bind):
 
 
 def row_values(event: dict, source: str, route: str | None = None, alert: dict | None = None,
-               status: str = states.PENDING, error: str | None = None, events_url: str | None = None) -> dict:
-    """The column values of a new row for a validated event (pending unless told otherwise), bound for events_url
-    (None: whichever PAGERDUTY_EVENTS_URL the sending process has)."""
+               status: str = states.PENDING, error: str | None = None, summary: str | None = None,
+               events_url: str | None = None) -> dict:
+    """The column values of a new row for a validated event (pending unless told otherwise); summary is shown
+    when the event carries none; bound for events_url (None: whichever PAGERDUTY_EVENTS_URL the sending process
+    has)."""
     payload = event.get("payload") or {}
     now = models.utcnow()
     return {
         "source": source, "route": route, "event_action": event["event_action"],
-        "dedup_key": event.get("dedup_key"), "summary": payload.get("summary"), "severity": payload.get("severity"),
+        "dedup_key": event.get("dedup_key"), "summary": payload.get("summary") or summary,
+        "severity": payload.get("severity"),
         "routing_key": event["routing_key"], "routing_key_masked": mask(event["routing_key"]),
         "event": {k: v for k, v in event.items() if k != "routing_key"}, "alert": alert, "status": status,
         "attempts": 0, "error": error, "created_at": now, "updated_at": now, "next_attempt_at": now,

@@ -3,7 +3,7 @@ from flask import Blueprint, abort, jsonify, request
 
 from relay import accept, incidents
 from relay.store import logquery, states
-from relay.store.entry import log_entry
+from relay.store.entry import log_entries
 from relay.store.models import IncidentLog, db
 from relay.web import schemas
 from relay.web.payloads import read_json
@@ -31,16 +31,16 @@ def _job_answer(result: incidents.JobResult):
 
 @bp.get("/log")
 def list_log():
-    """List incident_log rows, newest first, filtered and paginated by the query string."""
+    """List incident_log rows, newest first, filtered and paginated by the query string (unknown names a 400)."""
     rows, next_before_id = logquery.find(db.session, logquery.log_filter.load(request.args))
-    return jsonify(schemas.log_page.dump({"items": [log_entry(row) for row in rows], "next_before_id": next_before_id}))
+    return jsonify(schemas.log_page.dump({"items": log_entries(db.session, rows), "next_before_id": next_before_id}))
 
 
 @bp.get(f"/log/<{LOG_ID}:log_id>")
 def show_log(log_id):
     """Show one row: the stored event (routing key masked), the inbound alert, PagerDuty's answers, attempts."""
     row = db.session.get(IncidentLog, log_id) or abort(404, f"no incident_log row with id {log_id}")
-    return jsonify(schemas.log_detail.dump(log_entry(row, with_attempts=True)))
+    return jsonify(schemas.log_detail.dump(log_entries(db.session, [row], with_attempts=True)[0]))
 
 
 @bp.post(f"/log/<{LOG_ID}:log_id>/retry")

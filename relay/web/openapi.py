@@ -70,7 +70,8 @@ def _paths():
             "responses": _job_responses()}},
         "/api/v1/log": {"get": {**api, "summary": "List incident_log rows, newest first.",
                                 "parameters": [{"in": "query", "schema": LogFilterSchema}],
-                                "responses": {"200": _json("LogPage"), **ERRORS}}},
+                                "responses": {"200": _json("LogPage"), **ERRORS, "400": _json(
+                                    "Error", "a bad filter, or a parameter it does not know, named per field")}}},
         "/api/v1/log/{log_id}": {"get": {**api, "summary": "One row in full.", "parameters": [log_id],
                                          "responses": {"200": _json("LogDetail"),
                                                        "404": _json("Error", "no such row"), **ERRORS}}},

@@ -1,6 +1,7 @@
-"""The log page for people: the incident log as a filtered table, a detail view per row, and a Retry button.
+"""The log page for people: the incident log as a filtered, searchable table with counts per status, a detail view
+per row, and a Retry button.
 
-Server-rendered Jinja (autoescaped), one query per page. Routing keys are shown masked only, and every page is
+Server-rendered Jinja (autoescaped); a page's queries never grow with its rows. Routing keys are shown masked only, and every page is
 scrubbed of the full keys of the rows it shows before it leaves, whatever a label or error might carry.
 Retry is a form POST, accepted only from the page's own origin (Origin, else Referer, host = request host).
 """
@@ -17,9 +18,10 @@ from werkzeug.exceptions import HTTPException
 
 from relay import incidents
 from relay.errors import RelayError
+from relay.intake.alert import is_http_url
 from relay.masking import redact
 from relay.store import logquery, states
-from relay.store.entry import log_entry
+from relay.store.entry import log_entries
 from relay.store.models import IncidentLog, db
 from relay.web import auth
 
@@ -27,7 +29,6 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("ui", __name__)
 
-FILTERS = ("status", "source", "route", "dedup_key", "since", "until", "limit")  # kept across pages
 RETRYABLE = states.REPLAYABLE
 LOG_ID = "int(min=1, max=9223372036854775807)"  # ids are 64-bit: larger numbers are not found, never a 500
 
@@ -83,8 +84,10 @@ def page(template: str, status: int = 200, routing_keys=(), **context):
 
 @bp.get("/")
 def index():
-    """The incident log, newest first, filtered by the query string; bad filters are shown, with a 400."""
-    given = {k: v.strip() for k, v in request.args.items() if k in FILTERS + ("before_id",) and v.strip()}
+    """The incident log, newest first, with counts per status, filtered by the query string; bad filters and
+    unknown parameters are shown, with a 400."""
+    # The form sends its empty fields: they filter nothing. A name the filters do not know is refused, even empty.
+    given = {k: v.strip() for k, v in request.args.items() if v.strip() or k not in logquery.log_filter.fields}
     try:
         query = logquery.log_filter.load(given)
     except ValidationError as exc:
@@ -93,8 +96,12 @@ def index():
     rows, next_before_id = logquery.find(db.session, query, defer(IncidentLog.event, raiseload=True),
                                          defer(IncidentLog.alert, raiseload=True))
     kept = {k: v for k, v in given.items() if k != "before_id"}
-    return page("log.html", given=given, errors=None, entries=[log_entry(row) for row in rows],
+    unfiltered = {k: v for k, v in kept.items() if k != "status"}
+    return page("log.html", given=given, errors=None, entries=log_entries(db.session, rows),
                 statuses=logquery.STATUSES, retryable=RETRYABLE,
+                counts=logquery.status_counts(db.session, query),
+                by_status={status: url_for(".index", **unfiltered, status=status) for status in logquery.STATUSES},
+                any_status=url_for(".index", **unfiltered),
                 older=url_for(".index", **kept, before_id=next_before_id) if next_before_id else None,
                 newest=url_for(".index", **kept) if "before_id" in given else None,
                 routing_keys=[row.routing_key for row in rows])
@@ -106,9 +113,21 @@ def detail(log_id):
     row = db.session.get(IncidentLog, log_id)
     if row is None:
         return page("error.html", 404, title="Not found", message=f"no incident_log row with id {log_id}")
-    entry = log_entry(row, with_attempts=True)
-    return page("detail.html", e=entry, retryable=RETRYABLE, routing_keys=[row.routing_key],
+    entry = log_entries(db.session, [row], with_attempts=True)[0]
+    return page("detail.html", e=entry, retryable=RETRYABLE, routing_keys=[row.routing_key], links=links(entry),
                 event_json=pretty(entry["event"]), alert_json=pretty(entry["alert"]) if entry["alert"] else None)
+
+
+def links(entry: dict) -> list[dict]:
+    """The links of the event and of its inbound alert (a resolve's are on the alert), each href once, marked
+    whether it may be a link: only http and https URLs are, anything else (javascript:, data:) stays text."""
+    found, seen = [], set()
+    for link in [*(entry["event"].get("links") or []), *((entry["alert"] or {}).get("links") or [])]:
+        href = link.get("href") if isinstance(link, dict) else None
+        if isinstance(href, str) and href not in seen:
+            seen.add(href)
+            found.append({"href": href, "text": link.get("text") or href, "http": is_http_url(href)})
+    return found
 
 
 @bp.post(f"/log/<{LOG_ID}:log_id>/retry")

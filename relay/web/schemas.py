@@ -61,7 +61,8 @@ class LogEntrySchema(Schema):
     route = fields.Str(allow_none=True)
     event_action = fields.Str(required=True)
     dedup_key = fields.Str(allow_none=True)
-    summary = fields.Str(allow_none=True)
+    summary = fields.Str(allow_none=True, metadata={
+        "description": "the event's summary; for an acknowledge or resolve, its alert's (the trigger's before it)"})
     severity = fields.Str(allow_none=True)
     routing_key = fields.Str(required=True, metadata={"example": "…cdef"})
     status = fields.Str(required=True)
@@ -75,6 +76,9 @@ class LogEntrySchema(Schema):
         "description": "where every attempt of the row goes, fixed when it was stored (without credentials); "
                        "null for rows stored before it was kept: the sending process's PAGERDUTY_EVENTS_URL",
         "example": "https://events.pagerduty.com/v2/enqueue"})
+    reason = fields.Str(allow_none=True, metadata={
+        "description": "why a retrying, failed, dead, unrouted or stale row is so: PagerDuty's last answer and "
+                       "the relay's error"})
 
 
 class AttemptSchema(Schema):
