@@ -212,6 +212,14 @@ def test_follow_up_requires_service_key(client):
     assert response.status_code == 400 and "service_key" in response.get_json()["error"]["fields"]
 
 
+def test_follow_up_addresses_any_dedup_key_a_trigger_may_carry(client, pd, routing_key):
+    dedup_key = "db/primary\nline two"
+    assert create(client, title="t", service_key=routing_key, dedup_key=dedup_key).status_code == 200
+    response = client.post("/api/v1/incidents/db/primary%0Aline%20two/resolve", json={"service_key": routing_key})
+    assert response.status_code == 200 and response.get_json()["dedup_key"] == dedup_key
+    assert [(a["dedup_key"], a["status"]) for a in pd.alerts()] == [(dedup_key, "resolved")]
+
+
 @pytest.mark.parametrize("action", ["acknowledge", "resolve"])
 def test_follow_up_names_unknown_fields(client, pd, routing_key, action):
     response = client.post(f"/api/v1/incidents/abc/{action}", json={"service_key": routing_key, "note": "done"})
