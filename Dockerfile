@@ -10,15 +10,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies in their own layer: rebuilt only when requirements.txt changes.
+# Dependencies in their own layer: rebuilt only when requirements.txt changes. Its last line, `-e .` (this
+# project, for the `relay` command), is installed once the code is in.
 COPY requirements.txt .
-RUN pip install -r requirements.txt
+RUN grep -v '^-e ' requirements.txt > /tmp/pinned.txt && pip install -r /tmp/pinned.txt && rm /tmp/pinned.txt
 
 RUN useradd --system --uid 10001 --home-dir /app relay \
     && mkdir -p /app/instance && chown relay:relay /app/instance
-COPY --chown=relay:relay config.py wsgi.py gunicorn.conf.py ./
+COPY --chown=relay:relay pyproject.toml config.py wsgi.py gunicorn.conf.py ./
 COPY --chown=relay:relay relay ./relay
 COPY --chown=relay:relay migrations ./migrations
+RUN pip install --no-deps -e .
 
 USER relay
 VOLUME ["/app/instance"]

@@ -1,32 +1,45 @@
-"""The `flask --app wsgi relay …` commands: the create-incident job from a shell."""
+"""The relay's commands, as `relay …` (the console command, main) and as `flask --app wsgi relay …`: the
+create-incident job from a shell, the log, and the operator's tools."""
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
+from flask_migrate.cli import db as db_commands
 from marshmallow import ValidationError
 
 from relay import accept, incidents
 from relay.delivery import worker
 from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
+from relay.intake.routing import ConfigError
 from relay.pagerduty.client import safe_url
 from relay.startup import freeze_startup_objects
-from relay.store import models, outbox, retention, states
+from relay.store import logquery, models, outbox, retention, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
 
 log = logging.getLogger(__name__)
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
+BAD_CONFIGURATION = 2  # the console command's exit status for a configuration the app refuses
+# The log's table on a terminal: (heading, entry field, widest cell); the summary takes the rest of the line.
+LOG_COLUMNS = (("ID", "id", 12), ("CREATED (UTC)", "created_at", 19), ("STATUS", "status", 9),
+               ("SOURCE", "source", 12), ("ROUTE", "route", 16), ("ACTION", "event_action", 11),
+               ("TRIES", "attempts", 5), ("DEDUP KEY", "dedup_key", 32))
 
 
 def _emit(run):
+    """Run a job with a delivery worker at hand, print its JSON answer, and exit with its outcome's code
+    (relay/incidents.py OUTCOMES)."""
+    started_here = worker.current() is None
+    worker.start(current_app._get_current_object())
     """Run a job, given the events URL its row is bound for, print its JSON answer, and exit with its code
     (0 delivered, 1 refused or given up, 2 bad input, 3 stored but not yet confirmed).
 
@@ -43,7 +56,7 @@ def _emit(run):
         result = run(events_url)
     except ValidationError as exc:
         click.echo(json.dumps(_error_json(exc)))
-        sys.exit(2)
+        sys.exit(incidents.INVALID_INPUT.exit_code)
     finally:
         if running is None:
             worker.stop()
@@ -107,17 +120,57 @@ resolve = _follow_up_command("resolve")
 
 @relay_cli.command("log")
 @click.option("--limit", default=20, show_default=True, help="How many of the newest rows to show.")
+@click.option("--status", default=None, help=f"Only rows in this state ({', '.join(states.STATUSES)}).")
+@click.option("--source", default=None, help="Only rows from this source (alertmanager, grafana, generic, api, cli…).")
+@click.option("--route", default=None, help="Only rows sent by this route.")
+@click.option("--since", default=None, help="Only rows accepted since: 30m, 2h, 7d or an ISO 8601 time.")
+@click.option("--dedup-key", default=None, help="Only rows of this dedup key.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines even on a terminal (the default elsewhere).")
 @click.option("--id", "log_id", type=int, default=None, help="Show one row in full, with its attempts.")
-def show_log(limit, log_id):
-    """Print incident_log rows as JSON lines, newest first (routing keys masked)."""
+def show_log(limit, status, source, route, since, dedup_key, as_json, log_id):
+    """Print incident_log rows newest first (routing keys masked): a table on a terminal, JSON lines otherwise."""
     if log_id is not None:
         row = db.session.get(IncidentLog, log_id)
         if row is None:
             raise click.ClickException(f"no incident_log row with id {log_id}")
         click.echo(json.dumps(log_entry(row, with_attempts=True), indent=2, ensure_ascii=False))
         return
-    for row in db.session.query(IncidentLog).order_by(IncidentLog.id.desc()).limit(limit):
-        click.echo(json.dumps(log_entry(row), ensure_ascii=False))
+    given = {"limit": limit, "status": status, "source": source, "route": route, "since": since,
+             "dedup_key": dedup_key}
+    try:
+        filters = logquery.log_filter.load({name: value for name, value in given.items() if value is not None})
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(f"--{name.replace('_', '-')}: {' '.join(map(str, messages))}"
+                                         for name, messages in exc.messages.items())) from None
+    entries = [log_entry(row) for row in logquery.find(db.session, filters)[0]]
+    if as_json or not sys.stdout.isatty():
+        for entry in entries:
+            click.echo(json.dumps(entry, ensure_ascii=False))
+        return
+    for line in log_table(entries, shutil.get_terminal_size().columns):
+        click.echo(line)
+
+
+def log_table(entries: list[dict], width: int) -> list[str]:
+    """Lay log entries out as a table of LOG_COLUMNS and the summary, the summary cut to the terminal's width."""
+    rows = [[_cell(entry["created_at"].replace("T", " ")[:19] if field == "created_at" else entry[field])
+             for _, field, _ in LOG_COLUMNS] + [_cell(entry["summary"])] for entry in entries]
+    headings = [heading for heading, _, _ in LOG_COLUMNS] + ["SUMMARY"]
+    sizes = [min(widest, max(len(row[i]) for row in [headings, *rows]))
+             for i, (_, _, widest) in enumerate(LOG_COLUMNS)]
+    summary_room = max(10, width - sum(sizes) - len(sizes))
+    return [" ".join(_cut(text, size).ljust(size) for text, size in zip(row, sizes)) + " " + _cut(row[-1], summary_room)
+            for row in [headings, *rows]]
+
+
+def _cell(value) -> str:
+    """A value as one line of printable text: a summary's control characters must not drive the terminal."""
+    return "".join(c if c.isprintable() else " " for c in ("" if value is None else str(value)))
+
+
+def _cut(text: str, size: int) -> str:
+    """The text, cut to size with an ellipsis."""
+    return text if len(text) <= size else text[:size - 1] + "…"
 
 
 @relay_cli.command("check-config")
@@ -241,3 +294,22 @@ def prune(older_than, statuses):
 def init_app(app):
     """Register the relay command group."""
     app.cli.add_command(relay_cli)
+
+
+def _app_from_environment():
+    """Build the app as the server does (config.py, RELAY_CONFIG, the environment); a configuration the app
+    refuses is one line and BAD_CONFIGURATION."""
+    from relay import create_app  # here: relay/__init__.py imports this module
+
+    try:
+        return create_app()
+    except (ConfigError, OSError) as exc:  # OSError: RELAY_CONFIG names a file that cannot be read
+        click.echo(f"relay: configuration error: {exc}", err=True)
+        sys.exit(BAD_CONFIGURATION)
+
+
+def main(args=None):
+    """The `relay` console command: the relay commands and `db` (migrations), from any folder."""
+    commands = {**relay_cli.commands, "db": db_commands}
+    console = click.Group("relay", commands=commands, help=relay_cli.help)
+    console.main(args=args, prog_name="relay", obj=ScriptInfo(create_app=_app_from_environment))

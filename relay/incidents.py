@@ -1,10 +1,11 @@
 """The create-incident job (the original product), the service the API and the CLI share: input schema, event
 building, waiting for PagerDuty's outcome, answers; and sending one failed row again, unless a newer event of
 its alert supersedes it."""
+import uuid
 from dataclasses import dataclass
 
 from flask import current_app
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 from werkzeug.exceptions import NotFound
 
 from relay import metrics
@@ -18,6 +19,30 @@ from relay.store.models import IncidentLog, db
 # (support.pagerduty.com "Dynamic notifications": critical, error → high; warning, info → low).
 URGENCY_SEVERITY = {"high": "critical", "low": "warning"}
 FOLLOW_UPS = ("acknowledge", "resolve")
+# PagerDuty's one answer that refuses the event itself (01-Overview.md: 400, "Event object is invalid").
+REFUSAL_STATUS = 400
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One of the job's answers: what it means, the API's HTTP status and the CLI's exit code."""
+
+    name: str
+    http_status: int
+    exit_code: int
+    meaning: str
+    pagerduty_error: bool = False  # answered as the original PagerDutyError shape rather than a JobResult
+
+
+DELIVERED = Outcome("delivered", 200, 0, "PagerDuty accepted the event")
+QUEUED = Outcome("queued", 202, 3, "stored; PagerDuty has not accepted it within RELAY_SYNC_WAIT_SECONDS and the "
+                 "relay keeps trying (an outage, 429s, timeouts, answers that are not the Events API's)")
+REFUSED = Outcome("refused", 422, 1, "PagerDuty refused the event as invalid (its 400); sending it again cannot help",
+                  pagerduty_error=True)
+DEAD = Outcome("dead", 502, 1, "the relay gave up: retried until RELAY_GIVE_UP_AFTER_SECONDS, or failed for good on "
+               "an answer that is no refusal of the event; `value` says what was answered", pagerduty_error=True)
+INVALID_INPUT = Outcome("invalid input", 400, 2, "the input was invalid or named an unknown field; nothing was sent")
+OUTCOMES = (DELIVERED, QUEUED, REFUSED, DEAD, INVALID_INPUT)
 
 
 class Conflict(RelayError):
@@ -37,7 +62,7 @@ class ServiceKeySchema(Schema):
     """The input every job needs: which PagerDuty service to address."""
 
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE  # a misspelt or unsupported field must not be dropped in silence
 
     service_key = fields.Str(required=True, validate=validate.Regexp(
         r"^[!-~]{1,255}$", error="must be a PagerDuty integration key (printable ASCII, no spaces)"))
@@ -59,16 +84,25 @@ follow_up_input = ServiceKeySchema()
 
 @dataclass
 class JobResult:
-    """The job's answer, the HTTP status that fits it, and whether it is a PagerDutyError rather than a result."""
+    """The job's answer: its JSON body and which outcome it is."""
 
     body: dict
-    http_status: int
-    pagerduty_error: bool = False
+    outcome: Outcome
+
+    @property
+    def http_status(self) -> int:
+        """The API's HTTP status for the outcome."""
+        return self.outcome.http_status
 
     @property
     def exit_code(self) -> int:
-        """The CLI's exit status: 0 delivered, 1 refused or given up, 3 still queued."""
-        return {200: 0, 202: 3}.get(self.http_status, 1)
+        """The CLI's exit status for the outcome."""
+        return self.outcome.exit_code
+
+    @property
+    def pagerduty_error(self) -> bool:
+        """Tell whether the body is a PagerDutyError rather than a JobResult."""
+        return self.outcome.pagerduty_error
 
 
 def trigger(data: dict, source: str, events_url: str | None = None) -> JobResult:
@@ -81,9 +115,10 @@ def trigger(data: dict, source: str, events_url: str | None = None) -> JobResult
         "severity": URGENCY_SEVERITY[job["urgency"]],
         "custom_details": {"body": job["body"], "urgency": job["urgency"]},
     }
-    event = {"routing_key": job["service_key"], "event_action": "trigger", "payload": payload}
-    if job.get("dedup_key"):
-        event["dedup_key"] = job["dedup_key"]
+    # Chosen here, not by PagerDuty, so that every answer (queued and failed too) names the key to follow up with.
+    dedup_key = job.get("dedup_key") or uuid.uuid4().hex
+    event = {"routing_key": job["service_key"], "event_action": "trigger", "dedup_key": dedup_key,
+             "payload": payload}
     return _send(event, source, events_url)
 
 
@@ -104,17 +139,30 @@ def _send(event: dict, source: str, events_url: str | None) -> JobResult:
     return answer(row)
 
 
+def outcome_of(row: IncidentLog) -> Outcome:
+    """Which of the job's outcomes a row's state is."""
+    if row.status == states.DELIVERED:
+        return DELIVERED
+    if row.status == states.FAILED and row.http_status == REFUSAL_STATUS:
+        return REFUSED
+    if row.status in states.NOT_DELIVERED:
+        return DEAD
+    return QUEUED
+
+
 def answer(row: IncidentLog) -> JobResult:
     """Shape a row's delivery as the job's success JSON, its PagerDutyError, or "queued"."""
-    if row.status == states.DELIVERED:
+    outcome = outcome_of(row)
+    if outcome is DELIVERED:
         return JobResult({"success": True, "dedup_key": row.dedup_key, "status": row.pd_status,
-                          "message": row.pd_message, "log_id": row.id}, 200)
-    if row.status in states.NOT_DELIVERED:
-        detail = "; ".join(row.pd_errors or [])
-        detail = f"{row.pd_message or row.error or 'no answer'}{': ' + detail if detail else ''}"
-        error = {"name": "PagerDutyError", "value": f"PagerDuty API error: {detail}", "log_id": row.id}
-        status = row.http_status if row.status == states.FAILED and row.http_status else 502
-        return JobResult(error, status, pagerduty_error=True)
+                          "message": row.pd_message, "log_id": row.id}, outcome)
+    if outcome.pagerduty_error:
+        errors = "; ".join(row.pd_errors or [])
+        detail = f"{row.pd_message or row.error or 'no answer'}{': ' + errors if errors else ''}"
+        if outcome is DEAD:
+            detail = _dead_detail(row, detail)
+        return JobResult({"name": "PagerDutyError", "value": f"PagerDuty API error: {detail}", "log_id": row.id,
+                          "dedup_key": row.dedup_key}, outcome)
     last = f" (last attempt: {row.pd_message or row.error})" if row.attempts else ""
     if worker.delivering_process() is not None:
         message = f"stored; PagerDuty has not confirmed it yet and the relay keeps trying{last}"
@@ -122,7 +170,16 @@ def answer(row: IncidentLog) -> JobResult:
         message = (f"stored; PagerDuty has not confirmed it yet{last}, and no delivery process is running: it is "
                    "sent once one runs (`make run` or `flask --app wsgi relay worker`)")
     return JobResult({"success": False, "status": "queued", "dedup_key": row.dedup_key, "log_id": row.id,
-                      "message": message}, 202)
+                      "message": message}, outcome)
+
+
+def _dead_detail(row: IncidentLog, answered: str) -> str:
+    """Say why a row that PagerDuty never refused is dead, and what was answered last."""
+    if row.http_status and not answered.startswith(f"HTTP {row.http_status}"):
+        answered = f"HTTP {row.http_status}: {answered}"
+    if row.status == states.FAILED:
+        return f"the answer ends delivery for good: {answered}"
+    return f"gave up after {row.attempts} attempt(s); the last answer: {answered}"
 
 
 def requeue_one(log_id: int) -> None:

@@ -37,7 +37,9 @@ def test_every_documented_answer_is_served_as_its_schema_names_it(answering, pd,
            schemas.job_result, 200)
     pd.set_routing_keys(["f" * 32])
     refused = served(client.post("/api/v1/incidents", json={"title": "t", "service_key": routing_key}),
-                     schemas.pagerduty_error, 400)
+                     schemas.pagerduty_error, 422)
+    pd.inject(410)
+    served(client.post("/api/v1/incidents", json={"title": "t", "service_key": "d" * 32}), schemas.pagerduty_error, 502)
     pd.set_outage("refuse")
     served(client.post("/api/v1/incidents", json={"title": "t", "service_key": "e" * 32}), schemas.job_result, 202)
 

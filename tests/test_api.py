@@ -58,16 +58,67 @@ def test_acknowledge_and_resolve_follow_the_trigger(client, pd, routing_key):
     assert pd.alerts()[0]["status"] == "resolved"
 
 
-def test_pagerduty_refusal_is_a_pagerduty_error_and_logged(app, client, pd, routing_key):
+def test_pagerduty_refusal_is_a_422_pagerduty_error_with_its_key_and_logged(app, client, pd, routing_key):
     pd.set_routing_keys(["f" * 32])
     response = create(client, title="t", service_key=routing_key)
-    assert response.status_code == 400
+    assert response.status_code == 422
     body = response.get_json()
     assert body["name"] == "PagerDutyError"
     assert body["value"] == "PagerDuty API error: Event object is invalid: Invalid routing key"
     row = log_row(app, body["log_id"])
     assert (row.status, row.http_status, row.pd_errors) == ("failed", 400, ["Invalid routing key"])
+    assert body["dedup_key"] == row.dedup_key == pd.received()[0]["body"]["dedup_key"]
     assert routing_key not in response.get_data(as_text=True)
+
+
+def test_the_dedup_key_is_chosen_when_stored_so_a_queued_incident_can_be_resolved(app, client, pd, routing_key):
+    """Issue 13, item 3: PagerDuty keeps a key it is given, so the one the relay answers is the incident's."""
+    app.config["RELAY_SYNC_WAIT_SECONDS"] = 0.3
+    pd.set_outage("503")
+    queued = create(client, title="t", service_key=routing_key)
+    assert queued.status_code == 202
+    dedup_key = queued.get_json()["dedup_key"]
+    assert len(dedup_key) == 32 and log_row(app, queued.get_json()["log_id"]).dedup_key == dedup_key
+    resolve = client.post(f"/api/v1/incidents/{dedup_key}/resolve", json={"service_key": routing_key})
+    assert resolve.status_code == 202 and resolve.get_json()["dedup_key"] == dedup_key
+    pd.set_outage(None)
+    wait_until(lambda: len(pd.accepted()) == 2, 5, "both events at PagerDuty once it is back")
+    assert [(e["event_action"], e["dedup_key"]) for e in pd.accepted()] == [("trigger", dedup_key),
+                                                                          ("resolve", dedup_key)]
+    assert [(a["dedup_key"], a["status"]) for a in pd.alerts()] == [(dedup_key, "resolved")]
+
+
+def test_a_given_up_event_is_a_502_pagerduty_error_saying_what_was_answered(delivering, pd, routing_key):
+    app = delivering(RELAY_GIVE_UP_AFTER_SECONDS=0.3)
+    pd.set_outage("503")
+    response = create(app.test_client(), title="t", service_key=routing_key)
+    body = response.get_json()
+    assert response.status_code == 502 and body["name"] == "PagerDutyError"
+    row = log_row(app, body["log_id"])
+    assert row.status == "dead" and body["dedup_key"] == row.dedup_key
+    assert body["value"].startswith(f"PagerDuty API error: gave up after {row.attempts} attempt(s); the last "
+                                    "answer: HTTP 503")
+
+
+@pytest.mark.parametrize("give_up, status, outcome", [(86400, 202, "retrying"), (0.3, 502, "dead")])
+def test_a_wrong_events_url_is_never_answered_as_the_relays_own_404(delivering, pd, routing_key, give_up, status,
+                                                                     outcome):
+    """PagerDuty's 404 means the events URL is wrong: retried until the give-up age, then dead; never our 404."""
+    app = delivering(RELAY_SYNC_WAIT_SECONDS=1.0, RELAY_GIVE_UP_AFTER_SECONDS=give_up)
+    pd.inject(404, count=1000)
+    response = create(app.test_client(), title="t", service_key=routing_key)
+    body = response.get_json()
+    assert response.status_code == status and log_row(app, body["log_id"]).status == outcome
+    assert body["dedup_key"] and "HTTP 404 is no Events API answer" in (body.get("message") or body.get("value"))
+
+
+def test_an_answer_that_ends_delivery_without_refusing_the_event_is_a_502(app, client, pd, routing_key):
+    pd.inject(410)
+    response = create(client, title="t", service_key=routing_key)
+    body = response.get_json()
+    assert response.status_code == 502 and body["name"] == "PagerDutyError"
+    assert log_row(app, body["log_id"]).status == "failed"
+    assert body["value"].startswith("PagerDuty API error: the answer ends delivery for good: HTTP 410")
 
 
 @pytest.mark.parametrize("fault", [503, 500, 429])
@@ -93,7 +144,7 @@ def test_unreachable_pagerduty_answers_queued_after_the_bounded_wait(app, client
     response = create(client, title="t", service_key=routing_key)
     body = response.get_json()
     assert response.status_code == 202 and body["status"] == "queued" and body["success"] is False
-    assert "relay keeps trying" in body["message"]
+    assert "relay keeps trying" in body["message"] and len(body["dedup_key"]) == 32
     assert routing_key not in response.get_data(as_text=True)
     pd.set_outage(None)
     pd.set_latency(0)
@@ -119,6 +170,7 @@ def test_sync_wait_is_bounded(app, client, pd, routing_key):
     ({"title": "t", "service_key": "has space"}, {"service_key"}),
     ({"title": "t", "service_key": "k" * 32, "dedup_key": "d" * 256}, {"dedup_key"}),
     ({"title": "t", "service_key": "k" * 32, "body": {"nested": 1}}, {"body"}),
+    ({"title": "t", "service_key": "k" * 32, "severity": "low", "Urgency": "low"}, {"severity", "Urgency"}),
 ])
 def test_invalid_input_is_400_naming_each_field(client, pd, fields, bad):
     response = create(client, **fields)
@@ -158,6 +210,22 @@ def test_unknown_route_and_method_use_the_error_shape(client):
 def test_follow_up_requires_service_key(client):
     response = client.post("/api/v1/incidents/abc/resolve", json={})
     assert response.status_code == 400 and "service_key" in response.get_json()["error"]["fields"]
+
+
+def test_follow_up_addresses_any_dedup_key_a_trigger_may_carry(client, pd, routing_key):
+    dedup_key = "db/primary\nline two"
+    assert create(client, title="t", service_key=routing_key, dedup_key=dedup_key).status_code == 200
+    response = client.post("/api/v1/incidents/db/primary%0Aline%20two/resolve", json={"service_key": routing_key})
+    assert response.status_code == 200 and response.get_json()["dedup_key"] == dedup_key
+    assert [(a["dedup_key"], a["status"]) for a in pd.alerts()] == [(dedup_key, "resolved")]
+
+
+@pytest.mark.parametrize("action", ["acknowledge", "resolve"])
+def test_follow_up_names_unknown_fields(client, pd, routing_key, action):
+    response = client.post(f"/api/v1/incidents/abc/{action}", json={"service_key": routing_key, "note": "done"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["fields"] == {"note": ["Unknown field."]}
+    assert pd.received() == []
 
 
 def test_healthz(client):

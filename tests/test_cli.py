@@ -1,6 +1,8 @@
 """The relay CLI: trigger, run-job, acknowledge, resolve against the simulator."""
 import json
 
+import pytest
+
 from relay.store.models import IncidentLog, db
 from tests.helpers import wait_until
 
@@ -36,14 +38,35 @@ def test_run_job_accepts_whole_job_document(tmp_path, runner, pd, routing_key):
     assert result.exit_code == 0 and pd.accepted()[0]["payload"]["summary"] == "Wrapped"
 
 
-def test_run_job_failure_exits_nonzero_with_pagerduty_error(tmp_path, runner, pd, routing_key):
+def test_run_job_failure_exits_1_with_pagerduty_error(tmp_path, runner, pd, routing_key):
     pd.set_routing_keys(["e" * 32])
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"title": "x", "service_key": routing_key}))
     result, body = run(runner, "run-job", str(job))
     assert result.exit_code == 1
-    assert body["name"] == "PagerDutyError" and "Invalid routing key" in body["value"]
+    assert body["name"] == "PagerDutyError" and "Invalid routing key" in body["value"] and body["dedup_key"]
     assert routing_key not in result.output
+
+
+@pytest.mark.parametrize("fault, exit_code, answer", [
+    (None, 0, {"success": True, "status": "success"}),
+    ("refusal", 1, {"name": "PagerDutyError"}),
+    (410, 1, {"name": "PagerDutyError"}),
+    (503, 3, {"success": False, "status": "queued"}),
+])
+def test_each_outcome_prints_the_apis_answer_and_exits_with_its_code(app, runner, pd, routing_key, fault, exit_code,
+                                                                     answer):
+    """Issue 13, item 8: the CLI's exit code and JSON per outcome, as docs/api.md tabulates them."""
+    app.config["RELAY_SYNC_WAIT_SECONDS"] = 0.5
+    if fault == "refusal":
+        pd.set_routing_keys(["e" * 32])
+    elif fault:
+        pd.inject(fault, count=100)
+    result, body = run(runner, "trigger", "--title", "t", "--service-key", routing_key)
+    assert result.exit_code == exit_code, result.output
+    assert body.items() >= answer.items() and len(body["dedup_key"]) == 32
+    with app.app_context():
+        assert db.session.get(IncidentLog, body["log_id"]).dedup_key == body["dedup_key"]
 
 
 def test_run_job_invalid_input_exits_2_naming_fields(tmp_path, runner, pd):
@@ -52,6 +75,18 @@ def test_run_job_invalid_input_exits_2_naming_fields(tmp_path, runner, pd):
     result, body = run(runner, "run-job", str(job))
     assert result.exit_code == 2
     assert set(body["error"]["fields"]) == {"title", "service_key", "urgency"}
+    assert pd.received() == []
+
+
+def test_run_job_names_unknown_fields_as_the_api_does(tmp_path, app, runner, pd, routing_key):
+    """Issue 13, item 10: a misspelt or unsupported field is refused, not silently sent as something else."""
+    job = {"title": "t", "service_key": routing_key, "severity": "low"}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"input": job}))
+    result, body = run(runner, "run-job", str(path))
+    api = app.test_client().post("/api/v1/incidents", json=job)
+    assert result.exit_code == 2 and api.status_code == 400
+    assert body == api.get_json() and body["error"]["fields"] == {"severity": ["Unknown field."]}
     assert pd.received() == []
 
 
@@ -82,6 +117,36 @@ def test_log_lists_rows_masked_and_shows_one_with_attempts(runner, pd, routing_k
     assert detail["event"]["payload"]["summary"] == "Shown in the log"
     assert [a["http_status"] for a in detail["attempt_log"]] == [202]
     assert routing_key not in listed.output + one.output
+
+
+def test_log_filters_through_the_apis_filter(app, runner, pd, routing_key):
+    pd.set_routing_keys(["e" * 32])
+    _, refused = run(runner, "trigger", "--title", "refused", "--service-key", routing_key, "--dedup-key", "k-1")
+    pd.set_routing_keys([])
+    _, sent = run(runner, "trigger", "--title", "sent", "--service-key", routing_key, "--dedup-key", "k-2")
+
+    def ids(*args):
+        result = runner.invoke(args=["relay", "log", *args])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["id"] for line in result.output.splitlines()]
+
+    assert ids() == [sent["log_id"], refused["log_id"]]
+    assert ids("--status", "failed") == [refused["log_id"]]
+    assert ids("--dedup-key", "k-2", "--json") == [sent["log_id"]]
+    assert ids("--source", "cli", "--since", "10m", "--limit", "1") == [sent["log_id"]]
+    assert ids("--source", "api") == [] and ids("--route", "default") == []
+    assert ids("--since", "2999-01-01T00:00:00Z") == []
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--status", "lost"], "--status: Must be one of: pending"),
+    (["--since", "yesterday"], "--since: 'yesterday' is neither a duration"),
+    (["--limit", "0"], "--limit: Must be greater than or equal to 1"),
+    (["--dedup-key", ""], "--dedup-key: Length must be between 1 and 255."),
+])
+def test_log_refuses_a_bad_filter_naming_its_option(runner, args, named):
+    result = runner.invoke(args=["relay", "log", *args])
+    assert result.exit_code == 2 and named in result.output, result.output
 
 
 def test_log_unknown_id_fails(runner):

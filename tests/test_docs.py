@@ -23,6 +23,7 @@ CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 FENCED = re.compile(r"^```.*?^```", re.S | re.M)
 MAKE_TARGET = re.compile(r"\bmake ([a-z][\w-]*)")
 RELAY_COMMAND = re.compile(r"\bflask (?:--app wsgi )?relay ([a-z][\w-]*)")
+CONSOLE_COMMAND = re.compile(r"(?:^|\$ |`|\.venv/bin/)relay ([a-z][\w-]*)", re.M)  # in code: `relay log`
 SETTING = re.compile(r"\b(RELAY_[A-Z0-9_<>]*[A-Z0-9>]|PAGERDUTY_[A-Z0-9_]*[A-Z0-9]|DATABASE_URL)\b")
 READ_SETTING = re.compile(r"""(?:environ\.get|environ\[|_env_\w+)\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
 SOURCE_SUFFIX = re.compile(r"""prefix \+ ["']([A-Z][A-Z0-9_]+)["']""")
@@ -87,6 +88,8 @@ def test_every_make_target_named_exists(doc):
 def test_every_relay_command_named_exists(doc):
     named = set(RELAY_COMMAND.findall(doc.read_text()))
     assert named <= set(relay_cli.commands), f"{doc_id(doc)} names `flask relay` commands the CLI lacks"
+    console = set(CONSOLE_COMMAND.findall(code_in(doc.read_text())))
+    assert console <= {*relay_cli.commands, "db"}, f"{doc_id(doc)} names `relay` commands the console lacks"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=doc_id)

@@ -187,7 +187,7 @@ def test_no_secret_in_any_output(delivering, pd, capfd, store_fails):
     # PagerDuty 400: the key is refused.
     pd.set_routing_keys([route_key, job_key])
     refused = job(refused_key)
-    assert refused.status_code == 400 and "Invalid routing key" in refused.get_data(as_text=True)
+    assert refused.status_code == 422 and "Invalid routing key" in refused.get_data(as_text=True)
     # 5xx, then a dropped connection (an exception inside requests): retried, then delivered.
     pd.inject(503, count=2)
     assert job(job_key).status_code == 200

@@ -38,6 +38,25 @@ def test_request_schema_comes_from_the_input_schema(spec):
     assert body["properties"]["urgency"]["enum"] == ["high", "low"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/incidents", "/api/v1/incidents/{dedup_key}/acknowledge",
+                                  "/api/v1/incidents/{dedup_key}/resolve"])
+def test_the_job_documents_exactly_its_answers(spec, path):
+    """Issue 13, item 8: one status per outcome, none of PagerDuty's own (no 4XX, no 504)."""
+    responses = spec["paths"][path]["post"]["responses"]
+    schema = {status: answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+              for status, answer in responses.items()}
+    assert schema == {"200": "JobResult", "202": "JobResult", "422": "PagerDutyError", "502": "PagerDutyError",
+                      "400": "Error", "401": "Error", "403": "Error", "413": "Error"}
+    assert "CLI exit 3" in responses["202"]["description"] and "CLI exit 2" in responses["400"]["description"]
+
+
+def test_job_input_refuses_unknown_fields_and_errors_carry_the_dedup_key(spec):
+    for name in ("IncidentInput", "ServiceKey"):
+        assert spec["components"]["schemas"][name]["additionalProperties"] is False
+    assert set(spec["components"]["schemas"]["PagerDutyError"]["required"]) == {"name", "value", "log_id",
+                                                                                 "dedup_key"}
+
+
 def test_log_filters_are_query_parameters(spec):
     params = {p["name"]: p for p in spec["paths"]["/api/v1/log"]["get"]["parameters"]}
     assert {"status", "source", "route", "dedup_key", "q", "since", "until", "before_id", "limit"} <= set(params)

@@ -125,12 +125,11 @@ def _answer_message(http_status: int, outcome: str, body: dict, headers) -> str:
         return _text(body.get("message")) or f"HTTP {http_status}"
     if 200 <= http_status < 300:
         return (f"HTTP {http_status} without PagerDuty's acceptance (202 with status \"success\"): not counted as "
-                f"delivered; will retry")
+                "delivered")
     if misdirected(http_status):
         location = headers.get("Location")
         where = f" to {safe_url(location)}" if 300 <= http_status < 400 and location else ""
-        return (f"HTTP {http_status}{where} is no Events API answer: the events URL is wrong or a proxy is in the "
-                f"way; will retry")
+        return f"HTTP {http_status}{where} is no Events API answer: the events URL is wrong or a proxy is in the way"
     return _text(body.get("message")) or f"HTTP {http_status}"
 
 

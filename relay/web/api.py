@@ -1,5 +1,6 @@
 """The JSON API under /api/v1: the create-incident job, the incident log, retries and previews."""
 from flask import Blueprint, abort, jsonify, request
+from werkzeug.routing import PathConverter
 
 from relay import accept, incidents
 from relay.store import logquery, states
@@ -12,13 +13,23 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 LOG_ID = "int(min=1, max=9223372036854775807)"  # ids are 64-bit; larger numbers are simply not found
 
 
+class DedupKeyConverter(PathConverter):
+    """A dedup key in a path: any key a body may carry, slashes and line breaks too (werkzeug's path stops at a
+    line break, which would answer 404 for an incident the job opened)."""
+
+    regex = r"[^/][\s\S]*?"
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("dedup_key", DedupKeyConverter))
+
+
 @bp.post("/incidents")
 def create_incident():
     """Trigger an incident and answer once PagerDuty has."""
     return _job_answer(incidents.trigger(read_json(), source="api"))
 
 
-@bp.post("/incidents/<path:dedup_key>/<any(acknowledge, resolve):action>")
+@bp.post("/incidents/<dedup_key:dedup_key>/<any(acknowledge, resolve):action>")
 def follow_up(dedup_key, action):
     """Acknowledge or resolve an incident by its dedup key."""
     return _job_answer(incidents.follow_up(action, dedup_key, read_json(), source="api"))

@@ -3,7 +3,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 
-from relay.incidents import IncidentInputSchema, ServiceKeySchema
+from relay.incidents import OUTCOMES, IncidentInputSchema, ServiceKeySchema
 from relay.intake.sources import SOURCES
 from relay.store.logquery import NO_NUL, LogFilterSchema, Moment
 from relay.web import schemas
@@ -41,12 +41,11 @@ def _preview(source, body_schema):
 
 
 def _job_responses():
-    return {"200": _json("JobResult", "PagerDuty accepted the event"),
-            "202": _json("JobResult", "stored; PagerDuty has not confirmed it within RELAY_SYNC_WAIT_SECONDS"),
-            "4XX": _json({"oneOf": [{"$ref": "#/components/schemas/PagerDutyError"},
-                                    {"$ref": "#/components/schemas/Error"}]},
-                         "PagerDuty refused the event (PagerDutyError), or the input was invalid (Error)"),
-            "502": _json("PagerDutyError", "PagerDuty gave up on the event"), **ERRORS}
+    """The job's answers, one per outcome (relay/incidents.py), and the API's own errors."""
+    outcomes = {str(outcome.http_status): _json(
+        "PagerDutyError" if outcome.pagerduty_error else "JobResult" if outcome.http_status < 300 else "Error",
+        f"{outcome.name}: {outcome.meaning} (CLI exit {outcome.exit_code})") for outcome in OUTCOMES}
+    return {**ERRORS, **outcomes, "413": _json("Error", "body over RELAY_MAX_BODY_BYTES")}
 
 
 def _paths():

@@ -32,16 +32,17 @@ class JobResultSchema(Schema):
     success = fields.Bool(required=True)
     status = fields.Str(allow_none=True, metadata={"description": "PagerDuty's status, or \"queued\""})
     message = fields.Str(allow_none=True)
-    dedup_key = fields.Str(allow_none=True)
+    dedup_key = fields.Str(required=True, metadata={"description": "the key to acknowledge or resolve with"})
     log_id = fields.Int(required=True)
 
 
 class PagerDutyErrorSchema(Schema):
-    """The original job's failure shape, kept for compatibility."""
+    """The original job's failure shape, kept for compatibility, with the row and the dedup key."""
 
     name = fields.Str(required=True, metadata={"example": "PagerDutyError"})
     value = fields.Str(required=True, metadata={"example": "PagerDuty API error: Event object is invalid"})
     log_id = fields.Int(required=True)
+    dedup_key = fields.Str(required=True)
 
 
 class PagerDutyAnswerSchema(Schema):
