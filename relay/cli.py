@@ -36,12 +36,8 @@ LOG_COLUMNS = (("ID", "id", 12), ("CREATED (UTC)", "created_at", 19), ("STATUS",
 
 
 def _emit(run):
-    """Run a job with a delivery worker at hand, print its JSON answer, and exit with its outcome's code
-    (relay/incidents.py OUTCOMES)."""
-    started_here = worker.current() is None
-    worker.start(current_app._get_current_object())
-    """Run a job, given the events URL its row is bound for, print its JSON answer, and exit with its code
-    (0 delivered, 1 refused or given up, 2 bad input, 3 stored but not yet confirmed).
+    """Run a job, given the events URL its row is bound for, print its JSON answer, and exit with its outcome's
+    code (relay/incidents.py OUTCOMES).
 
     A running delivery process sends the row, to its own endpoint: this command never delivers behind its back.
     Only when none runs does this command deliver, with a worker of its own that stops with it.
