@@ -36,6 +36,10 @@ class TcpProxy:
         if listener is not None:
             listener.shutdown(socket.SHUT_RDWR)
             listener.close()
+        self.cut()
+
+    def cut(self):
+        """Close every forwarded connection, as a database restart does; new ones are forwarded again."""
         with self.lock:
             for sock in self.sockets:
                 try:

@@ -73,6 +73,8 @@ def test_webhooks_api_and_page_get_503_while_postgres_is_away_and_succeed_once_i
     client = app.test_client()
     before = client.post("/webhooks/alertmanager", json=notification("Before"))  # leaves a pooled connection
     assert before.status_code == 202
+    proxy.cut()  # as a database restart does: the pooled connection is dead, and a new one works
+    assert client.post("/webhooks/alertmanager", json=notification("Restarted")).status_code == 202
     capfd.readouterr()
 
     proxy.stop()  # the pooled connection is cut, and new ones are refused
@@ -141,6 +143,25 @@ def test_delivery_loop_waits_out_an_outage_and_delivers_afterwards(database_urls
     assert 1 <= len(steps) <= 3 and all(step.startswith("store still unavailable after ") for step in steps), steps
     assert told[-1]["message"].startswith("store available again after "), told[-1]
     assert not any(PASSWORD in json.dumps(line) or "exception" in line for line in lines)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_database_restart_between_deliveries_is_no_outage(database_urls, make_app, pd, proxy, capfd):
+    app = make_app(SQLALCHEMY_DATABASE_URI=proxied(database_urls("postgresql"), proxy), DEFAULT_ROUTE=DEFAULT_ROUTE)
+    worker.start(app)
+    client = app.test_client()
+    try:
+        assert client.post("/webhooks/alertmanager", json=notification("First")).status_code == 202
+        wait_until(lambda: len(pd.accepted()) == 1, message="the first event delivered")
+        proxy.cut()  # as a database restart does: the delivery loop's kept connection is dead
+        capfd.readouterr()
+        started = time.monotonic()
+        assert client.post("/webhooks/alertmanager", json=notification("Second")).status_code == 202
+        wait_until(lambda: len(pd.accepted()) == 2, message="the second event delivered")
+        assert time.monotonic() - started < 0.9  # not after an outage's first pause
+    finally:
+        worker.stop()
+    assert not [line for line in json_lines(capfd.readouterr().err) if line["message"].startswith("store ")]
 
 
 def direct_engine_dispose(app):
