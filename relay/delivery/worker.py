@@ -136,6 +136,8 @@ class DeliveryWorker:
             return self._wait(1.0)
         if getattr(exc, "connection_invalidated", False) and not (self.outage.down or self.reconnected):
             self.reconnected = True  # the kept connection died (a database restart, say): a new one may work now
+            log.info("delivery connection lost: %s; reconnecting at once", problem,
+                     extra={"store_reason": problem.reason, "store_address": problem.address})
             return True
         return self._wait(self.outage.failed(problem))
 
