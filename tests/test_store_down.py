@@ -134,7 +134,8 @@ def test_delivery_loop_waits_out_an_outage_and_delivers_afterwards(database_urls
         worker.stop()
 
     lines = json_lines(capfd.readouterr().err)
-    told = [line for line in lines if line["logger"] == "relay.delivery.worker" and line["message"].startswith("store ")]
+    told = [line for line in lines
+            if line["logger"] == "relay.delivery.worker" and line["message"].startswith("store ")]
     assert told[0]["message"] == (f"store unavailable: database unreachable: connection refused "
                                   f"(127.0.0.1:{proxy.port}); delivery paused, retrying")
     assert told[0]["store_address"] == f"127.0.0.1:{proxy.port}" and told[0]["level"] == "ERROR"
