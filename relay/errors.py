@@ -1,11 +1,18 @@
 """The relay's exceptions and the one JSON shape every error response takes."""
 import logging
 
-from flask import jsonify
+from flask import current_app, g, has_request_context, jsonify
 from marshmallow import ValidationError
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
 from werkzeug.exceptions import HTTPException
 
+from relay.store import failures
+
 log = logging.getLogger(__name__)
+STORE_RETRY_AFTER_SECONDS = 5
+# This process's web requests' view of the store: an outage is logged as it starts, while it lasts and as it ends.
+store_outage = failures.Outage(log, "requests that need the store are answered 503 with Retry-After")
 
 
 class RelayError(Exception):
@@ -26,6 +33,14 @@ class BadInput(RelayError):
     code = "invalid_input"
 
 
+class StoreUnavailable(RelayError):
+    """The store cannot be read or written now; the same request may well succeed later (503, Retry-After)."""
+
+    status_code = 503
+    code = "store_unavailable"
+    retry_after = STORE_RETRY_AFTER_SECONDS
+
+
 class NotJson(BadInput):
     """The body is not declared as JSON; a browser can send other types cross-site without asking first."""
 
@@ -41,8 +56,24 @@ def error_body(code, message, fields=None):
     return {"error": error}
 
 
+def store_unavailable(exc: Exception) -> StoreUnavailable | None:
+    """The 503 for an exception that says the store is failing (noted in this process's outage), else None."""
+    problem = failures.describe(exc, current_app.config["SQLALCHEMY_DATABASE_URI"])
+    if problem is None:
+        return None
+    store_outage.failed(problem)
+    # The reason only: the address is for the relay's log and /readyz, not for every sender.
+    return StoreUnavailable(f"the store is unavailable ({problem.reason}); try again later")
+
+
+def retry_after_headers(exc: RelayError) -> dict:
+    """A Retry-After header for errors that pass with time, else none."""
+    retry_after = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(retry_after)} if retry_after else {}
+
+
 def _relay_error(exc):
-    return jsonify(error_body(exc.code, exc.message, exc.fields)), exc.status_code
+    return jsonify(error_body(exc.code, exc.message, exc.fields)), exc.status_code, retry_after_headers(exc)
 
 
 def validation_fields(exc: ValidationError) -> dict:
@@ -60,6 +91,9 @@ def _http_error(exc):
 
 
 def _unexpected_error(exc):
+    unavailable = store_unavailable(exc)
+    if unavailable is not None:
+        return _relay_error(unavailable)
     log.exception("unhandled error")
     return jsonify(error_body("internal_error", "internal error; see the relay's log")), 500
 
@@ -70,3 +104,19 @@ def init_app(app):
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    app.after_request(_note_store_recovery)
+    if not event.contains(Pool, "checkout", _note_store_use):
+        event.listen(Pool, "checkout", _note_store_use)
+
+
+def _note_store_use(_dbapi_connection, _record, _proxy):
+    """During an outage, mark requests that got a store connection (pool_pre_ping has checked it)."""
+    if store_outage.down and has_request_context():
+        g.store_used = True
+
+
+def _note_store_recovery(response):
+    """End the outage in the log once a request that used the store is answered without a server error."""
+    if store_outage.down and response.status_code < 500 and g.get("store_used"):
+        store_outage.recovered()
+    return response

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from relay import logs, metrics
 from relay.pagerduty.client import PagerDutyClient, safe_url
 from relay.pagerduty.retry import RetryPolicy
-from relay.store import outbox, processes, retention, states
+from relay.store import failures, outbox, processes, retention, states
 from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class DeliveryWorker:
         self.prune_after = config["RELAY_PRUNE_DELIVERED_AFTER"]
         self.next_prune = time.monotonic() + 60  # not in the middle of start-up
         self.misdirected_quiet_until = 0.0
+        self.outage = failures.Outage(log, "delivery paused, retrying")
+        self.reconnected = False  # a dead kept connection was replaced at once since the store last worked
 
     def start(self):
         """Start delivering, and watching for other processes' new rows."""
@@ -131,14 +133,15 @@ class DeliveryWorker:
                 if self.registered:
                     self._beat(engine)
                 try:
-                    progressed = self._step(engine)
-                except Exception:  # noqa: BLE001 - a store hiccup must not end delivery for good
-                    log.exception("delivery step failed; retrying in a second")
+                    if not self._step(engine):
+                        self._idle(engine)
+                except Exception as exc:  # noqa: BLE001 - a store outage pauses delivery, it never ends it
                     self._drop_connection()
-                    progressed = False
-                    self.wake_event.wait(1.0)
-                if not progressed:
-                    self._idle(engine)
+                    if not self._pause_after(exc, engine):
+                        if self.inflight:
+                            log.warning("stopping before the store could record %d sends: their rows are sent "
+                                        "again once their claims' lease ends", self.inflight)
+                        break
             self._drop_connection()
             if self.registered:
                 self._unregister(engine)
@@ -156,8 +159,9 @@ class DeliveryWorker:
                 processes.beat(conn, self.id, self.host, self.pid, self.events_url, self.started_at, now,
                                now - FORGET_AFTER)
         except Exception as exc:  # noqa: BLE001 - the registry informs; it must never stop delivery
-            log.warning("cannot record this delivery process in the store's registry (%s); delivery goes on",
-                        type(exc).__name__)
+            if failures.describe(exc, engine.url) is None:  # a store outage is the step's to report, once
+                log.warning("cannot record this delivery process in the store's registry (%s); delivery goes on",
+                            type(exc).__name__)
             self._drop_connection()
 
     def _unregister(self, engine):
@@ -167,6 +171,33 @@ class DeliveryWorker:
                 processes.forget(conn, self.id)
         except Exception as exc:  # noqa: BLE001 - the row expires by itself
             log.warning("cannot remove this delivery process from the store's registry (%s)", type(exc).__name__)
+
+    def _pause_after(self, exc, engine) -> bool:
+        """Wait before trying again, longer while the store stays down; False if told to stop meanwhile."""
+        problem = failures.describe(exc, engine.url)
+        if problem is None:
+            log.exception("delivery step failed; retrying in a second")
+            return self._wait(1.0)
+        if getattr(exc, "connection_invalidated", False) and not (self.outage.down or self.reconnected):
+            self.reconnected = True  # the kept connection died (a database restart, say): a new one may work now
+            log.info("delivery connection lost: %s; reconnecting at once", problem,
+                     extra={"store_reason": problem.reason, "store_address": problem.address})
+            return True
+        return self._wait(self.outage.failed(problem))
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep, still beating (a pause is not a stall); False if told to stop meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.heartbeat = time.monotonic()
+            if self.stopping.wait(min(left, 1.0)):
+                return False
+        return True
+
+    def _store_worked(self):
+        """Note that the store answered: end an outage in the log."""
+        self.reconnected = False
+        self.outage.recovered()
 
     def _connection(self, engine):
         """The loop's own connection, kept between steps (no pool checkout or ping per step)."""
@@ -199,6 +230,7 @@ class DeliveryWorker:
         except Exception:
             self._keep(finished)  # recorded by the next step, not lost with this transaction
             raise
+        self._store_worked()
         if finished:
             metrics.delivered(finished, moves)
             logs.delivery_outcomes(finished, moves)
@@ -271,6 +303,7 @@ class DeliveryWorker:
         if self.inflight == 0 and not self.stopping.is_set():
             with engine.connect() as conn:
                 due = outbox.next_due_at(conn, utcnow())
+            self._store_worked()
             if due is not None:
                 timeout = min(timeout, max(0.01, (due - utcnow()).total_seconds()))
         self._prune_when_due(engine)

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import func, insert, select, text
 
+from relay.store import failures
 from relay.store.models import IncidentLog
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 RATE_LOCK_ID = 0x72656C6179  # "relay": the advisory lock around rate-limited claims
 ALERT_LOCK_CLASS = 0x616C7274  # "alrt": the first key of the per-alert advisory locks (the two-key lock space)
 NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
+LISTEN_FIRST_PAUSE = 1.0  # after a lost LISTEN connection; doubling up to the last: polling covers the gap
+LISTEN_LAST_PAUSE = 8.0
 
 
 def writer_connection(engine):
@@ -80,20 +83,28 @@ def watcher(engine):
     url = engine.url
 
     def listen(wake, stopping):
-        """LISTEN until stopping is set; reconnect when the connection drops."""
+        """LISTEN until stopping is set; reconnect when the connection drops, waiting longer while it cannot."""
         import psycopg
 
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not stopping.is_set():
+        pause, lost = 0.0, None
+        while not stopping.wait(pause):
             try:
                 with psycopg.connect(conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    if lost:
+                        log.info("LISTEN connection back: new rows wake delivery again")
+                    pause, lost = 0.0, None
                     while not stopping.is_set():
                         for _ in conn.notifies(timeout=1.0):
                             wake()
-            except Exception:  # noqa: BLE001 - fall back to polling until PostgreSQL is back
-                log.warning("LISTEN connection lost; reconnecting in 1 s")
-                stopping.wait(1.0)
+            except Exception as exc:  # noqa: BLE001 - fall back to polling until PostgreSQL is back
+                if lost is None:  # once per loss: the delivery loop tells of the outage as it goes on
+                    lost = (failures.describe(exc, url)
+                            or failures.StoreProblem("LISTEN failed", failures.address_of(url)))
+                    log.warning("LISTEN connection lost: %s; new rows are found by polling until it is back", lost,
+                                extra={"store_reason": lost.reason, "store_address": lost.address})
+                pause = min(max(2 * pause, LISTEN_FIRST_PAUSE), LISTEN_LAST_PAUSE)
 
     return listen
 

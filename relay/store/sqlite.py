@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from sqlalchemy import bindparam, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 
+from relay.store import failures
 from relay.store.models import DeliveryAttempt, IncidentLog
 
 BUSY_TIMEOUT_SECONDS = 10  # how long a writer waits for another's lock before it fails
@@ -94,18 +95,29 @@ def write_transaction(conn):
     """A transaction on a writer connection, after queueing for the file's write lock on a lock file beside it:
     the kernel hands that to the next writer the moment the last one is done, where SQLite's own lock can only be
     tried again and again, and every failed try costs CPU."""
-    path = conn.engine.url.database
-    if not path or path == ":memory:":
+    path = file_of(conn.engine.url)
+    if path is None:
         with conn.begin():
             yield conn
         return
-    queue = os.open(f"{path}-writers", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        queue = os.open(f"{path}-writers", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise failures.LockFileError(exc.errno, exc.strerror, f"{path}-writers") from None
     try:
         fcntl.flock(queue, fcntl.LOCK_EX)
         with conn.begin():
             yield conn
     finally:
         os.close(queue)  # and with it the flock
+
+
+def file_of(url) -> str | None:
+    """The database's file, also when the URL names it as a URI (file:PATH with uri=true); None in memory."""
+    path = url.database
+    if path and url.query.get("uri") == "true" and path.startswith("file:"):
+        path = path[len("file:"):]
+    return None if not path or path == ":memory:" else path
 
 
 def prepare_candidates(conn) -> None:
@@ -153,22 +165,31 @@ def finish(conn, worker_id: str, records: list[dict], now) -> None:
 def watcher(engine):
     """A function (wake, stopping) that calls wake() whenever another process commits; None for a database in
     memory, which no other process shares."""
-    path = engine.url.database
-    if not path or path == ":memory:":
+    path = file_of(engine.url)
+    if path is None:
         return None
 
     def watch(wake, stopping):
-        """Read data_version, without any lock, until stopping is set; wake when it changes."""
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-        try:
-            seen = None
-            while not stopping.wait(WATCH_SECONDS):
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if seen is not None and version != seen:
-                    wake()
-                seen = version
-        finally:
-            conn.close()
+        """Read data_version, without any lock, until stopping is set; wake when it changes. A file that cannot be
+        read is tried again each second (the delivery loop, polling meanwhile, tells why in the log)."""
+        while not stopping.is_set():
+            try:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                       check_same_thread=False)
+            except sqlite3.Error:
+                stopping.wait(1.0)
+                continue
+            try:
+                seen = None
+                while not stopping.wait(WATCH_SECONDS):
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if seen is not None and version != seen:
+                        wake()
+                    seen = version
+            except sqlite3.Error:
+                stopping.wait(1.0)
+            finally:
+                conn.close()
 
     return watch
 

@@ -8,12 +8,13 @@ import os
 import time
 
 from flask import Blueprint, current_app, jsonify
-from sqlalchemy import text
+from sqlalchemy import select
 
 from relay.delivery import worker
 from relay.pagerduty.client import misdirected, safe_url
+from relay.store import failures
 from relay.store.backlog import open_rows_by_answer, outbox_backlog
-from relay.store.models import db, utcnow
+from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -52,16 +53,25 @@ def readyz():
 
 
 def _check_store(checks, reasons):
+    """Does the store answer, with the relay's tables in it?"""
     try:
-        db.session.execute(text("SELECT 1"))
+        db.session.execute(select(IncidentLog.id).limit(1))
         db.session.commit()
     except Exception as exc:  # noqa: BLE001 - a store that is down is a reason, never a 500
-        db.session.rollback()
-        # The exception's text may name the host and user; its type says enough.
-        checks["store"] = {"ok": False, "error": type(exc).__name__}
-        reasons.append(f"store unreachable ({type(exc).__name__})")
+        _store_failed(exc, checks, reasons)
         return
     checks["store"] = {"ok": True}
+
+
+def _store_failed(exc, checks, reasons):
+    """Name why the store failed: a short reason and its address, never a user or password."""
+    db.session.rollback()
+    problem = failures.describe(exc, current_app.config["SQLALCHEMY_DATABASE_URI"])
+    if problem is None:
+        log.exception("the store check failed")
+        problem = failures.StoreProblem("store check failed; see the relay's log")
+    checks["store"] = {"ok": False, "error": problem.reason, "address": problem.address}
+    reasons.append(str(problem))
 
 
 def _check_worker(checks, reasons):
@@ -116,9 +126,7 @@ def _check_outbox(checks, reasons):
         counts, oldest = outbox_backlog(db.session)
         db.session.commit()
     except Exception as exc:  # noqa: BLE001 - as above: the store failed between two queries
-        db.session.rollback()
-        checks["store"] = {"ok": False, "error": type(exc).__name__}
-        reasons.append(f"store unreachable ({type(exc).__name__})")
+        _store_failed(exc, checks, reasons)
         return
     backlog = sum(counts.values())
     age = round(max(0.0, (utcnow() - oldest).total_seconds()), 3) if oldest else 0.0
@@ -137,9 +145,7 @@ def _check_pagerduty_url(checks, reasons):
         by_answer = open_rows_by_answer(db.session)
         db.session.commit()
     except Exception as exc:  # noqa: BLE001 - as above
-        db.session.rollback()
-        checks["store"] = {"ok": False, "error": type(exc).__name__}
-        reasons.append(f"store unreachable ({type(exc).__name__})")
+        _store_failed(exc, checks, reasons)
         return
     wrong = {str(status): count for status, count in sorted(by_answer.items()) if misdirected(status)}
     url = safe_url(current_app.config["PAGERDUTY_EVENTS_URL"])

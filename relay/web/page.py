@@ -17,7 +17,7 @@ from sqlalchemy.orm import defer
 from werkzeug.exceptions import HTTPException
 
 from relay import incidents
-from relay.errors import RelayError
+from relay.errors import RelayError, retry_after_headers, store_unavailable
 from relay.intake.alert import is_http_url
 from relay.masking import redact
 from relay.store import logquery, states
@@ -169,7 +169,9 @@ def utc(iso: str | None) -> str:
 
 @bp.errorhandler(RelayError)
 def _relay_error(exc):
-    return page("error.html", exc.status_code, title=exc.code.replace("_", " ").capitalize(), message=exc.message)
+    html, status, headers = page("error.html", exc.status_code, title=exc.code.replace("_", " ").capitalize(),
+                                 message=exc.message)
+    return html, status, {**headers, **retry_after_headers(exc)}
 
 
 @bp.errorhandler(HTTPException)
@@ -179,5 +181,8 @@ def _http_error(exc):
 
 @bp.errorhandler(Exception)
 def _unexpected_error(exc):
+    unavailable = store_unavailable(exc)
+    if unavailable is not None:
+        return _relay_error(unavailable)
     log.exception("unhandled error on the log page")
     return page("error.html", 500, title="Internal error", message="internal error; see the relay's log")

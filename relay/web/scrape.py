@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from relay.store import failures
 from relay.store.backlog import outbox_backlog
 from relay.store.models import db, utcnow
 
@@ -29,7 +30,11 @@ class OutboxCollector:
             with db.engine.connect() as conn:
                 counts, oldest = outbox_backlog(conn)
         except Exception as exc:  # noqa: BLE001 - a store that is down is a value, not a failed scrape
-            log.warning("metrics: cannot read the outbox: %s", type(exc).__name__)
+            problem = failures.describe(exc, db.engine.url)
+            if problem:
+                log.warning("metrics: cannot read the outbox: %s", problem)
+            else:
+                log.exception("metrics: cannot read the outbox")
             up.add_metric([], 0)
             yield up
             return
