@@ -109,4 +109,5 @@ def notification_alert(source: str, data: dict, entry: dict, links: list[Link], 
         details=details,
         receiver=unquote_receiver(data["receiver"]),
         external_url=data["external_url"] or None,
+        route_labels=data["route_labels"],
     )
