@@ -7,6 +7,8 @@ from relay.intake.sources import alertmanager as am  # Grafana's webhook extends
 NAME = "grafana"
 CLIENT = "Grafana"
 VERSION = "1"
+# The webhook contact point's "HTTP Method" option (grafana/alerting receivers/webhook/v1/config.go httpMethod).
+METHODS = ("POST", "PUT")
 
 
 class Number(fields.Field):
