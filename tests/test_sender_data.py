@@ -160,8 +160,8 @@ def test_route_label_matchers_parse_and_print_with_their_prefix(text, rendered):
 
 
 @pytest.mark.parametrize("text, reason", [
-    ('route_label.team="ops"', "bad label name 'route_label.team'"),
-    ('route_label.team="ops"', "a route label is written route_labels.<name>"),
+    ('route_label.team="ops"', "bad label name 'route_label.team' in matcher 'route_label.team=\"ops\"': must match "
+                               "[a-zA-Z_][a-zA-Z0-9_]*; a route label is written route_labels.<name>"),
     ('route_labels.="ops"', "missing label name"),
     ('route_labels.1team="ops"', "bad label name '1team'"),
 ])
