@@ -6,7 +6,7 @@ from relay.intake.alert import FIRING, RESOLVED, Alert, http_links, notification
 NAME = "alertmanager"
 CLIENT = "Prometheus Alertmanager"
 VERSION = "4"
-METHODS = ("POST",)  # webhook_config has no method option (alertmanager config/notifiers.go WebhookConfig)
+METHODS = ("POST",)  # webhook_config has no method option (alertmanager notify/webhook/config.go WebhookConfig)
 
 # Go's zero time.Time in JSON. A firing alert carries it as endsAt: alertmanager types/types.go Alerts()
 # hides an end time that has not been reached yet.
