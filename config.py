@@ -117,8 +117,9 @@ class Config:
 
     # Routes, tried in order: the first whose matchers all hold takes the alert ("continue": True goes on
     # to the next). Each route: name, matchers (Alertmanager syntax), one of routing_key /
-    # routing_key_env / routing_key_template, severity_label, severity_map, default_severity,
-    # dedup ("alert", "group" or a template), templates, custom_details, continue. See docs/routing.md.
+    # routing_key_env / routing_key_template, severity_label, severity_map, builtin_severities, default_severity,
+    # no_data_severity, dedup ("alert", "group" or a template), templates, custom_details, continue. See
+    # docs/routing.md.
     ROUTES = [
         # {
         #     "name": "database",

@@ -16,6 +16,7 @@ ROUTES = [
         "name": "audit",
         "matchers": ['env="prod"'],
         "routing_key_env": "PD_AUDIT_KEY",
+        "builtin_severities": False,  # the built-in words (page, P1, high…) mean nothing here: all is info
         "default_severity": "info",
         "templates": {"summary": "[{{ labels.env }}] {{ labels.alertname }} for {{ labels.team or 'no team' }}"},
     },

@@ -87,7 +87,8 @@ def _validation_error(exc):
 
 def _http_error(exc):
     code = (exc.name or "error").lower().replace(" ", "_")
-    return jsonify(error_body(code, exc.description or exc.name)), exc.code
+    headers = [(name, value) for name, value in exc.get_headers() if name != "Content-Type"]  # a 405's Allow
+    return jsonify(error_body(code, exc.description or exc.name)), exc.code, headers
 
 
 def _unexpected_error(exc):

@@ -340,7 +340,8 @@ def test_unmatched_alert_without_default_is_unrouted_but_complete():
 
 
 @pytest.mark.parametrize("label, expected", [("page", "critical"), ("ticket", "warning"), ("Info", "info"),
-                                             ("P5", "warning"), (None, "warning")])
+                                             ("P5", "info"), ("sev1", "critical"), ("bogus", "warning"),
+                                             (None, "warning")])
 def test_severity_in_the_event_follows_the_route(label, expected):
     routing = routes(default=everything(severity_map={"page": "critical", "ticket": "warning"},
                                         default_severity="warning"))

@@ -31,7 +31,9 @@ def test_minimal_route_gets_every_default():
     loaded = load_route({"name": "all", "routing_key": KEY})
     assert loaded.name == "all" and loaded.matchers == [] and loaded.routing_key == KEY
     assert loaded.routing_key_template is None
-    assert (loaded.severity_label, loaded.severity_map, loaded.default_severity) == ("severity", {}, "error")
+    assert (loaded.severity_labels, loaded.severity_map, loaded.default_severity) == \
+        (("severity", "priority"), {}, "error")
+    assert (loaded.builtin_severities, loaded.no_data_severity) == (True, "warning")
     assert (loaded.dedup, loaded.dedup_template) == ("alert", None)
     assert loaded.templates == {} and loaded.custom_details is None and loaded.continue_ is False
 
@@ -51,7 +53,7 @@ def test_every_option_is_loaded_and_compiled():
     }, environ={"PD_DB_KEY": KEY})
     assert loaded.matchers == [Matcher("team", "=", "db"), Matcher("env", "=~", "prod|staging"),
                                Matcher("severity", "!=", "info")]
-    assert loaded.routing_key == KEY and loaded.severity_label == "priority"
+    assert loaded.routing_key == KEY and loaded.severity_labels == ("priority",)
     assert loaded.severity_map == {"p1": "critical", "p3": "warning"}
     assert loaded.default_severity == "warning" and loaded.dedup == "template" and loaded.continue_ is True
     assert loaded.dedup_template.render(labels={"alertname": "A", "instance": "i"}) == "A/i"
@@ -252,7 +254,10 @@ SEVERITY_ROUTE = route("sev", severity_map={"page": "critical", "Ticket": "warni
     ({"severity": "urgent"}, "warning"),  # PagerDuty would refuse it: the route's default
     ({"severity": ""}, "warning"),
     ({}, "warning"),
-    ({"priority": "info"}, "warning"),  # not the severity label
+    ({"priority": "info"}, "info"),  # without a severity label, the priority label
+    ({"severity": "", "priority": "info"}, "info"),  # an empty label is no word
+    ({"severity": "urgent", "priority": "info"}, "warning"),  # the first label the alert has decides
+    ({"level": "critical"}, "warning"),  # not a severity label
 ])
 def test_severity_is_mapped_or_falls_back(labels, expected):
     assert load_route(SEVERITY_ROUTE).severity(alert(**labels)) == expected

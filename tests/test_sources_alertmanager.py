@@ -80,10 +80,21 @@ def test_resolved_v4_unquotes_receiver_and_skips_relative_generator_url():
 def test_unknown_fields_from_newer_releases_are_ignored():
     payload = fixture("alertmanager_0.25_firing_captured.json")
     newer = copy.deepcopy(payload)
-    newer["notification_reason"] = "alert_group_changed"
-    newer["routeLabels"] = {"team": "db"}
+    newer["futureField"] = "x"
     newer["alerts"][0]["futureField"] = {"anything": [1, 2]}
     assert alertmanager.to_alerts(newer) == alertmanager.to_alerts(payload)
+
+
+def test_route_labels_and_notification_reason_are_kept():
+    payload = fixture("alertmanager_0.25_firing_captured.json")
+    newer = copy.deepcopy(payload)
+    newer["notification_reason"] = "alert_group_changed"
+    newer["routeLabels"] = {"team": "db"}
+    (alert,) = alertmanager.to_alerts(newer)
+    assert alert.route_labels == {"team": "db"}
+    assert alert.details == {"notification_reason": "alert_group_changed"}
+    newer["routeLabels"] = None  # a Go nil map
+    assert alertmanager.to_alerts(newer)[0].route_labels == {}
 
 
 def test_runbook_annotation_becomes_a_link_after_the_source():

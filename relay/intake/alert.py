@@ -7,6 +7,9 @@ from urllib.parse import urlsplit
 
 FIRING = "firing"
 RESOLVED = "resolved"
+# The alertname Grafana gives an alert whose rule could not be evaluated (grafana pkg/services/ngalert/state
+# compat.go: the rule's own name moves to the rulename label), and what that state means.
+DATASOURCE_STATES = {"DatasourceNoData": "no data", "DatasourceError": "query failed"}
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Alert:
     external_url: str | None = None
     dedup_key: str | None = None  # a dedup key the sender chose itself (generic source), None otherwise
     identity: str | None = None  # what tells apart an alert without labels of its own (generic: its summary)
+    route_labels: dict[str, str] = field(default_factory=dict)  # Alertmanager's routeLabels: the matching route's
 
     def as_dict(self) -> dict:
         """The alert as plain JSON-ready data; nested values are shared, not copied."""
@@ -49,6 +53,12 @@ class Alert:
     def firing(self) -> bool:
         """Tell whether the alert is firing."""
         return self.status == FIRING
+
+
+def datasource_state(labels: dict) -> str | None:
+    """Say what Grafana could not do for an alert it raised about its own rule ("no data", "query failed"), or
+    None for an ordinary alert."""
+    return DATASOURCE_STATES.get(labels.get("alertname"))
 
 
 def is_http_url(href: str | None) -> bool:
@@ -99,4 +109,5 @@ def notification_alert(source: str, data: dict, entry: dict, links: list[Link], 
         details=details,
         receiver=unquote_receiver(data["receiver"]),
         external_url=data["external_url"] or None,
+        route_labels=data["route_labels"],
     )

@@ -94,6 +94,8 @@ def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
     if route and route.custom_details is not None:
         return {name: render(template, context) or "" for name, template in route.custom_details.items()}
     details = {"labels": alert.labels, "annotations": alert.annotations}
+    if alert.route_labels:
+        details["route_labels"] = alert.route_labels
     if alert.starts_at:
         details["firing_since"] = alert.starts_at
     if alert.ends_at:

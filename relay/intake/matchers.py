@@ -1,4 +1,5 @@
-"""Alertmanager label matchers (`name op value`): parsing them and matching label sets."""
+"""Alertmanager label matchers (`name op value`): parsing them and matching label sets; `route_labels.name op value`
+matches Alertmanager's routeLabels instead of the alert's labels."""
 import re
 from dataclasses import dataclass, field
 
@@ -9,6 +10,8 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 NAME_TOKEN = re.compile(r"\s*([^\s=!~<>]*)\s*")
 # Go's RE2 takes flags such as (?i) anywhere; Python 3.11 only at the very start, so they are lifted out.
 LEADING_FLAGS = re.compile(r"\(\?([a-zA-Z]+)\)")
+ROUTE_LABELS_PREFIX = "route_labels."  # as templates name them: route_labels.team
+NO_LABELS: dict = {}
 
 
 class MatcherError(ValueError):
@@ -34,6 +37,7 @@ class Matcher:
     op: str
     value: str
     regex: re.Pattern | None = field(default=None, init=False, repr=False, compare=False)
+    route_label: bool = False  # matches the notification's route labels rather than the alert's labels
 
     def __post_init__(self):
         """Check the name and operator, and compile the regex (alertmanager pkg/labels/matcher.go NewMatcher)."""
@@ -60,7 +64,8 @@ class Matcher:
     def __str__(self) -> str:
         """Render the matcher as Alertmanager does: name, operator, quoted value."""
         escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'{self.name}{self.op}"{escaped}"'
+        prefix = ROUTE_LABELS_PREFIX if self.route_label else ""
+        return f'{prefix}{self.name}{self.op}"{escaped}"'
 
 
 def unescape(raw: str, text: str) -> str:
@@ -94,10 +99,13 @@ def parse_matcher(text: str) -> Matcher:
         raise MatcherError(f"a matcher must be a string, not {type(text).__name__}: {text!r}")
     head = NAME_TOKEN.match(text)
     name, rest = head.group(1), text[head.end():]
+    route_label = name.startswith(ROUTE_LABELS_PREFIX)
+    name = name.removeprefix(ROUTE_LABELS_PREFIX)
     if not name:
         raise MatcherError(f"missing label name in matcher {text!r}")
     if not LABEL_NAME.fullmatch(name):
-        raise MatcherError(f"bad label name {name!r} in matcher {text!r}: must match [a-zA-Z_][a-zA-Z0-9_]*")
+        hint = f"; a route label is written {ROUTE_LABELS_PREFIX}<name>" if "." in name and not route_label else ""
+        raise MatcherError(f"bad label name {name!r} in matcher {text!r}: must match [a-zA-Z_][a-zA-Z0-9_]*{hint}")
     op = next((candidate for candidate in OPERATORS if rest.startswith(candidate)), None)
     if op is None:
         found = re.match(r"[=!~<>]*", rest).group()
@@ -106,7 +114,7 @@ def parse_matcher(text: str) -> Matcher:
         raise MatcherError(f"bad operator {found!r} in matcher {text!r}: expected one of =, !=, =~, !~")
     value = unescape(rest[len(op):].strip(), text)
     try:
-        return Matcher(name, op, value)
+        return Matcher(name, op, value, route_label)
     except MatcherError as err:
         raise MatcherError(f"{err} in matcher {text!r}") from None
 
@@ -148,6 +156,6 @@ def parse_matchers(items) -> list[Matcher]:
     return matchers
 
 
-def matches_all(matchers, labels: dict) -> bool:
-    """Tell whether the label set satisfies every matcher (an empty list matches everything)."""
-    return all(matcher.matches(labels) for matcher in matchers)
+def matches_all(matchers, labels: dict, route_labels: dict = NO_LABELS) -> bool:
+    """Tell whether the label sets satisfy every matcher (an empty list matches everything)."""
+    return all(matcher.matches(route_labels if matcher.route_label else labels) for matcher in matchers)

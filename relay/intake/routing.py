@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from relay.intake.alert import Alert
+from relay.intake.alert import Alert, datasource_state
 from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
 from relay.intake.render import TemplateConfigError, compile_macros, compile_template
 from relay.pagerduty.event import SEVERITIES
@@ -12,6 +12,20 @@ from relay.pagerduty.event import SEVERITIES
 DEDUP_ALERT = "alert"  # one PagerDuty alert per alert (default)
 DEDUP_GROUP = "group"  # one per notification group: sha256(groupKey), as Alertmanager's and Grafana's own
 TEMPLATED_FIELDS = ("summary", "source", "component", "group", "class", "client", "client_url")
+
+# The built-in severity vocabulary, the one table of it: the words senders put in a severity or priority label, by
+# the PagerDuty severity each becomes (matched trimmed and case-insensitive). P1-P5 follow Opsgenie's and
+# PagerDuty's incident priorities; PagerDuty's dynamic notifications page at high urgency for critical and error,
+# so the words that mean "wake someone" map there and the rest to warning and info.
+SEVERITY_WORDS = {
+    "critical": ("critical", "crit", "p1", "sev1", "sev-1", "page", "fatal", "emergency", "emerg", "disaster"),
+    "error": ("error", "err", "p2", "sev2", "sev-2", "high", "severe", "major"),
+    "warning": ("warning", "warn", "p3", "sev3", "sev-3", "medium", "moderate", "average", "minor"),
+    "info": ("info", "information", "informational", "p4", "p5", "sev4", "sev-4", "sev5", "sev-5", "low", "none",
+             "notice", "debug"),
+}
+BUILTIN_SEVERITIES = {word: severity for severity, words in SEVERITY_WORDS.items() for word in words}
+PAGERDUTY_SEVERITIES = {severity: severity for severity in SEVERITIES}  # pass through on every route
 
 # What a route renders when it sets nothing itself: enough for a person on call at 3 a.m.
 DEFAULT_TEMPLATES = {
@@ -37,6 +51,19 @@ class ConfigError(ValueError):
     """A route that cannot work; the message names the route and the field."""
 
 
+class LabelNames(fields.Field):
+    """A label name or a list of them, loaded as a tuple of names tried in order."""
+
+    default_error_messages = {"invalid": "Must be a label name or a list of label names."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Return the names as a non-empty tuple of non-empty strings."""
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise self.make_error("invalid")
+        return tuple(names)
+
+
 class RouteSchema(Schema):
     """One route as written in config.py."""
 
@@ -48,10 +75,12 @@ class RouteSchema(Schema):
     routing_key = fields.String(validate=validate.Length(min=1))
     routing_key_env = fields.String(validate=validate.Length(min=1))
     routing_key_template = fields.String(validate=validate.Length(min=1))
-    severity_label = fields.String(load_default="severity")
+    severity_label = LabelNames(load_default=("severity", "priority"))
     severity_map = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(SEVERITIES)),
                                load_default=dict)
+    builtin_severities = fields.Boolean(load_default=True)
     default_severity = fields.String(load_default="error", validate=validate.OneOf(SEVERITIES))
+    no_data_severity = fields.String(load_default="warning", allow_none=True, validate=validate.OneOf(SEVERITIES))
     dedup = fields.String(load_default=DEDUP_ALERT, validate=validate.Length(min=1))
     templates = fields.Dict(keys=fields.String(validate=validate.OneOf(TEMPLATED_FIELDS)),
                             values=fields.String(), load_default=dict)
@@ -78,7 +107,7 @@ class Route:
     matchers: list[Matcher]
     routing_key: str | None  # fixed key (literal or from the environment), or None when templated
     routing_key_template: object | None
-    severity_label: str
+    severity_labels: tuple[str, ...]  # read in order: the first the alert has gives its severity word
     severity_map: dict[str, str]
     default_severity: str
     dedup: str  # DEDUP_ALERT, DEDUP_GROUP, or "template"
@@ -86,16 +115,27 @@ class Route:
     templates: dict = field(default_factory=dict)  # field → compiled template
     custom_details: dict | None = None  # detail name → compiled template, None for the default details
     continue_: bool = False
+    builtin_severities: bool = True
+    no_data_severity: str | None = "warning"  # for Grafana's DatasourceNoData/DatasourceError; None: as others
+    severities: dict[str, str] = field(init=False, repr=False)  # every word the route knows → PagerDuty severity
+
+    def __post_init__(self):
+        """Merge the words the route understands once: the route's own map over the built-in vocabulary."""
+        builtin = BUILTIN_SEVERITIES if self.builtin_severities else PAGERDUTY_SEVERITIES
+        self.severities = {**builtin, **self.severity_map}
 
     def matches(self, alert: Alert) -> bool:
-        """Tell whether every matcher of the route holds for the alert's labels."""
-        return matches_all(self.matchers, alert.labels)
+        """Tell whether every matcher of the route holds for the alert's labels (and route labels)."""
+        return matches_all(self.matchers, alert.labels, alert.route_labels)
 
     def severity(self, alert: Alert) -> str:
-        """Map the alert's severity label onto a PagerDuty severity, falling back to the default."""
-        raw = (alert.labels.get(self.severity_label) or "").strip().lower()
-        mapped = self.severity_map.get(raw, raw)
-        return mapped if mapped in SEVERITIES else self.default_severity
+        """Map the alert's severity word onto a PagerDuty severity, falling back to the default; Grafana's
+        no-data and query-error alerts take no_data_severity."""
+        labels = alert.labels
+        if self.no_data_severity and datasource_state(labels):
+            return self.no_data_severity
+        word = next((value for name in self.severity_labels if (value := labels.get(name))), "")
+        return self.severities.get(word.strip().lower(), self.default_severity)
 
 
 @dataclass
@@ -175,9 +215,11 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         matchers=matchers,
         routing_key=_fixed_routing_key(spec, environ),
         routing_key_template=_compile(name, "routing_key_template", key_template) if key_template else None,
-        severity_label=spec["severity_label"],
+        severity_labels=spec["severity_label"],
         severity_map={k.strip().lower(): v for k, v in spec["severity_map"].items()},
         default_severity=spec["default_severity"],
+        builtin_severities=spec["builtin_severities"],
+        no_data_severity=spec["no_data_severity"],
         dedup=dedup,
         dedup_template=dedup_template,
         templates={f: _compile(name, f"templates.{f}", t) for f, t in spec["templates"].items()},

@@ -4,7 +4,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 
 from relay.incidents import OUTCOMES, IncidentInputSchema, ServiceKeySchema
-from relay.intake.sources import SOURCES
+from relay.intake.sources import SOURCES, webhook_methods
 from relay.store.logquery import NO_NUL, LogFilterSchema, Moment
 from relay.web import schemas
 
@@ -23,13 +23,14 @@ TOO_LARGE = {"413": _json("Error", "body over RELAY_MAX_BODY_BYTES, more alerts 
                                    "an alert of more labels or annotations than RELAY_MAX_LABELS_PER_ALERT")}
 
 
-def _webhook(source, body_schema):
-    return {"post": {
+def _webhook(source, body_schema, methods):
+    return {method.lower(): {  # one operation each: apispec resolves an operation's schemas in place
         "summary": f"Receive a {source} notification: every alert is stored as an event before the 202.",
         "tags": ["webhooks"], "security": [{"webhook_bearer": []}, {"webhook_basic": []}, {}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
         "responses": {"202": _json("WebhookAccepted", "stored"), **ERRORS, **TOO_LARGE,
-                      "409": _json("Error", "a signed request whose signature was accepted before (a replay)")}}}
+                      "409": _json("Error", "a signed request whose signature was accepted before (a replay)")}}
+        for method in methods}
 
 
 def _preview(source, body_schema):
@@ -80,7 +81,8 @@ def _paths():
                           "409": _json("Error", "not failed or dead, or a newer row of its alert supersedes it"),
                           **ERRORS}}},
         **{f"/api/v1/preview/{name}": _preview(name, source.BODY_SCHEMA) for name, source in SOURCES.items()},
-        **{f"/webhooks/{name}": _webhook(name, source.BODY_SCHEMA) for name, source in SOURCES.items()},
+        **{f"/webhooks/{name}": _webhook(name, source.BODY_SCHEMA, webhook_methods(source))
+           for name, source in SOURCES.items()},
         "/healthz": {"get": {"tags": ["health"], "summary": "The process is up.",
                              "responses": {"200": {"description": "up"}}}},
         "/readyz": {"get": {"tags": ["health"],

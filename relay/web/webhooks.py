@@ -1,11 +1,13 @@
-"""POST /webhooks/<source>: read the notification, have it accepted (mapped and stored), then answer 202."""
+"""POST (or PUT, for the sources whose senders offer it) /webhooks/<source>: read the notification, have it
+accepted (mapped and stored), then answer 202."""
 import logging
 import time
 
 from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from relay import accept, metrics
-from relay.intake.sources import get_source
+from relay.intake.sources import get_source, webhook_methods
 from relay.store import states
 from relay.web import schemas
 from relay.web.payloads import read_json
@@ -14,10 +16,13 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
-@bp.post("/<source_name>")
+@bp.route("/<source_name>", methods=["POST", "PUT"])
 def receive(source_name):
     """Accept a notification: every alert becomes a stored event before the 202."""
     source = accept.source_named(source_name)
+    methods = webhook_methods(source)
+    if request.method not in methods:
+        raise MethodNotAllowed(methods, f"/webhooks/{source_name} takes {' or '.join(methods)}, not {request.method}")
     events = accept.receive(source, read_json(allow_array=True))
     log.info("webhook accepted", extra={"source": source_name, "events": len(events),
                                         "unrouted": sum(event.get("status") == states.UNROUTED for event in events),

@@ -6,7 +6,8 @@ BODY_SCHEMA (what /openapi.json shows of its body: a marshmallow schema class or
 SETTINGS_SCHEMA (a marshmallow schema for config's <NAME>_WEBHOOK setting, loaded once at start-up; None when it
 takes none) and to_alerts(payload, settings=None); optionally alert_count(payload), the number of alerts in a payload
 not yet loaded, so that one over RELAY_MAX_ALERTS_PER_REQUEST is refused before it is read, and
-looks_like(payload, settings=None), a cheap guess whether a payload another source refused was meant for this one.
+looks_like(payload, settings=None), a cheap guess whether a payload another source refused was meant for this one,
+and METHODS, the HTTP methods its senders use (POST when it has none).
 A new source is one module and one line below.
 """
 from types import ModuleType
@@ -29,6 +30,11 @@ def client_name(name: str) -> str:
     """Return the client name the source registered under name declares ("relay" for an unknown one)."""
     source = SOURCES.get(name)
     return source.CLIENT if source is not None else "relay"
+
+
+def webhook_methods(source: ModuleType) -> tuple[str, ...]:
+    """Return the HTTP methods a source's webhook takes."""
+    return getattr(source, "METHODS", ("POST",))
 
 
 def settings_key(source: ModuleType) -> str:

@@ -6,6 +6,7 @@ from relay.intake.alert import FIRING, RESOLVED, Alert, http_links, notification
 NAME = "alertmanager"
 CLIENT = "Prometheus Alertmanager"
 VERSION = "4"
+METHODS = ("POST",)  # webhook_config has no method option (alertmanager notify/webhook/config.go WebhookConfig)
 
 # Go's zero time.Time in JSON. A firing alert carries it as endsAt: alertmanager types/types.go Alerts()
 # hides an end time that has not been reached yet.
@@ -77,7 +78,7 @@ class WebhookSchema(Schema):
     """The notification body: alertmanager notify/webhook/webhook.go Message."""
 
     class Meta:
-        unknown = EXCLUDE  # 0.32 added notification_reason, 0.34 routeLabels; more will come
+        unknown = EXCLUDE  # fields later releases add
 
     error_messages = {"type": "Payload must be a JSON object."}
 
@@ -96,6 +97,10 @@ class WebhookSchema(Schema):
     common_annotations = optional_map("commonAnnotations")
     external_url = fields.String(data_key="externalURL", load_default=None)
     alerts = fields.List(fields.Nested(AlertSchema), required=True)
+    # 0.32: why this notification was sent ("first notification", "repeat interval", "alert resolved", …).
+    notification_reason = fields.String(load_default=None, allow_none=True)
+    # 0.34: the labels of the route that matched, as its configuration gave them.
+    route_labels = optional_map("routeLabels")
 
 
 SCHEMA = WebhookSchema()
@@ -109,8 +114,11 @@ def to_alert(data: dict, entry: dict) -> Alert:
         (entry["generator_url"], "Source"),
         (entry["annotations"].get("runbook_url"), "Runbook"),
     )
-    # truncatedAlerts > 0 means max_alerts dropped alerts from this notification: worth telling the responder.
-    details = {"truncatedAlerts": data["truncated_alerts"]} if data["truncated_alerts"] else {}
+    details = {}
+    if data["truncated_alerts"]:  # max_alerts dropped alerts from this notification: worth telling the responder
+        details["truncatedAlerts"] = data["truncated_alerts"]
+    if data["notification_reason"]:
+        details["notification_reason"] = data["notification_reason"]
     return notification_alert(NAME, data, entry, links, details)
 
 

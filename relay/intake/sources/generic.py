@@ -7,6 +7,7 @@ from relay.intake.alert import FIRING, RESOLVED, Alert
 
 NAME = "generic"
 CLIENT = "relay"  # any JSON sender: the event names the relay, the one client known
+METHODS = ("POST", "PUT")  # any tool: some offer PUT, a few only PUT
 
 # Each path setting is a dotted path ("a.b.0.c") or a list of them, tried in order; None turns it off.
 DEFAULT_SETTINGS = {

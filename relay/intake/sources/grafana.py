@@ -7,6 +7,8 @@ from relay.intake.sources import alertmanager as am  # Grafana's webhook extends
 NAME = "grafana"
 CLIENT = "Grafana"
 VERSION = "1"
+# The webhook contact point's "HTTP Method" option (grafana/alerting receivers/webhook/v1/config.go httpMethod).
+METHODS = ("POST", "PUT")
 
 
 class Number(fields.Field):
@@ -33,6 +35,8 @@ class AlertSchema(am.AlertSchema):
     image_url = fields.String(data_key="imageURL", load_default="")
     org_id = fields.Integer(data_key="orgId", strict=True, load_default=None)
     rule_uid = fields.String(data_key="ruleUID", load_default=None)
+    # What Grafana's alert enrichment added to this alert (grafana/alerting ExtendedAlert ExtraData): any JSON.
+    enrichments = fields.Raw(load_default=None, allow_none=True)
 
 
 class WebhookSchema(am.WebhookSchema):
@@ -62,6 +66,7 @@ def details_of(data: dict, entry: dict) -> dict:
         "orgId": entry["org_id"] if entry["org_id"] is not None else data["org_id"],
         "ruleUID": entry["rule_uid"],
         "truncatedAlerts": data["truncated_alerts"],
+        "enrichments": entry["enrichments"],
     }
     return {key: value for key, value in extras.items() if value not in (None, "", 0, {})}
 
