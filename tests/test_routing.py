@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from relay.intake.alert import FIRING, Alert
 from relay.intake.matchers import Matcher
 from relay.intake.render import alert_context, compile_template, render, render_macros
-from relay.intake.routing import DEFAULT_TEMPLATES, DEFAULTS, ConfigError, load_route, load_routing
+from relay.intake.render import DEFAULT_TEMPLATES, DEFAULTS
+from relay.intake.routing import ConfigError, load_route, load_routing
 
 KEY = "0123456789abcdef0123456789abcdef"
 

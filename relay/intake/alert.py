@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 FIRING = "firing"
 RESOLVED = "resolved"
+SOURCE_LINK = "Source"  # the text of the link to the alert's rule (a generatorURL)
+TRUNCATED = "truncatedAlerts"  # the details key of how many alerts the sender left out of the notification
 
 
 @dataclass
