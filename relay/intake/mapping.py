@@ -21,8 +21,9 @@ OPTIONAL_PAYLOAD_FIELDS = ("component", "group", "class")
 REQUIRED_TEXTS = ("summary", "source")  # a trigger without them is refused, so an empty render is no answer
 ROUTING_KEY = re.compile(r"\S{1,255}")  # what PagerDuty and incident_log.routing_key can take
 UNROUTED_KEY = "unrouted"  # stands in for the missing key while an unrouted event is validated
-# Labels a summary already names (the rule) or that say nothing of which alert it is.
-NOT_DISTINGUISHING = frozenset({"alertname", "rulename", "severity", "priority"})
+# Labels a default summary already names (the rule, a failed query's datasource) or that say nothing of which
+# alert it is.
+NOT_DISTINGUISHING = frozenset({"alertname", "rulename", "datasource_uid", "severity", "priority"})
 DISTINGUISHING_MAX = 3  # labels named in a summary to tell alerts apart; more would bury the rule's text
 TEST_SEVERITY = "info"
 
