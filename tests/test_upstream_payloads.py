@@ -4,7 +4,7 @@
 The golden file is what an on-call engineer reads: each event's action, severity, source, group and summary. A change
 in what pages say shows as a diff of it. After a deliberate change, regenerate it and review the diff line by line:
 
-    RELAY_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_upstream_payloads.py -k golden
+    UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q -m "not system" tests/test_upstream_payloads.py -k golden
 """
 import json
 import os
@@ -105,7 +105,7 @@ def page_lines(answers, stored) -> list[str]:
 
 def test_the_pages_the_corpus_makes_match_the_golden_file(replayed):
     text = "\n".join(page_lines(*replayed)) + "\n"
-    if os.environ.get("RELAY_UPDATE_GOLDEN"):
+    if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text, encoding="utf-8")
     assert text == GOLDEN.read_text(encoding="utf-8"), "pages changed: review, then regenerate (module docstring)"
 
