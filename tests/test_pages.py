@@ -80,8 +80,8 @@ def test_a_lone_alert_without_a_name_or_text_names_its_labels():
 
 
 @pytest.mark.parametrize("labels, external_url, source", [
-    ({"alertname": "A", "host": "db1"}, "http://am:9093", "db1"),
-    ({"alertname": "A", "service": "checkout"}, "http://am:9093", "checkout"),
+    ({"alertname": "A", "hostname": "db1"}, "http://am:9093", "db1"),
+    ({"alertname": "A", "node": "k8s-node-1", "job": "kubelet"}, "http://am:9093", "k8s-node-1"),
     ({"alertname": "A", "job": "node"}, "https://am.example.com:9093/alertmanager?x=1", "am.example.com"),
     ({"alertname": "A"}, "ops1:9093", "ops1"),  # a sender that leaves out the scheme
 ])
@@ -119,6 +119,9 @@ def test_a_grafana_test_notification_pages_at_info_and_is_resolved_later():
     assert (resolve.event["event_action"], resolve.event["dedup_key"], resolve.delay_seconds) == \
         ("resolve", trigger.event["dedup_key"], 300)
     assert trigger.delay_seconds == 0
+    # The same labels from Alertmanager are an alert like any other: only Grafana's test button makes a test.
+    (event,) = pages("alertmanager", notification(alert({"alertname": "TestAlert", "instance": "Grafana"})))
+    assert event["payload"]["severity"] == "error"
 
 
 def test_a_test_notification_says_test_whatever_the_route_template_says():
@@ -132,12 +135,6 @@ def test_a_route_may_drop_test_notifications(caplog):
     caplog.set_level(logging.INFO, logger="relay.intake.mapping")
     assert pages("grafana", grafana_test_notification(), test_notifications="drop") == []
     assert "test notification not sent: route 'default' drops them" in caplog.text
-
-
-def test_an_alert_named_like_a_test_from_alertmanager_is_an_alert():
-    body = notification(alert({"alertname": "TestAlert", "instance": "Grafana"}))
-    (event,) = pages("alertmanager", body)
-    assert event["payload"]["severity"] == "error"
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -5,8 +5,7 @@ from hypothesis import strategies as st
 
 from relay.intake.alert import FIRING, Alert
 from relay.intake.matchers import Matcher
-from relay.intake.render import alert_context, compile_template, render, render_macros
-from relay.intake.render import DEFAULT_TEMPLATES, DEFAULTS
+from relay.intake.render import DEFAULT_TEMPLATES, DEFAULTS, alert_context, compile_template, render, render_macros
 from relay.intake.routing import ConfigError, load_route, load_routing
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -280,9 +279,11 @@ def test_a_delivery_priority_the_worker_cannot_take_stops_start_up(make_app, nic
 
 # The default templates rendered together, as macros of one template, against each rendered on its own.
 _COMPILED_DEFAULTS = {name: compile_template(text) for name, text in DEFAULT_TEMPLATES.items()}
-_VALUES = st.one_of(st.just(""), st.just("  "), st.text(max_size=4), st.sampled_from(["db1:9100", " x ", "None"]))
-_LABELS = st.dictionaries(st.sampled_from(["alertname", "instance", "pod", "host", "service", "job", "cluster",
-                                           "namespace", "env", "severity", "other"]), _VALUES, max_size=6)
+_VALUES = st.one_of(st.just(""), st.just("  "), st.text(max_size=4),
+                    st.sampled_from(["db1:9100", " x ", "None", "DatasourceNoData", "DatasourceError"]))
+_LABELS = st.dictionaries(st.sampled_from(["alertname", "rulename", "datasource_uid", "instance", "pod", "host",
+                                           "hostname", "node", "service", "job", "container", "cluster", "namespace",
+                                           "grafana_folder", "env", "severity", "other"]), _VALUES, max_size=6)
 _NOTES = st.dictionaries(st.sampled_from(["summary", "description", "message", "runbook_url"]), _VALUES, max_size=3)
 _ALERTS = st.builds(Alert, source=st.one_of(st.sampled_from(["alertmanager", "grafana", "generic"]), _VALUES),
                     status=st.just(FIRING), labels=_LABELS, annotations=_NOTES,
