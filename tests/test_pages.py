@@ -147,6 +147,13 @@ def test_test_notification_options_are_checked(option, value, message):
         load_route({"name": "r", "routing_key": KEY, option: value})
 
 
+def test_each_press_of_the_test_button_is_its_own_incident():
+    first, second = grafana_test_notification(), grafana_test_notification()
+    second["groupKey"] = first["groupKey"][:-2] + "99"  # pressed again, a few seconds later
+    keys = [event["dedup_key"] for body in (first, second) for event in pages("grafana", body)]
+    assert keys[0] == keys[1] != keys[2] == keys[3]
+
+
 def test_the_test_resolve_is_stored_at_once_and_due_later(make_app):
     app = make_app(ROUTES=[], DEFAULT_ROUTE={"name": "default", "routing_key": KEY})
     response = app.test_client().post("/webhooks/grafana", json=grafana_test_notification())
