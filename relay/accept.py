@@ -20,6 +20,7 @@ from relay.store.models import db
 
 log = logging.getLogger(__name__)
 
+
 class UnknownSource(RelayError):
     """The URL or command names a source the relay does not have."""
 

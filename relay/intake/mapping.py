@@ -199,10 +199,11 @@ def event_for(alert: Alert, route: Route, distinguishing: dict | None = None, te
     context = alert_context(alert, distinguishing)
     routing_key = route.routing_key or render(route.routing_key_template, context)
     if not routing_key:
-        return unrouted(alert, f"the routing key template of route {route.name!r} rendered empty")
+        return unrouted(alert, f"the routing key template of route {route.name!r} rendered empty",
+                        distinguishing=distinguishing)
     if not ROUTING_KEY.fullmatch(routing_key):
         return unrouted(alert, f"the routing key template of route {route.name!r} rendered an invalid routing key",
-                        secret=routing_key)
+                        secret=routing_key, distinguishing=distinguishing)
     if test and alert.group_key:
         # Each press of a test button its own incident: one press's held-back resolve must not hold up the next
         # press's trigger (the outbox sends an alert's events in order).
