@@ -3,6 +3,7 @@ host as source; Grafana test notifications; notifications their sender truncated
 import json
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.helpers import wait_until
 from tests.test_metrics import delta, scrape
 
 KEY = "0123456789abcdef0123456789abcdef"
-UPSTREAM_TEST = "tests/upstream/grafana-pytorch-test-notification.json"
+UPSTREAM_TEST = Path(__file__).parent / "upstream" / "grafana-pytorch-test-notification.json"
 
 
 def routing(**options):
@@ -42,8 +43,7 @@ def notification(*alerts, version="4", external_url="http://am.example.com:9093/
 
 
 def grafana_test_notification() -> dict:
-    with open(UPSTREAM_TEST, encoding="utf-8") as file:
-        return json.load(file)
+    return json.loads(UPSTREAM_TEST.read_bytes())
 
 
 # --- the rule, the place, the text --------------------------------------------------------------------------------

@@ -284,7 +284,8 @@ _VALUES = st.one_of(st.just(""), st.just("  "), st.text(max_size=4),
 _LABELS = st.dictionaries(st.sampled_from(["alertname", "rulename", "datasource_uid", "instance", "pod", "host",
                                            "hostname", "node", "service", "job", "container", "cluster", "namespace",
                                            "grafana_folder", "env", "severity", "other"]), _VALUES, max_size=6)
-_NOTES = st.dictionaries(st.sampled_from(["summary", "description", "message", "runbook_url"]), _VALUES, max_size=3)
+_NOTES = st.dictionaries(st.sampled_from(["summary", "title", "description", "message", "runbook_url"]), _VALUES,
+                         max_size=3)
 _ALERTS = st.builds(Alert, source=st.one_of(st.sampled_from(["alertmanager", "grafana", "generic"]), _VALUES),
                     status=st.just(FIRING), labels=_LABELS, annotations=_NOTES,
                     external_url=st.one_of(st.none(), _VALUES, st.just("http://am:9093")))
