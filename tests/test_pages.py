@@ -6,8 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from relay.intake.alert import FIRING, Alert, Link
 from relay.intake.mapping import plan
+from relay.intake.render import DEFAULTS, alert_context, render_macros
 from relay.intake.routing import ConfigError, load_route, load_routing
 from relay.intake.sources import get_source
 from relay.pagerduty.event import SUMMARY_MAX
@@ -88,6 +92,21 @@ def test_a_lone_alert_without_a_name_or_text_names_its_labels():
 def test_the_source_is_the_place_or_the_senders_host_never_a_url(labels, external_url, source):
     (event,) = pages("alertmanager", notification(alert(labels), external_url=external_url))
     assert event["payload"]["source"] == source
+
+
+_URLS = st.one_of(st.none(), st.text(max_size=12), st.sampled_from(
+    ["http://am:9093", "https://grafana.example.com/grafana/", "http://[::1]:9093/", "http://user:pw@am/x?y=1",
+     "ops1:9093", "my.prometheusalertmanager.url", "http://", "mailto:x@example.com"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["alertname", "job", "team", "cluster"]), st.text(max_size=6), max_size=3),
+       _URLS, _URLS)
+def test_a_source_from_the_senders_urls_is_never_a_url(labels, external_url, generator_url):
+    links = [Link(generator_url, "Source")] if generator_url else []
+    alert = Alert(source="alertmanager", status=FIRING, labels=labels, external_url=external_url, links=links)
+    source = render_macros(DEFAULTS, alert_context(alert))["source"]
+    assert source and "/" not in source and "@" not in source
 
 
 def test_without_an_external_url_the_source_is_the_host_of_the_rules_link():

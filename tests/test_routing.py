@@ -292,11 +292,11 @@ _ALERTS = st.builds(Alert, source=st.one_of(st.sampled_from(["alertmanager", "gr
 
 
 @settings(max_examples=200, deadline=None)
-@given(_ALERTS)
-@example(Alert(source="alertmanager", status=FIRING))
-@example(Alert(source="", status=FIRING, labels={"job": "", "alertname": " "}, external_url=""))
-def test_the_default_templates_render_together_as_each_alone(alert):
-    context = alert_context(alert)
+@given(_ALERTS, _LABELS)
+@example(Alert(source="alertmanager", status=FIRING), {})
+@example(Alert(source="", status=FIRING, labels={"job": "", "alertname": " "}, external_url=""), {})
+def test_the_default_templates_render_together_as_each_alone(alert, distinguishing):
+    context = alert_context(alert, distinguishing)
     assert render_macros(DEFAULTS, context) == {name: render(template, context)
                                                 for name, template in _COMPILED_DEFAULTS.items()}
 
