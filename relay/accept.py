@@ -129,6 +129,8 @@ def describe(item: Planned, log_id=None, stale: str | None = None) -> dict:
              "dedup_key": item.event.get("dedup_key"), "routing_key": mask(item.event["routing_key"])}
     if log_id is not None:
         entry = {"log_id": log_id, **entry}
+    if item.delay_seconds:
+        entry["send_after_seconds"] = item.delay_seconds
     if item.problem:
         entry.update(status=states.UNROUTED, problem=item.problem)
     elif stale:

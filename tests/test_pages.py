@@ -176,7 +176,8 @@ def test_each_press_of_the_test_button_is_its_own_incident():
 def test_the_test_resolve_is_stored_at_once_and_due_later(make_app):
     app = make_app(ROUTES=[], DEFAULT_ROUTE={"name": "default", "routing_key": KEY})
     response = app.test_client().post("/webhooks/grafana", json=grafana_test_notification())
-    assert [event["event_action"] for event in response.get_json()["events"]] == ["trigger", "resolve"]
+    assert [(event["event_action"], event.get("send_after_seconds")) for event in response.get_json()["events"]] == \
+        [("trigger", None), ("resolve", 300)]
     with app.app_context():
         trigger, resolve = db.session.query(IncidentLog).order_by(IncidentLog.id).all()
         assert resolve.next_attempt_at - trigger.next_attempt_at >= timedelta(seconds=299)
