@@ -1,5 +1,7 @@
 """Accepting alerts, the service every face shares (the webhook, the API's and the CLI's previews): a source and
 its parsed payload in; the planned events out, and for a webhook stored as incident_log rows with delivery woken."""
+import logging
+from datetime import timedelta
 from types import ModuleType, SimpleNamespace
 
 from flask import current_app
@@ -8,12 +10,15 @@ from marshmallow import ValidationError
 from relay import metrics
 from relay.delivery import worker
 from relay.errors import BadInput, RelayError, validation_fields
+from relay.intake.alert import TRUNCATED
 from relay.intake.mapping import Planned, older_state, plan
 from relay.intake.payload import Limits
 from relay.intake.sources import SOURCES, get_source, meant_for
 from relay.masking import mask
 from relay.store import outbox, states
 from relay.store.models import db
+
+log = logging.getLogger(__name__)
 
 
 class UnknownSource(RelayError):
@@ -59,6 +64,7 @@ def receive(source: ModuleType, payload) -> list[dict]:
     """Plan a notification's events, store them together, wake delivery, and describe each stored event."""
     planned = planned_events(source, payload)
     stored = store(source.NAME, planned)
+    report_truncation(source.NAME, planned)
     return [describe(item, log_id, stale) for item, (log_id, stale) in zip(planned, stored)]
 
 
@@ -76,12 +82,26 @@ def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | Non
                               status=states.PENDING if item.routed else states.UNROUTED, error=item.problem,
                               summary=item.summary, events_url=events_url)
             for item in planned]
+    for item, row in zip(planned, rows):
+        if item.delay_seconds:
+            row["next_attempt_at"] += timedelta(seconds=item.delay_seconds)
     with outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
         stale = _drop_older_states(conn, planned, rows)
         ids = outbox.record_many(conn, rows)
     worker.wake()
     metrics.events_stored(source_name, planned)
     return list(zip(ids, stale))
+
+
+def report_truncation(source_name: str, planned: list[Planned]) -> None:
+    """Log and count, once per notification, the alerts its sender left out (Alertmanager's or Grafana's
+    max_alerts): they were never sent, so nothing pages for them."""
+    truncated = planned[0].alert.details.get(TRUNCATED) if planned else None
+    if not truncated:
+        return
+    log.warning("notification truncated by its sender: %d alert(s) not sent; raise max_alerts on its webhook",
+                truncated, extra={"source": source_name, "truncated_alerts": truncated})
+    metrics.alerts_truncated(source_name, truncated)
 
 
 def _drop_older_states(conn, planned: list[Planned], rows: list[dict]) -> list[str | None]:
@@ -109,6 +129,8 @@ def describe(item: Planned, log_id=None, stale: str | None = None) -> dict:
              "dedup_key": item.event.get("dedup_key"), "routing_key": mask(item.event["routing_key"])}
     if log_id is not None:
         entry = {"log_id": log_id, **entry}
+    if item.delay_seconds:
+        entry["send_after_seconds"] = item.delay_seconds
     if item.problem:
         entry.update(status=states.UNROUTED, problem=item.problem)
     elif stale:

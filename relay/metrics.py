@@ -23,6 +23,9 @@ WEBHOOK_DURATION = Histogram("relay_webhook_duration_seconds",
 EVENTS = Counter("relay_events_stored_total",
                  "Events stored in incident_log, by source, route (unrouted: matched none) and event action.",
                  ["source", "route", "action"])
+TRUNCATED = Counter("relay_alerts_truncated_total",
+                    "Alerts a sender left out of its notifications (truncatedAlerts: its max_alerts), by source.",
+                    ["source"])
 DELIVERIES = Counter("relay_deliveries_total",
                      "Delivery attempts, by outcome (delivered, retry, failed) and PagerDuty's HTTP status "
                      "(none: no answer, e.g. a timeout).", ["outcome", "http_status"])
@@ -72,6 +75,11 @@ def events_stored(source: str, planned) -> None:
     """Count the events of a webhook once their rows are committed."""
     for item in planned:
         _child(EVENTS, source, item.route if item.routed else UNROUTED_ROUTE, item.event["event_action"]).inc()
+
+
+def alerts_truncated(source: str, count: int) -> None:
+    """Count the alerts a sender left out of one notification."""
+    _child(TRUNCATED, source).inc(count)
 
 
 def event_stored(source: str, action: str, route: str = DIRECT_ROUTE) -> None:

@@ -540,7 +540,7 @@ def test_over_long_generator_and_external_urls_are_dropped_and_pagerduty_takes_t
     assert event["links"] == [{"href": "https://wiki.example/A", "text": "Runbook"}] and "client_url" not in event
     assert [note.split(":")[0] for note in event["payload"]["custom_details"]["relay_dropped"]] == [
         "links[0] (Source)", "client_url"]
-    assert len(event["payload"]["source"]) == 1024  # the external URL as the source's text, cut
+    assert event["payload"]["source"] == "prometheus"  # the sender's host, never its URL
     assert event_size(event) < 10_000
     assert pagerduty_accepts(pd, event, routing_key).status_code == 202
 

@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 
 from relay.intake.alert import FIRING, Alert
 from relay.intake.matchers import Matcher
-from relay.intake.render import alert_context, compile_template, render, render_macros
-from relay.intake.routing import DEFAULT_TEMPLATES, DEFAULTS, ConfigError, load_route, load_routing
+from relay.intake.render import DEFAULT_TEMPLATES, DEFAULTS, alert_context, compile_template, render, render_macros
+from relay.intake.routing import ConfigError, load_route, load_routing
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -284,21 +284,24 @@ def test_a_delivery_priority_the_worker_cannot_take_stops_start_up(make_app, nic
 
 # The default templates rendered together, as macros of one template, against each rendered on its own.
 _COMPILED_DEFAULTS = {name: compile_template(text) for name, text in DEFAULT_TEMPLATES.items()}
-_VALUES = st.one_of(st.just(""), st.just("  "), st.text(max_size=4), st.sampled_from(["db1:9100", " x ", "None"]))
-_LABELS = st.dictionaries(st.sampled_from(["alertname", "instance", "pod", "host", "service", "job", "cluster",
-                                           "namespace", "env", "severity", "other"]), _VALUES, max_size=6)
-_NOTES = st.dictionaries(st.sampled_from(["summary", "description", "message", "runbook_url"]), _VALUES, max_size=3)
+_VALUES = st.one_of(st.just(""), st.just("  "), st.text(max_size=4),
+                    st.sampled_from(["db1:9100", " x ", "None", "DatasourceNoData", "DatasourceError"]))
+_LABELS = st.dictionaries(st.sampled_from(["alertname", "rulename", "datasource_uid", "instance", "pod", "host",
+                                           "hostname", "node", "service", "job", "container", "cluster", "namespace",
+                                           "grafana_folder", "env", "severity", "other"]), _VALUES, max_size=6)
+_NOTES = st.dictionaries(st.sampled_from(["summary", "title", "description", "message", "runbook_url"]), _VALUES,
+                         max_size=3)
 _ALERTS = st.builds(Alert, source=st.one_of(st.sampled_from(["alertmanager", "grafana", "generic"]), _VALUES),
                     status=st.just(FIRING), labels=_LABELS, annotations=_NOTES,
                     external_url=st.one_of(st.none(), _VALUES, st.just("http://am:9093")))
 
 
 @settings(max_examples=200, deadline=None)
-@given(_ALERTS)
-@example(Alert(source="alertmanager", status=FIRING))
-@example(Alert(source="", status=FIRING, labels={"job": "", "alertname": " "}, external_url=""))
-def test_the_default_templates_render_together_as_each_alone(alert):
-    context = alert_context(alert)
+@given(_ALERTS, _LABELS)
+@example(Alert(source="alertmanager", status=FIRING), {})
+@example(Alert(source="", status=FIRING, labels={"job": "", "alertname": " "}, external_url=""), {})
+def test_the_default_templates_render_together_as_each_alone(alert, distinguishing):
+    context = alert_context(alert, distinguishing)
     assert render_macros(DEFAULTS, context) == {name: render(template, context)
                                                 for name, template in _COMPILED_DEFAULTS.items()}
 

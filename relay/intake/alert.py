@@ -10,6 +10,8 @@ RESOLVED = "resolved"
 # The alertname Grafana gives an alert whose rule could not be evaluated (grafana pkg/services/ngalert/state
 # compat.go: the rule's own name moves to the rulename label), and what that state means.
 DATASOURCE_STATES = {"DatasourceNoData": "no data", "DatasourceError": "query failed"}
+SOURCE_LINK = "Source"  # the text of the link to the alert's rule (a generatorURL)
+TRUNCATED = "truncatedAlerts"  # the details key of how many alerts the sender left out of the notification
 
 
 @dataclass

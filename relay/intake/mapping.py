@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 
 from marshmallow import ValidationError
 
-from relay.intake.alert import Alert, Link, is_http_url
-from relay.intake.render import alert_context, render, render_macros
-from relay.intake.routing import DEDUP_GROUP, DEFAULTS, TEMPLATED_FIELDS, Route, Routing
+from relay.intake.alert import TRUNCATED, Alert, Link, is_http_url
+from relay.intake.render import DEFAULTS, alert_context, render, render_macros
+from relay.intake.routing import DEDUP_GROUP, TEMPLATED_FIELDS, TESTS_DROP, Route, Routing
+from relay.intake.sources import client_name, is_test_notification
 from relay.masking import redact, redact_value
 from relay.pagerduty.event import DEDUP_KEY_MAX, SUMMARY_MAX, load_event, parse_iso8601, truncate, url_too_long
 
@@ -20,6 +21,11 @@ OPTIONAL_PAYLOAD_FIELDS = ("component", "group", "class")
 REQUIRED_TEXTS = ("summary", "source")  # a trigger without them is refused, so an empty render is no answer
 ROUTING_KEY = re.compile(r"\S{1,255}")  # what PagerDuty and incident_log.routing_key can take
 UNROUTED_KEY = "unrouted"  # stands in for the missing key while an unrouted event is validated
+# Labels a default summary already names (the rule, a failed query's datasource) or that say nothing of which
+# alert it is.
+NOT_DISTINGUISHING = frozenset({"alertname", "rulename", "datasource_uid", "severity", "priority"})
+DISTINGUISHING_MAX = 3  # labels named in a summary to tell alerts apart; more would bury the rule's text
+TEST_SEVERITY = "info"
 
 
 @dataclass
@@ -32,6 +38,7 @@ class Planned:
     problem: str | None = None
     secret: str | None = None  # the key a routing key template rendered: masked in every event of the alert
     summary: str | None = None  # the alert's summary for the log, when the event carries none (a resolve)
+    delay_seconds: int = 0  # how long the event waits before it may be sent (a test notification's resolve)
 
     @property
     def routed(self) -> bool:
@@ -103,14 +110,29 @@ def _custom_details(route: Route | None, alert: Alert, context: dict) -> dict:
     return {**details, **alert.details}
 
 
+def _summary(text: str, alert: Alert, test: bool) -> str:
+    """The summary as rendered, marked when it is a test and noting the alerts the sender left out, within
+    PagerDuty's limit."""
+    if test and "test" not in text.lower():
+        text = f"[test] {text}"
+    truncated = alert.details.get(TRUNCATED)
+    if not truncated:
+        return text
+    note = f" (+{truncated} more not sent by {client_name(alert.source)}: raise max_alerts)"
+    if len(text) + len(note) > SUMMARY_MAX:
+        text = text[:SUMMARY_MAX - len(note) - 1] + "…"
+    return text + note
+
+
 def trigger_event(alert: Alert, route: Route | None, routing_key: str, dedup_key: str | None,
-                  context: dict) -> dict:
-    """Build the trigger for a firing alert (not yet validated)."""
+                  context: dict, test: bool = False) -> dict:
+    """Build the trigger for a firing alert (not yet validated); a sender's test notification pages at info."""
     texts = _texts(route, alert, context)
+    severity = TEST_SEVERITY if test else route.severity(alert) if route else "error"
     payload = {
-        "summary": texts["summary"] or "Alert",
+        "summary": _summary(texts["summary"] or "Alert", alert, test),
         "source": texts["source"] or alert.source,
-        "severity": route.severity(alert) if route else "error",
+        "severity": severity,
         "custom_details": _custom_details(route, alert, context),
     }
     payload.update({f: texts[f] for f in OPTIONAL_PAYLOAD_FIELDS if texts[f]})
@@ -181,19 +203,26 @@ def _masked(items: list[Planned]) -> list[Planned]:
                     redact(item.summary, *secrets)) for item in items]
 
 
-def event_for(alert: Alert, route: Route) -> Planned:
-    """Map one alert on one route to its event."""
-    context = alert_context(alert)
+def event_for(alert: Alert, route: Route, distinguishing: dict | None = None, test: bool = False) -> Planned:
+    """Map one alert on one route to its event, naming the labels that tell it apart from the other alerts of its
+    notification."""
+    context = alert_context(alert, distinguishing)
     routing_key = route.routing_key or render(route.routing_key_template, context)
     if not routing_key:
-        return unrouted(alert, f"the routing key template of route {route.name!r} rendered empty")
+        return unrouted(alert, f"the routing key template of route {route.name!r} rendered empty",
+                        distinguishing=distinguishing)
     if not ROUTING_KEY.fullmatch(routing_key):
         return unrouted(alert, f"the routing key template of route {route.name!r} rendered an invalid routing key",
-                        secret=routing_key)
-    dedup_key = dedup_key_for(route, alert, context)
+                        secret=routing_key, distinguishing=distinguishing)
+    if test and alert.group_key:
+        # Each press of a test button its own incident: one press's held-back resolve must not hold up the next
+        # press's trigger (the outbox sends an alert's events in order).
+        dedup_key = sha256_hex(alert.group_key)
+    else:
+        dedup_key = dedup_key_for(route, alert, context)
     summary = None
     if alert.firing:
-        event = trigger_event(alert, route, routing_key, dedup_key, context)
+        event = trigger_event(alert, route, routing_key, dedup_key, context, test)
     else:
         event = {"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key}
         summary = resolve_summary(route, context)
@@ -202,9 +231,9 @@ def event_for(alert: Alert, route: Route) -> Planned:
                    summary=summary)
 
 
-def unrouted(alert: Alert, problem: str, secret: str | None = None) -> Planned:
+def unrouted(alert: Alert, problem: str, secret: str | None = None, distinguishing: dict | None = None) -> Planned:
     """Keep an alert no route takes as an event without a key, so it is logged and never dropped."""
-    event = trigger_event(alert, None, UNROUTED_KEY, None, alert_context(alert))
+    event = trigger_event(alert, None, UNROUTED_KEY, None, alert_context(alert, distinguishing))
     if not alert.firing:
         event = {**event, "event_action": "resolve", "dedup_key": alert.fingerprint or "unrouted"}
     event = _validated(event)
@@ -263,12 +292,59 @@ def _state_text(event_action: str, starts_at: str | None, ends_at: str | None) -
     return f"firing since {starts_at}" if event_action == "trigger" else f"resolved at {ends_at}"
 
 
+def differing_labels(alerts: list[Alert]) -> tuple[str, ...]:
+    """Name the labels whose values differ between the alerts of one notification (missing counts as a value),
+    leaving out those a summary names already."""
+    if len(alerts) < 2:
+        return ()
+    first = alerts[0].labels
+    names = set(first).union(*(alert.labels.keys() for alert in alerts[1:])) - NOT_DISTINGUISHING
+    return tuple(sorted(name for name in names
+                        if not name.startswith("__") and any(alert.labels.get(name) != first.get(name)
+                                                             for alert in alerts)))
+
+
+def distinguishing(alert: Alert, names: tuple[str, ...]) -> dict:
+    """The alert's values of the differing labels it has, at most DISTINGUISHING_MAX of them."""
+    found = {}
+    for name in names:
+        if name in alert.labels:
+            found[name] = alert.labels[name]
+            if len(found) == DISTINGUISHING_MAX:
+                break
+    return found
+
+
+def test_resolve(trigger: Planned, route: Route) -> Planned:
+    """The resolve that closes a test notification's incident, held back for the route's
+    test_resolve_after_seconds; stored after its trigger, it is sent after it (the outbox keeps an alert's order)."""
+    event = _validated({"routing_key": trigger.event["routing_key"], "event_action": "resolve",
+                        "dedup_key": trigger.event["dedup_key"]})
+    return Planned(trigger.alert, trigger.route, event, secret=trigger.secret,
+                   delay_seconds=route.test_resolve_after_seconds)
+
+
 def plan(alerts: list[Alert], routing: Routing) -> list[Planned]:
-    """Map every alert of a notification to its events, in order."""
-    planned = []
+    """Map every alert of a notification to its events, in order; a test notification's resolves come last."""
+    planned, test_resolves = [], []
+    names = differing_labels(alerts)
     for alert in alerts:
+        labels = distinguishing(alert, names) if names else None
         routes = routing.routes_for(alert)
         if not routes:
-            planned.append(unrouted(alert, "no route matches and there is no default route"))
-        planned.extend(_masked([event_for(alert, route) for route in routes]))
-    return collapse_groups(planned, routing)
+            planned.append(unrouted(alert, "no route matches and there is no default route", distinguishing=labels))
+        test = is_test_notification(alert)
+        if test:
+            _log_dropped_tests(alert, [route for route in routes if route.test_notifications == TESTS_DROP])
+            routes = [route for route in routes if route.test_notifications != TESTS_DROP]
+        items = _masked([event_for(alert, route, labels, test) for route in routes])
+        planned.extend(items)
+        if test and alert.firing:
+            test_resolves.extend(test_resolve(item, route) for item, route in zip(items, routes) if item.routed)
+    return collapse_groups(planned, routing) + test_resolves
+
+
+def _log_dropped_tests(alert: Alert, routes: list[Route]) -> None:
+    for route in routes:
+        log.info("test notification not sent: route %r drops them (test_notifications)", route.name,
+                 extra={"source": alert.source, "route": route.name})

@@ -1,11 +1,15 @@
-"""Route templates: Jinja2 in a sandbox, compiled once at start-up and rendered over one alert."""
+"""Route templates: Jinja2 in a sandbox, compiled once at start-up and rendered over one alert; and the default
+templates, what a route renders when it sets nothing itself."""
+import functools
 import logging
+import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from jinja2 import ChainableUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from relay.intake.alert import Alert
+from relay.intake.alert import SOURCE_LINK, Alert, datasource_state
 from relay.intake.sources import client_name
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,34 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
 # ChainableUndefined: a missing label renders as "" (labels.team.name too) instead of failing the page.
 environment = Sandbox(undefined=ChainableUndefined, autoescape=False, trim_blocks=True)
+_HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d+)?")
+
+
+@functools.lru_cache(maxsize=256)  # senders are few, and every alert of a notification has the same URLs
+def url_host(url: str | None) -> str | None:
+    """The host name of a URL (no port, path or query); a bare host name as it is; None for anything else."""
+    url = (url or "").strip()
+    try:
+        parts = urlsplit(url)
+        if parts.scheme and parts.netloc:
+            return parts.hostname or None
+    except ValueError:
+        return None
+    if _HOST_NAME.fullmatch(url):  # "am.example.com" or "ops1:9093": some senders leave out the scheme
+        return url.rsplit(":", 1)[0] if ":" in url else url
+    return None
+
+
+def sender_host(alert: Alert) -> str | None:
+    """The host name of the sender: from its external URL, else from the alert's link to its rule."""
+    host = url_host(alert.external_url)
+    if host:
+        return host
+    source_link = next((link.href for link in alert.links if link.text == SOURCE_LINK), None)
+    return url_host(source_link)
+
+
+environment.filters["host"] = url_host
 
 
 class TemplateConfigError(ValueError):
@@ -70,10 +102,50 @@ def compile_macros(texts: dict[str, str]) -> Macros:
     return Macros(compile_template(source), tuple(texts))
 
 
-def alert_context(alert: Alert) -> dict:
-    """Name what a template may use: labels, annotations, status, the rest of the alert, and its source's client."""
+# Labels that say where an alert fires, most specific first.
+_WHERE = "labels.instance or labels.host or labels.hostname or labels.node or labels.pod or labels.service"
+# What a route renders when it sets nothing itself: which rule, what it says and where, for a person on call at 3 a.m.
+DEFAULT_TEMPLATES = {
+    "summary": (
+        "{% set text = annotations.summary or annotations.title or annotations.description or annotations.message %}"
+        "{% set where = " + _WHERE + " %}"
+        # Grafana renames a rule whose query failed or returned nothing, keeping the rule's name in `rulename`.
+        "{% set failure = datasource_state %}"
+        "{% if failure and labels.rulename %}"
+        "{{ labels.rulename }}: {{ failure }}"
+        "{% if labels.datasource_uid %} (datasource {{ labels.datasource_uid }}){% endif %}"
+        "{% else %}"
+        '{{ [labels.alertname, text] | select | join(": ") or "Alert" }}'  # generic alerts have no alertname
+        "{% endif %}"
+        "{% if where %}{% if where not in text %} ({{ where }}){% endif %}"
+        "{% else %}"
+        # Without a place, the labels that tell it apart; with neither a name nor a text, the first few labels.
+        "{% set named = distinguishing.items() if distinguishing"
+        " else (labels | dictsort)[:3] if not (labels.alertname or text) else () %}"
+        "{% set shown %}{% for name, value in named if value not in text %}{{ name }}={{ value }}"
+        "{{ ', ' if not loop.last }}{% endfor %}{% endset %}"
+        "{% if shown %} ({{ shown }}){% endif %}"
+        "{% endif %}"
+        # The rule's own text describes what it would have found, not what happened: said as such.
+        "{% if failure and labels.rulename and text %} — rule checks: {{ text }}{% endif %}"
+    ),
+    "source": "{{ " + _WHERE + " or sender_host or source }}",
+    "component": "{{ labels.component or labels.service or labels.job or labels.container or labels.app }}",
+    "group": "{{ labels.group or labels.grafana_folder or labels.namespace or labels.cluster or labels.env }}",
+    "class": "{{ labels.alertname }}",
+    "client": "{{ client }}",
+    "client_url": "{{ external_url }}",
+}
+# The default templates as the macros of one template: one module per alert renders them all.
+DEFAULTS = compile_macros(DEFAULT_TEMPLATES)
+
+
+def alert_context(alert: Alert, distinguishing: dict | None = None) -> dict:
+    """Name what a template may use: labels, annotations, status, the rest of the alert, its source's client, the
+    sender's host name, and the labels that tell it apart from the other alerts of its notification."""
     values = alert.as_dict()
-    return {**values, "alert": values, "client": client_name(alert.source)}
+    return {**values, "alert": values, "client": client_name(alert.source), "sender_host": sender_host(alert),
+            "distinguishing": distinguishing or {}, "datasource_state": datasource_state(alert.labels)}
 
 
 def render(template, context: dict) -> str | None:

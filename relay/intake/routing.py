@@ -6,7 +6,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from relay.intake.alert import Alert, datasource_state
 from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
-from relay.intake.render import TemplateConfigError, compile_macros, compile_template
+from relay.intake.render import TemplateConfigError, compile_template
 from relay.pagerduty.event import SEVERITIES
 
 DEDUP_ALERT = "alert"  # one PagerDuty alert per alert (default)
@@ -27,24 +27,9 @@ SEVERITY_WORDS = {
 BUILTIN_SEVERITIES = {word: severity for severity, words in SEVERITY_WORDS.items() for word in words}
 PAGERDUTY_SEVERITIES = {severity: severity for severity in SEVERITIES}  # pass through on every route
 
-# What a route renders when it sets nothing itself: enough for a person on call at 3 a.m.
-DEFAULT_TEMPLATES = {
-    "summary": (
-        "{% set text = annotations.summary or annotations.description or annotations.message %}"
-        '{{ [labels.alertname, text] | select | join(": ") or "Alert" }}'  # generic alerts have no alertname
-        "{% set where = labels.instance or labels.pod or labels.host or labels.service or labels.job %}"
-        "{% if where %} ({{ where }}){% endif %}"
-    ),
-    "source": "{{ labels.instance or labels.host or labels.pod or labels.service or labels.job"
-              " or external_url or source }}",
-    "component": "{{ labels.job or labels.service }}",
-    "group": "{{ labels.cluster or labels.namespace or labels.env }}",
-    "class": "{{ labels.alertname }}",
-    "client": "{{ client }}",
-    "client_url": "{{ external_url }}",
-}
-# The default templates as the macros of one template: one module per alert renders them all.
-DEFAULTS = compile_macros(DEFAULT_TEMPLATES)
+TESTS_SEND = "send"  # a sender's test notification pages at info and is resolved after test_resolve_after_seconds
+TESTS_DROP = "drop"  # it is not sent at all
+TEST_RESOLVE_AFTER_SECONDS = 300
 
 
 class ConfigError(ValueError):
@@ -86,6 +71,9 @@ class RouteSchema(Schema):
                             values=fields.String(), load_default=dict)
     custom_details = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True, load_default=None)
     continue_ = fields.Boolean(data_key="continue", load_default=False)
+    test_notifications = fields.String(load_default=TESTS_SEND, validate=validate.OneOf([TESTS_SEND, TESTS_DROP]))
+    test_resolve_after_seconds = fields.Integer(load_default=TEST_RESOLVE_AFTER_SECONDS, strict=True,
+                                                validate=validate.Range(min=0, max=86400))
 
     @validates_schema
     def one_routing_key(self, data, **kwargs):
@@ -117,6 +105,8 @@ class Route:
     continue_: bool = False
     builtin_severities: bool = True
     no_data_severity: str | None = "warning"  # for Grafana's DatasourceNoData/DatasourceError; None: as others
+    test_notifications: str = TESTS_SEND
+    test_resolve_after_seconds: int = TEST_RESOLVE_AFTER_SECONDS
     severities: dict[str, str] = field(init=False, repr=False)  # every word the route knows → PagerDuty severity
 
     def __post_init__(self):
@@ -226,6 +216,8 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         custom_details=None if spec["custom_details"] is None else {
             k: _compile(name, f"custom_details.{k}", t) for k, t in spec["custom_details"].items()},
         continue_=spec["continue_"],
+        test_notifications=spec["test_notifications"],
+        test_resolve_after_seconds=spec["test_resolve_after_seconds"],
     )
 
 

@@ -117,6 +117,7 @@ class PlannedEventSchema(Schema):
     routing_key = fields.Str(required=True)
     status = fields.Str()
     problem = fields.Str()
+    send_after_seconds = fields.Int()  # held back so long after it was stored (a test notification's resolve)
 
 
 class WebhookAcceptedSchema(Schema):

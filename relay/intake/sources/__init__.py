@@ -5,9 +5,10 @@ Each source is a module exposing NAME (its webhook name), CLIENT (the sender's n
 BODY_SCHEMA (what /openapi.json shows of its body: a marshmallow schema class or an OpenAPI schema),
 SETTINGS_SCHEMA (a marshmallow schema for config's <NAME>_WEBHOOK setting, loaded once at start-up; None when it
 takes none) and to_alerts(payload, settings=None); optionally alert_count(payload), the number of alerts in a payload
-not yet loaded, so that one over RELAY_MAX_ALERTS_PER_REQUEST is refused before it is read, and
-looks_like(payload, settings=None), a cheap guess whether a payload another source refused was meant for this one,
-and METHODS, the HTTP methods its senders use (POST when it has none).
+not yet loaded, so that one over RELAY_MAX_ALERTS_PER_REQUEST is refused before it is read;
+looks_like(payload, settings=None), a cheap guess whether a payload another source refused was meant for this one;
+METHODS, the HTTP methods its senders use (POST when it has none); and is_test(alert), whether an alert is the
+sender's test notification (a contact point's "Test" button).
 A new source is one module and one line below.
 """
 from types import ModuleType
@@ -35,6 +36,12 @@ def client_name(name: str) -> str:
 def webhook_methods(source: ModuleType) -> tuple[str, ...]:
     """Return the HTTP methods a source's webhook takes."""
     return getattr(source, "METHODS", ("POST",))
+
+
+def is_test_notification(alert) -> bool:
+    """Tell whether an alert is its sender's test notification, by its source's is_test()."""
+    is_test = getattr(SOURCES.get(alert.source), "is_test", None)
+    return is_test is not None and is_test(alert)
 
 
 def settings_key(source: ModuleType) -> str:

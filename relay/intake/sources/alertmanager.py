@@ -1,7 +1,7 @@
 """Prometheus Alertmanager webhooks (version "4"): the payload schema and its mapping onto alerts."""
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from relay.intake.alert import FIRING, RESOLVED, Alert, http_links, notification_alert
+from relay.intake.alert import FIRING, RESOLVED, SOURCE_LINK, TRUNCATED, Alert, http_links, notification_alert
 
 NAME = "alertmanager"
 CLIENT = "Prometheus Alertmanager"
@@ -111,12 +111,11 @@ SETTINGS_SCHEMA = None  # takes no settings
 def to_alert(data: dict, entry: dict) -> Alert:
     """Map one alert of a loaded Alertmanager notification."""
     links = http_links(
-        (entry["generator_url"], "Source"),
+        (entry["generator_url"], SOURCE_LINK),
         (entry["annotations"].get("runbook_url"), "Runbook"),
     )
-    details = {}
-    if data["truncated_alerts"]:  # max_alerts dropped alerts from this notification: worth telling the responder
-        details["truncatedAlerts"] = data["truncated_alerts"]
+    # truncatedAlerts > 0 means max_alerts dropped alerts from this notification: worth telling the responder.
+    details = {TRUNCATED: data["truncated_alerts"]} if data["truncated_alerts"] else {}
     if data["notification_reason"]:
         details["notification_reason"] = data["notification_reason"]
     return notification_alert(NAME, data, entry, links, details)

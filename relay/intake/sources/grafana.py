@@ -1,7 +1,9 @@
 """Grafana-managed alerting webhooks (version "1"): the payload schema and its mapping onto alerts."""
+import re
+
 from marshmallow import fields, validate
 
-from relay.intake.alert import Alert, http_links, notification_alert
+from relay.intake.alert import SOURCE_LINK, TRUNCATED, Alert, http_links, notification_alert
 from relay.intake.sources import alertmanager as am  # Grafana's webhook extends Alertmanager's
 
 NAME = "grafana"
@@ -9,6 +11,10 @@ CLIENT = "Grafana"
 VERSION = "1"
 # The webhook contact point's "HTTP Method" option (grafana/alerting receivers/webhook/v1/config.go httpMethod).
 METHODS = ("POST", "PUT")
+# A contact point's "Test" button: grafana/alerting notify/testreceivers.go sends alertname TestAlert, instance
+# Grafana (unless the user gives labels) under the group key "test-<fingerprint>-<unix time>".
+TEST_LABELS = {"alertname": "TestAlert", "instance": "Grafana"}
+TEST_GROUP_KEY = re.compile(r"test-[0-9a-f]{16}-[0-9]+")
 
 
 class Number(fields.Field):
@@ -65,7 +71,7 @@ def details_of(data: dict, entry: dict) -> dict:
         "valueString": entry["value_string"],
         "orgId": entry["org_id"] if entry["org_id"] is not None else data["org_id"],
         "ruleUID": entry["rule_uid"],
-        "truncatedAlerts": data["truncated_alerts"],
+        TRUNCATED: data["truncated_alerts"],
         "enrichments": entry["enrichments"],
     }
     return {key: value for key, value in extras.items() if value not in (None, "", 0, {})}
@@ -74,7 +80,7 @@ def details_of(data: dict, entry: dict) -> dict:
 def to_alert(data: dict, entry: dict) -> Alert:
     """Map one alert of a loaded Grafana notification."""
     links = http_links(
-        (entry["generator_url"], "Source"),
+        (entry["generator_url"], SOURCE_LINK),
         (entry["annotations"].get("runbook_url"), "Runbook"),  # the runbook first: responders read it first
         (entry["dashboard_url"], "Dashboard"),
         (entry["panel_url"], "Panel"),
@@ -83,6 +89,13 @@ def to_alert(data: dict, entry: dict) -> Alert:
     alert = notification_alert(NAME, data, entry, links, details_of(data, entry))
     alert.image_url = entry["image_url"] or None
     return alert
+
+
+def is_test(alert: Alert) -> bool:
+    """Tell whether an alert is a contact point's test notification."""
+    if alert.group_key and TEST_GROUP_KEY.fullmatch(alert.group_key):
+        return True
+    return all(alert.labels.get(name) == value for name, value in TEST_LABELS.items())
 
 
 alert_count = am.alert_count  # the same alerts array
