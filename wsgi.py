@@ -3,8 +3,7 @@ import sys
 
 from relay import create_app
 from relay.intake.routing import ConfigError
-
-BOOT_ERROR = 3  # gunicorn's "worker failed to boot": its master stops, where any other exit starts the worker again
+from relay.startup import BOOT_ERROR
 
 try:
     app = create_app()

@@ -1,4 +1,5 @@
 """The `flask --app wsgi relay …` commands: the create-incident job from a shell."""
+import functools
 import json
 import logging
 import os
@@ -8,15 +9,15 @@ import threading
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
 from marshmallow import ValidationError
 
 from relay import accept, incidents
 from relay.delivery import worker
 from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
-from relay.startup import freeze_startup_objects
-from relay.store import models, outbox, retention, states
+from relay.startup import BOOT_ERROR, announce, freeze_startup_objects
+from relay.store import models, outbox, retention, schema, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
@@ -147,6 +148,8 @@ def run_worker(parent_pid):
         signal.signal(signum, lambda *_: stop.set())
     os.nice(current_app.config["RELAY_DELIVERY_NICE"])
     running = worker.start(current_app._get_current_object())
+    if parent_pid is None:  # under gunicorn, its master said it all before it started this process
+        announce(current_app)
     log.info("delivery worker %s running", running.id)
     freeze_startup_objects()
     heartbeat = current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]
@@ -216,6 +219,37 @@ def prune(older_than, statuses):
     db.session.remove()  # the prune writes through the engine; hold no session transaction meanwhile
     deleted = retention.prune(db.engine, before, statuses or retention.FINISHED)
     click.echo(json.dumps({"deleted": deleted, "before": before.isoformat()}))
+
+
+@relay_cli.command("prepare")
+def prepare():
+    """Bring the store's schema up to date and say what the relay will do (gunicorn.conf.py runs this once, before
+    its workers start)."""
+    announce(current_app)
+
+
+def _schema_first(command):
+    """Have a command bring the store's schema up to date (or refuse, in one line) before it runs."""
+    run = command.callback
+
+    @functools.wraps(run)
+    def checked(*args, **kwargs):
+        app = click.get_current_context().ensure_object(ScriptInfo).load_app()
+        try:
+            with app.app_context():
+                schema.ensure_current(app)
+        except schema.SchemaError as exc:
+            click.echo(f"relay: {exc}", err=True)
+            sys.exit(BOOT_ERROR)
+        return run(*args, **kwargs)
+
+    command.callback = checked
+
+
+WITHOUT_STORE = ("check-config", "preview")  # commands that read the configuration only
+for _command in relay_cli.commands.values():
+    if _command.name not in WITHOUT_STORE:
+        _schema_first(_command)
 
 
 def init_app(app):

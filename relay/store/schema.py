@@ -1,0 +1,64 @@
+"""The store's schema at start-up: brought up to date once, under a lock several starting processes share, or, with
+RELAY_AUTO_MIGRATE=0, found behind and refused with what to run."""
+import logging
+
+from alembic import command
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.exc import SQLAlchemyError
+
+from relay.store.models import db
+from relay.store.outbox import backend
+
+log = logging.getLogger(__name__)
+UPGRADE_COMMAND = "flask --app wsgi db upgrade"
+
+
+class SchemaError(Exception):
+    """The schema is not the one this relay needs, or the store cannot be reached to tell; the message says why."""
+
+
+def _alembic_config(app):
+    migrate = app.extensions["migrate"]
+    return migrate.migrate.get_config(migrate.directory)
+
+
+def _revisions(app) -> tuple[set[str], set[str]]:
+    """The store's current revisions and the code's heads."""
+    chatter = logging.getLogger("alembic.runtime.migration")  # says which DDL mode it assumes, at INFO, each time
+    level = chatter.level
+    chatter.setLevel(logging.WARNING)
+    try:
+        with db.engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        chatter.setLevel(level)
+    heads = set(ScriptDirectory.from_config(_alembic_config(app)).get_heads())
+    return current, heads
+
+
+def _describe(revisions: set[str]) -> str:
+    return ", ".join(sorted(revisions)) or "none (an empty database)"
+
+
+def ensure_current(app) -> None:
+    """Bring the store's schema up to date (RELAY_AUTO_MIGRATE), or raise SchemaError if it is behind."""
+    try:
+        current, heads = _revisions(app)
+        if current == heads:
+            return
+        if not app.config["RELAY_AUTO_MIGRATE"]:
+            raise SchemaError(f"the database schema is behind: at revision {_describe(current)}, this relay needs "
+                              f"{_describe(heads)}; run `{UPGRADE_COMMAND}` (or unset RELAY_AUTO_MIGRATE=0)")
+        with backend(db.engine).migration_lock(db.engine):
+            current, heads = _revisions(app)  # another process may have migrated while this one waited
+            if current != heads:
+                log.info("bringing the database schema up to date: %s → %s", _describe(current), _describe(heads))
+                command.upgrade(_alembic_config(app), "head")
+    except CommandError as exc:  # e.g. a revision this code does not know: a newer relay migrated the store
+        raise SchemaError(f"cannot bring the database schema up to date: {exc}") from None
+    except SQLAlchemyError as exc:
+        url = db.engine.url.render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise SchemaError(f"cannot reach the store at {url}: {reason}") from None
