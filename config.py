@@ -1,5 +1,4 @@
 """Relay settings: one Config class, every value from the environment with a safe default."""
-import os
 from datetime import timedelta
 
 from relay.settings import Environment
@@ -8,17 +7,17 @@ from relay.settings import Environment
 environment = Environment()
 
 
-def _source_auth(source, env=environment):
+def _source_auth(source):
     """Webhook credentials for one source: RELAY_<SOURCE>_TOKEN (or RELAY_WEBHOOK_TOKEN for all), basic, HMAC."""
     prefix = f"RELAY_{source.upper()}_"
     return {
-        "bearer_token": env.text(prefix + "TOKEN") or env.text("RELAY_WEBHOOK_TOKEN"),
-        "basic_user": env.text(prefix + "BASIC_USER"),
-        "basic_password": env.text(prefix + "BASIC_PASSWORD"),
-        "hmac_secret": env.text(prefix + "HMAC_SECRET"),
-        "hmac_header": env.text(prefix + "HMAC_HEADER", "X-Grafana-Alerting-Signature"),
-        "timestamp_header": env.text(prefix + "TIMESTAMP_HEADER"),
-        "max_skew_seconds": env.seconds(prefix + "MAX_SKEW_SECONDS", 300),
+        "bearer_token": environment.text(prefix + "TOKEN") or environment.text("RELAY_WEBHOOK_TOKEN"),
+        "basic_user": environment.text(prefix + "BASIC_USER"),
+        "basic_password": environment.text(prefix + "BASIC_PASSWORD"),
+        "hmac_secret": environment.text(prefix + "HMAC_SECRET"),
+        "hmac_header": environment.text(prefix + "HMAC_HEADER", "X-Grafana-Alerting-Signature"),
+        "timestamp_header": environment.text(prefix + "TIMESTAMP_HEADER"),
+        "max_skew_seconds": environment.seconds(prefix + "MAX_SKEW_SECONDS", 300),
     }
 
 

@@ -16,7 +16,8 @@ POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
 DATABASE_URL_FORMS = "postgresql://USER:PASSWORD@HOST:5432/DATABASE or sqlite:////path/to/relay.sqlite3"
 # Flask-SQLAlchemy's settings that config.py leaves at their defaults: a RELAY_CONFIG file may still set them.
-LIBRARY_SETTINGS = {"SQLALCHEMY_BINDS", "SQLALCHEMY_ECHO", "SQLALCHEMY_RECORD_QUERIES", "SQLALCHEMY_TRACK_MODIFICATIONS"}
+LIBRARY_SETTINGS = {"SQLALCHEMY_BINDS", "SQLALCHEMY_ECHO", "SQLALCHEMY_RECORD_QUERIES",
+                    "SQLALCHEMY_TRACK_MODIFICATIONS"}
 EVENTS_URL_FORM = "https://events.pagerduty.com/v2/enqueue"
 
 

@@ -9,6 +9,7 @@ from relay.masking import mask
 from relay.settings import events_url_problem
 from relay.startup import warn
 
+
 def load_source_settings(config) -> dict:
     """Load each source's settings from config through its settings schema, once, for every webhook to use."""
     loaded = {}
