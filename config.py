@@ -1,6 +1,7 @@
 """Relay settings: one Config class, every value from the environment with a safe default."""
 from datetime import timedelta
 
+from relay.logs import LEVELS
 from relay.settings import Environment
 
 # Every bad variable is noted here, named; create_app refuses to start with them all in one line.
@@ -87,7 +88,7 @@ class Config:
     # Alertmanager's max_alerts (webhook_config) is unlimited by default, but real groups are far smaller.
     RELAY_MAX_ALERTS_PER_REQUEST = environment.whole("RELAY_MAX_ALERTS_PER_REQUEST", 1000)
     RELAY_MAX_LABELS_PER_ALERT = environment.whole("RELAY_MAX_LABELS_PER_ALERT", 1000)
-    LOG_LEVEL = environment.choice("RELAY_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    LOG_LEVEL = environment.choice("RELAY_LOG_LEVEL", "INFO", LEVELS)
 
     # GET /readyz answers 503 when the outbox holds this many open rows, or its oldest is this old; 0: no check.
     RELAY_READY_MAX_BACKLOG = environment.whole("RELAY_READY_MAX_BACKLOG", 10000)

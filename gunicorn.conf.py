@@ -28,9 +28,15 @@ def _env_number(name: str, default: str, cast=int, least=1):
     except ValueError:
         value = None
     if value is None or value < least:
-        expected = "a number of seconds or a duration such as 30s" if cast is _seconds else "a number"
-        sys.exit(f"relay: configuration error: {name} must be {expected} of at least {least}, not {text!r}")
+        expected = "a number of seconds or a duration such as 30s" if cast is _seconds else "a whole number"
+        _stop(f"{name} must be {expected}, at least {least}, not {text!r}")
     return value
+
+
+def _stop(problem: str):
+    """Stop gunicorn before it starts anything, with one line naming the bad setting."""
+    print(f"relay: configuration error: {problem}", file=sys.stderr)
+    sys.exit(_relay_module("startup").BOOT_ERROR)
 
 
 _seconds = _relay_module("timeutil").parse_seconds
@@ -43,7 +49,10 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = "-" if os.environ.get("RELAY_ACCESS_LOG", "0") == "1" else None
 errorlog = "-"
+_logs = _relay_module("logs")
 loglevel = os.environ.get("RELAY_LOG_LEVEL", "info").lower()
+if loglevel.upper() not in _logs.LEVELS:
+    _stop(f"RELAY_LOG_LEVEL must be one of {', '.join(_logs.LEVELS)}, not {os.environ['RELAY_LOG_LEVEL']!r}")
 _delivery = {"supervisor": None}
 
 # Metrics: prometheus_client's multiprocess mode keeps each worker's counters in files in this directory and a
@@ -72,7 +81,7 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": [], "propagate": True},
         "alembic": {"level": "WARNING"},  # its plugin set-up chatter at import, in every worker
     },
-    "handlers": {"json": {"()": _relay_module("logs").json_handler}},
+    "handlers": {"json": {"()": _logs.json_handler}},
 }
 
 # Requests are read whole before they are handled, and closed unless whole within RELAY_REQUEST_DEADLINE_SECONDS;

@@ -33,8 +33,8 @@ class Environment:
         return self.environ.get(name, default)
 
     def flag(self, name: str, default: bool = False) -> bool:
-        """Read an on/off switch: 1 is on, anything else off."""
-        return self.environ.get(name, "1" if default else "0") == "1"
+        """Read an on/off switch: 1 or 0 (empty: the default)."""
+        return self._read(name, default, lambda text: default if text == "" else _SWITCH[text], "1 (on) or 0 (off)")
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         """Read one of a few words, in any case; returned in uppercase."""
@@ -50,7 +50,7 @@ class Environment:
             return default
         try:
             return parse(text.strip())
-        except ValueError:
+        except (ValueError, KeyError):
             self.problems.append(f"{name} must be {expected}, not {text!r}")
             return default
 
@@ -83,6 +83,9 @@ class Environment:
         if scheme.lower() in POSTGRES_SCHEMES:
             return "postgresql+psycopg://" + rest
         return url
+
+
+_SWITCH = {"1": True, "0": False}
 
 
 def _optional_duration(text: str) -> timedelta | None:

@@ -53,6 +53,14 @@ def test_environment_names_every_bad_variable_and_what_it_expected():
     ]
 
 
+def test_switches_are_1_or_0_and_anything_else_is_named():
+    env = Environment({"RELAY_DELIVERY": "0", "RELAY_AUTO_MIGRATE": "", "RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS": "true"})
+    assert env.flag("RELAY_DELIVERY", True) is False
+    assert env.flag("RELAY_AUTO_MIGRATE", True) is True  # empty: the default
+    assert env.flag("RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS") is False
+    assert env.problems == ["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS must be 1 (on) or 0 (off), not 'true'"]
+
+
 @pytest.mark.parametrize("url, expected", [
     ("postgres://relay:pw@db/relay", "postgresql+psycopg://relay:pw@db/relay"),
     ("postgresql://relay:pw@db/relay", "postgresql+psycopg://relay:pw@db/relay"),

@@ -111,6 +111,20 @@ def test_gunicorn_with_a_bad_setting_exits_at_once_with_one_line(env, tmp_path, 
     assert_one_line_naming(output, case)
 
 
+@pytest.mark.parametrize("setting, value, message", [
+    ("RELAY_WORKERS", "two", "RELAY_WORKERS must be a whole number, at least 1, not 'two'"),
+    ("RELAY_WORKER_TIMEOUT", "30x", "RELAY_WORKER_TIMEOUT must be a number of seconds or a duration such as 30s, "
+                                    "at least 1, not '30x'"),
+    ("RELAY_LOG_LEVEL", "verbose", "RELAY_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+                                   "not 'verbose'"),
+])
+def test_gunicorn_with_a_bad_server_setting_exits_with_one_line(env, setting, value, message):
+    with gunicorn({**env, setting: value}) as (_, proc):
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert output.splitlines() == [f"relay: configuration error: {message}"]
+
+
 def test_durations_with_units_are_accepted_wherever_seconds_are_read(env, tmp_path):
     durations = {"RELAY_SYNC_WAIT_SECONDS": "10s", "PAGERDUTY_CONNECT_TIMEOUT": "3s", "PAGERDUTY_READ_TIMEOUT": "1m",
                  "RELAY_CLAIM_LEASE_SECONDS": "2m", "RELAY_RETRY_MAX_SECONDS": "5m", "RELAY_GIVE_UP_AFTER_SECONDS": "1d",
