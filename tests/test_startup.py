@@ -127,7 +127,8 @@ def test_gunicorn_with_a_bad_server_setting_exits_with_one_line(env, setting, va
 
 def test_durations_with_units_are_accepted_wherever_seconds_are_read(env, tmp_path):
     durations = {"RELAY_SYNC_WAIT_SECONDS": "10s", "PAGERDUTY_CONNECT_TIMEOUT": "3s", "PAGERDUTY_READ_TIMEOUT": "1m",
-                 "RELAY_CLAIM_LEASE_SECONDS": "2m", "RELAY_RETRY_MAX_SECONDS": "5m", "RELAY_GIVE_UP_AFTER_SECONDS": "1d",
+                 "RELAY_CLAIM_LEASE_SECONDS": "2m", "RELAY_RETRY_MAX_SECONDS": "5m",
+                 "RELAY_GIVE_UP_AFTER_SECONDS": "1d",
                  "RELAY_READY_MAX_PENDING_AGE_SECONDS": "15m", "RELAY_DELIVERY_POLL_SECONDS": "1s",
                  "RELAY_RETRY_BASE_SECONDS": "1s", "RELAY_GRAFANA_MAX_SKEW_SECONDS": "5m",
                  "RELAY_PRUNE_DELIVERED_AFTER": "1w", "RELAY_WORKER_TIMEOUT": "1m",
