@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from conftest import fresh_postgres_database
 
 from tests.processes import BIN, ROOT, gunicorn, wait_for
@@ -17,6 +18,7 @@ from tests.processes import BIN, ROOT, gunicorn, wait_for
 KEY = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e"
 UNSET = ("PAGERDUTY_ROUTING_KEY", "RELAY_CONFIG", "DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR", "RELAY_API_TOKEN",
          "RELAY_WEBHOOK_TOKEN", "RELAY_LOG_LEVEL", "RELAY_AUTO_MIGRATE")
+HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()  # the revision this code needs
 WARNINGS = ("no default route", "webhooks for alertmanager have no credential", "RELAY_API_TOKEN is not set")
 
 
@@ -177,10 +179,16 @@ def test_without_auto_migrate_a_store_behind_is_refused_with_what_to_run(env):
         done, took = flask(env, *command, timeout=30)
         assert done.returncode == 3 and took < 15
         assert done.stderr.splitlines() == [
-            "relay: the database schema is behind: at revision none (an empty database), this relay needs 0006; "
+            f"relay: the database schema is behind: at revision none (an empty database), this relay needs {HEAD}; "
             "run `flask --app wsgi db upgrade` (or unset RELAY_AUTO_MIGRATE=0)"]
-    assert flask(env, "db", "upgrade")[0].returncode == 0
-    assert flask(env, "relay", "log")[0].returncode == 0
+    previous = ScriptDirectory(str(ROOT / "migrations")).get_revision(HEAD).down_revision
+    assert flask(env, "db", "upgrade", previous)[0].returncode == 0  # a deploy of newer code, not yet migrated
+    done, _ = flask(env, "relay", "log")
+    assert done.returncode == 3 and done.stderr.startswith(
+        f"relay: the database schema is behind: at revision {previous}, this relay needs {HEAD}; ")
+    done, _ = flask({**env, "RELAY_AUTO_MIGRATE": "1"}, "relay", "log")
+    assert done.returncode == 0, done.stderr
+    assert flask(env, "relay", "log")[0].returncode == 0  # migrated: accepted without auto-migrate too
 
 
 def test_several_processes_starting_together_on_a_fresh_postgresql_database_all_come_up(env):
@@ -197,7 +205,7 @@ def test_several_processes_starting_together_on_a_fresh_postgresql_database_all_
         assert all("s3cret-password" not in run.stderr for run in runs)
         engine = sa.create_engine(url)
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["0006"]
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
         engine.dispose()
 
 
