@@ -3,6 +3,7 @@ at once with one line naming it; a fresh store is migrated once, under a lock; t
 will do, and warns once per process group."""
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -189,6 +190,17 @@ def test_without_auto_migrate_a_store_behind_is_refused_with_what_to_run(env):
     done, _ = flask({**env, "RELAY_AUTO_MIGRATE": "1"}, "relay", "log")
     assert done.returncode == 0, done.stderr
     assert flask(env, "relay", "log")[0].returncode == 0  # migrated: accepted without auto-migrate too
+
+
+def test_a_schema_newer_than_the_code_is_refused_not_migrated(env, tmp_path):
+    assert flask(env, "relay", "prepare")[0].returncode == 0
+    with sqlite3.connect(tmp_path / "relay.sqlite3") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")  # as a newer relay would leave it
+    done, took = flask(env, "relay", "log", timeout=30)
+    assert done.returncode == 3 and took < 15
+    assert done.stderr.splitlines() == [
+        f"relay: the database schema is at revision 9999, which this relay does not know (it needs {HEAD}): was the "
+        "store migrated by a newer relay?"]
 
 
 def test_several_processes_starting_together_on_a_fresh_postgresql_database_all_come_up(env):
