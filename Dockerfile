@@ -1,4 +1,4 @@
-# The relay: gunicorn serving wsgi:app, migrations applied at start. SQLite in /app/instance by default;
+# The relay: gunicorn serving wsgi:app; its master applies the migrations at start (RELAY_AUTO_MIGRATE). SQLite in /app/instance by default;
 # set DATABASE_URL=postgresql+psycopg://… for PostgreSQL.
 FROM python:3.11-slim
 
@@ -29,4 +29,4 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
 
-CMD ["sh", "-c", "flask --app wsgi db upgrade && exec gunicorn -c gunicorn.conf.py wsgi:app"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

@@ -19,7 +19,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/pyth
 migrate: $(VENV)/.runtime
 	$(BIN)/flask --app wsgi db upgrade
 
-run: migrate
+run: $(VENV)/.runtime  # gunicorn's master brings the schema up to date itself
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: $(VENV)/.dev

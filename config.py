@@ -1,36 +1,24 @@
 """Relay settings: one Config class, every value from the environment with a safe default."""
-import os
+from datetime import timedelta
 
+from relay.logs import LEVELS
+from relay.settings import Environment
 
-def _env_float(name, default):
-    """Read a float from the environment."""
-    return float(os.environ.get(name, default))
-
-
-def _env_int(name, default):
-    """Read an int from the environment."""
-    return int(os.environ.get(name, default))
-
-
-def _env_duration(name, default):
-    """Read a duration such as 30d or 12h from the environment; empty or 0 means none."""
-    from relay.timeutil import parse_duration
-
-    text = os.environ.get(name, default).strip()
-    return None if text in ("", "0") else parse_duration(text)
+# Every bad variable is noted here, named; create_app refuses to start with them all in one line.
+environment = Environment()
 
 
 def _source_auth(source):
     """Webhook credentials for one source: RELAY_<SOURCE>_TOKEN (or RELAY_WEBHOOK_TOKEN for all), basic, HMAC."""
     prefix = f"RELAY_{source.upper()}_"
     return {
-        "bearer_token": os.environ.get(prefix + "TOKEN") or os.environ.get("RELAY_WEBHOOK_TOKEN", ""),
-        "basic_user": os.environ.get(prefix + "BASIC_USER", ""),
-        "basic_password": os.environ.get(prefix + "BASIC_PASSWORD", ""),
-        "hmac_secret": os.environ.get(prefix + "HMAC_SECRET", ""),
-        "hmac_header": os.environ.get(prefix + "HMAC_HEADER", "X-Grafana-Alerting-Signature"),
-        "timestamp_header": os.environ.get(prefix + "TIMESTAMP_HEADER", ""),
-        "max_skew_seconds": _env_float(prefix + "MAX_SKEW_SECONDS", 300),
+        "bearer_token": environment.text(prefix + "TOKEN") or environment.text("RELAY_WEBHOOK_TOKEN"),
+        "basic_user": environment.text(prefix + "BASIC_USER"),
+        "basic_password": environment.text(prefix + "BASIC_PASSWORD"),
+        "hmac_secret": environment.text(prefix + "HMAC_SECRET"),
+        "hmac_header": environment.text(prefix + "HMAC_HEADER", "X-Grafana-Alerting-Signature"),
+        "timestamp_header": environment.text(prefix + "TIMESTAMP_HEADER"),
+        "max_skew_seconds": environment.seconds(prefix + "MAX_SKEW_SECONDS", 300),
     }
 
 
@@ -41,79 +29,70 @@ def webhook_auth():
     return {source: _source_auth(source) for source in SOURCES}
 
 
-def _database_url():
-    """Read DATABASE_URL, steering plain postgres URLs to the psycopg 3 driver we ship."""
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        return None  # create_app puts a SQLite file in the instance folder
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
 class Config:
     """Settings read once at start-up; tests subclass or override them."""
 
     # Store: a SQLite file under instance/ unless DATABASE_URL names another database.
-    SQLALCHEMY_DATABASE_URI = _database_url()
+    SQLALCHEMY_DATABASE_URI = environment.database_url("DATABASE_URL")
+    # Bring the store's schema up to date at start-up; 0 leaves it to `flask --app wsgi db upgrade`, and the relay
+    # then refuses to start on a schema that is behind.
+    RELAY_AUTO_MIGRATE = environment.flag("RELAY_AUTO_MIGRATE", True)
     # hide_parameters: a database error's text would otherwise quote the row it failed on, routing key included.
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "hide_parameters": True}
 
     # PagerDuty Events API v2. EU accounts: https://events.eu.pagerduty.com/v2/enqueue
-    PAGERDUTY_EVENTS_URL = os.environ.get(
-        "PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"
-    )
+    PAGERDUTY_EVENTS_URL = environment.text("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue")
     # A REST API key; the Events API does not use it. Kept for the seed job's settings and
     # for future REST calls (e.g. looking up services); never sent with events, never logged.
-    PAGERDUTY_API_KEY = os.environ.get("PAGERDUTY_API_KEY", "")
-    PAGERDUTY_CONNECT_TIMEOUT = _env_float("PAGERDUTY_CONNECT_TIMEOUT", 3.05)
-    PAGERDUTY_READ_TIMEOUT = _env_float("PAGERDUTY_READ_TIMEOUT", 10)
+    PAGERDUTY_API_KEY = environment.text("PAGERDUTY_API_KEY", "")
+    PAGERDUTY_CONNECT_TIMEOUT = environment.seconds("PAGERDUTY_CONNECT_TIMEOUT", 3.05)
+    PAGERDUTY_READ_TIMEOUT = environment.seconds("PAGERDUTY_READ_TIMEOUT", 10)
 
     # Delivery: gunicorn's master runs one delivery process (RELAY_DELIVERY=0 leaves it to `flask relay worker`).
-    RELAY_DELIVERY = os.environ.get("RELAY_DELIVERY", "1") == "1"
-    RELAY_DELIVERY_CONCURRENCY = _env_int("RELAY_DELIVERY_CONCURRENCY", 64)  # requests in flight per process
-    RELAY_DELIVERY_POLL_SECONDS = _env_float("RELAY_DELIVERY_POLL_SECONDS", 1.0)  # fallback when not woken
+    RELAY_DELIVERY = environment.flag("RELAY_DELIVERY", True)
+    RELAY_DELIVERY_CONCURRENCY = environment.whole("RELAY_DELIVERY_CONCURRENCY", 64)  # in flight per process
+    RELAY_DELIVERY_POLL_SECONDS = environment.seconds("RELAY_DELIVERY_POLL_SECONDS", 1.0)  # fallback when not woken
     # `relay worker` lowers its CPU priority by this much (0-19): when the CPU is short, webhooks answer first and
     # events wait, stored, in the outbox.
-    RELAY_DELIVERY_NICE = _env_int("RELAY_DELIVERY_NICE", 10)
+    RELAY_DELIVERY_NICE = environment.whole("RELAY_DELIVERY_NICE", 10)
     # `relay worker` touches this file every second while its loop runs, and /readyz in processes that do not
     # deliver reads its age. gunicorn.conf.py sets it for the delivery process it starts; empty: no file.
-    RELAY_DELIVERY_HEARTBEAT_FILE = os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE", "")
-    RELAY_CLAIM_LEASE_SECONDS = _env_float("RELAY_CLAIM_LEASE_SECONDS", 60)  # a dead worker's rows wait this long
-    RELAY_RETRY_BASE_SECONDS = _env_float("RELAY_RETRY_BASE_SECONDS", 1.0)
-    RELAY_RETRY_MAX_SECONDS = _env_float("RELAY_RETRY_MAX_SECONDS", 300)
-    RELAY_GIVE_UP_AFTER_SECONDS = _env_float("RELAY_GIVE_UP_AFTER_SECONDS", 24 * 3600)
+    RELAY_DELIVERY_HEARTBEAT_FILE = environment.text("RELAY_DELIVERY_HEARTBEAT_FILE", "")
+    # A dead worker's claimed rows wait this long before another worker takes them.
+    RELAY_CLAIM_LEASE_SECONDS = environment.seconds("RELAY_CLAIM_LEASE_SECONDS", 60)
+    RELAY_RETRY_BASE_SECONDS = environment.seconds("RELAY_RETRY_BASE_SECONDS", 1.0)
+    RELAY_RETRY_MAX_SECONDS = environment.seconds("RELAY_RETRY_MAX_SECONDS", 300)
+    RELAY_GIVE_UP_AFTER_SECONDS = environment.seconds("RELAY_GIVE_UP_AFTER_SECONDS", 24 * 3600)
     # PagerDuty allows about 120 events per minute per integration key (05-Rate-Limits.md); 0 turns it off.
-    RELAY_RATE_LIMIT_PER_MINUTE = _env_int("RELAY_RATE_LIMIT_PER_MINUTE", 120)
+    RELAY_RATE_LIMIT_PER_MINUTE = environment.whole("RELAY_RATE_LIMIT_PER_MINUTE", 120)
     # Delivered rows older than this are deleted by the delivery worker (hourly); empty keeps them forever.
-    RELAY_PRUNE_DELIVERED_AFTER = _env_duration("RELAY_PRUNE_DELIVERED_AFTER", "30d")
+    RELAY_PRUNE_DELIVERED_AFTER = environment.duration("RELAY_PRUNE_DELIVERED_AFTER", timedelta(days=30))
     # How long POST /api/v1/incidents and the CLI wait for PagerDuty before answering "queued".
-    RELAY_SYNC_WAIT_SECONDS = _env_float("RELAY_SYNC_WAIT_SECONDS", 10)
+    RELAY_SYNC_WAIT_SECONDS = environment.seconds("RELAY_SYNC_WAIT_SECONDS", 10)
 
     # Inbound authentication. A source with no credential accepts webhooks from loopback only, unless
     # RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1; without RELAY_API_TOKEN the API and page answer loopback only.
     WEBHOOK_AUTH = webhook_auth()
-    RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS = os.environ.get("RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS", "0") == "1"
-    RELAY_API_TOKEN = os.environ.get("RELAY_API_TOKEN", "")
+    RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS = environment.flag("RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS")
+    RELAY_API_TOKEN = environment.text("RELAY_API_TOKEN", "")
     # How many proxies in front of the relay set X-Forwarded-For and X-Forwarded-Proto; 0 (default) trusts none,
     # since a client that reaches the relay directly could send them itself.
-    RELAY_TRUSTED_PROXY_COUNT = _env_int("RELAY_TRUSTED_PROXY_COUNT", 0)
+    RELAY_TRUSTED_PROXY_COUNT = environment.whole("RELAY_TRUSTED_PROXY_COUNT", 0)
 
     # What the relay puts in payload.source when the caller gives none.
-    RELAY_EVENT_SOURCE = os.environ.get("RELAY_EVENT_SOURCE", "relay")
+    RELAY_EVENT_SOURCE = environment.text("RELAY_EVENT_SOURCE", "relay")
     # Largest request body accepted, in bytes (413 above it), and deepest JSON nesting (400 beyond it).
-    MAX_CONTENT_LENGTH = _env_int("RELAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
-    RELAY_MAX_JSON_DEPTH = _env_int("RELAY_MAX_JSON_DEPTH", 64)
+    MAX_CONTENT_LENGTH = environment.whole("RELAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
+    RELAY_MAX_JSON_DEPTH = environment.whole("RELAY_MAX_JSON_DEPTH", 64)
     # Most alerts one request may carry, and labels (and annotations) one alert may carry; 413 beyond; 0: no limit.
     # Alertmanager's max_alerts (webhook_config) is unlimited by default, but real groups are far smaller.
-    RELAY_MAX_ALERTS_PER_REQUEST = _env_int("RELAY_MAX_ALERTS_PER_REQUEST", 1000)
-    RELAY_MAX_LABELS_PER_ALERT = _env_int("RELAY_MAX_LABELS_PER_ALERT", 1000)
-    LOG_LEVEL = os.environ.get("RELAY_LOG_LEVEL", "INFO").upper()
+    RELAY_MAX_ALERTS_PER_REQUEST = environment.whole("RELAY_MAX_ALERTS_PER_REQUEST", 1000)
+    RELAY_MAX_LABELS_PER_ALERT = environment.whole("RELAY_MAX_LABELS_PER_ALERT", 1000)
+    LOG_LEVEL = environment.choice("RELAY_LOG_LEVEL", "INFO", LEVELS)
 
     # GET /readyz answers 503 when the outbox holds this many open rows, or its oldest is this old; 0: no check.
-    RELAY_READY_MAX_BACKLOG = _env_int("RELAY_READY_MAX_BACKLOG", 10000)
-    RELAY_READY_MAX_PENDING_AGE_SECONDS = _env_float("RELAY_READY_MAX_PENDING_AGE_SECONDS", 900)
+    RELAY_READY_MAX_BACKLOG = environment.whole("RELAY_READY_MAX_BACKLOG", 10000)
+    RELAY_READY_MAX_PENDING_AGE_SECONDS = environment.seconds("RELAY_READY_MAX_PENDING_AGE_SECONDS", 900)
 
     # Routes, tried in order: the first whose matchers all hold takes the alert ("continue": True goes on
     # to the next). Each route: name, matchers (Alertmanager syntax), one of routing_key /
@@ -131,7 +110,7 @@ class Config:
     # Alerts no route takes; with PAGERDUTY_ROUTING_KEY unset they are logged as "unrouted", not sent.
     DEFAULT_ROUTE = (
         {"name": "default", "routing_key_env": "PAGERDUTY_ROUTING_KEY"}
-        if os.environ.get("PAGERDUTY_ROUTING_KEY") else None
+        if environment.text("PAGERDUTY_ROUTING_KEY") else None
     )
     # Where the generic webhook finds each field: dotted paths, or lists of them tried in order.
     GENERIC_WEBHOOK = {}

@@ -3,8 +3,21 @@ import glob
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+
+
+def _relay_module(name: str):
+    """Load relay/<name>.py (name may be a path: delivery/supervisor) on its own. Importing the relay package would
+    load the app into the master, and workers forked after a HUP reload would then keep running the old code; in
+    a worker it would load the relay into whatever app this file serves (bench/bare_app.py), with its SQLAlchemy
+    event listeners."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"relay_gunicorn_{name.replace('/', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _env_number(name: str, default: str, cast=int, least=1):
@@ -15,18 +28,31 @@ def _env_number(name: str, default: str, cast=int, least=1):
     except ValueError:
         value = None
     if value is None or value < least:
-        sys.exit(f"relay: configuration error: {name} must be a number of at least {least}, not {text!r}")
+        expected = "a number of seconds or a duration such as 30s" if cast is _seconds else "a whole number"
+        _stop(f"{name} must be {expected}, at least {least}, not {text!r}")
     return value
+
+
+def _stop(problem: str):
+    """Stop gunicorn before it starts anything, with one line naming the bad setting."""
+    print(f"relay: configuration error: {problem}", file=sys.stderr)
+    sys.exit(_relay_module("startup").BAD_CONFIGURATION)
+
+
+_seconds = _relay_module("timeutil").parse_seconds
 
 
 bind = os.environ.get("RELAY_BIND", "127.0.0.1:8080")
 workers = _env_number("RELAY_WORKERS", "2")
-timeout = _env_number("RELAY_WORKER_TIMEOUT", "30")
+timeout = round(_env_number("RELAY_WORKER_TIMEOUT", "30", _seconds))
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-" if os.environ.get("RELAY_ACCESS_LOG", "0") == "1" else None
 errorlog = "-"
+_logs = _relay_module("logs")
 loglevel = os.environ.get("RELAY_LOG_LEVEL", "info").lower()
+if loglevel.upper() not in _logs.LEVELS:
+    _stop(f"RELAY_LOG_LEVEL must be one of {', '.join(_logs.LEVELS)}, not {os.environ['RELAY_LOG_LEVEL']!r}")
 _delivery = {"supervisor": None}
 
 # Metrics: prometheus_client's multiprocess mode keeps each worker's counters in files in this directory and a
@@ -44,18 +70,6 @@ if _STARTS_DELIVERY and not os.environ.get("RELAY_DELIVERY_HEARTBEAT_FILE"):
                                                                "delivery.heartbeat")
 
 
-def _relay_module(name: str):
-    """Load relay/<name>.py (name may be a path: delivery/supervisor) on its own. Importing the relay package would
-    load the app into the master, and workers forked after a HUP reload would then keep running the old code; in
-    a worker it would load the relay into whatever app this file serves (bench/bare_app.py), with its SQLAlchemy
-    event listeners."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"relay_gunicorn_{name.replace('/', '_')}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # gunicorn's own log as JSON lines on stderr, like the app's (each worker's app swaps in its own handler, which
 # also knows the request id and the secrets to mask). The access log stays off unless RELAY_ACCESS_LOG=1.
 logconfig_dict = {
@@ -67,20 +81,33 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": [], "propagate": True},
         "alembic": {"level": "WARNING"},  # its plugin set-up chatter at import, in every worker
     },
-    "handlers": {"json": {"()": _relay_module("logs").json_handler}},
+    "handlers": {"json": {"()": _logs.json_handler}},
 }
 
 # Requests are read whole before they are handled, and closed unless whole within RELAY_REQUEST_DEADLINE_SECONDS;
 # the create-incident job's requests, which wait for PagerDuty, are handled by RELAY_THREADS threads
 # (relay/web/serving.py).
 worker_class = _relay_module("web/serving").ArrivedRequestWorker
-worker_class.request_deadline = _env_number("RELAY_REQUEST_DEADLINE_SECONDS", "10", float, least=0.1)
+worker_class.request_deadline = _env_number("RELAY_REQUEST_DEADLINE_SECONDS", "10", _seconds, least=0.1)
 worker_class.threads = _env_number("RELAY_THREADS", "4")
 
 
+def _prepare_relay(server):
+    """Check the relay's settings, bring its store's schema up to date and say what it will do, once, before any
+    worker starts (in a process of its own: the master must not import the app). A bad setting stops gunicorn
+    here, with the one line the check printed, instead of in every worker."""
+    if server.app.app_uri.partition(":")[0] != "wsgi":
+        return  # another app served with these settings (bench/bare_app.py): nothing of the relay's to check
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "relay", "prepare"])
+    if done.returncode:
+        _remove_temporary_metrics_dir()
+        sys.exit(done.returncode if done.returncode > 0 else 1)
+
+
 def on_starting(server):
-    """Empty the metrics directory: counts left by an earlier run must not add to this one's, nor may an earlier
-    delivery process's heartbeat vouch for this one's."""
+    """Prepare the relay; empty the metrics directory: counts left by an earlier run must not add to this one's,
+    nor may an earlier delivery process's heartbeat vouch for this one's."""
+    _prepare_relay(server)
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(path, exist_ok=True)
     for name in glob.glob(os.path.join(path, "*.db")):
@@ -124,6 +151,11 @@ def on_exit(server):
     configuration made it."""
     if _delivery["supervisor"]:
         _delivery["supervisor"].stop(graceful_timeout)
+    _remove_temporary_metrics_dir()
+
+
+def _remove_temporary_metrics_dir():
+    """Remove the metrics directory if this configuration made it."""
     path = os.environ.get("RELAY_TEMPORARY_METRICS_DIR")
     if path and path == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         shutil.rmtree(path, ignore_errors=True)

@@ -3,11 +3,10 @@ import sys
 
 from relay import create_app
 from relay.intake.routing import ConfigError
-
-BOOT_ERROR = 3  # gunicorn's "worker failed to boot": its master stops, where any other exit starts the worker again
+from relay.startup import BAD_CONFIGURATION, BOOT_ERROR
 
 try:
     app = create_app()
 except ConfigError as exc:
     print(f"relay: configuration error: {exc}", file=sys.stderr)
-    raise SystemExit(BOOT_ERROR) from None
+    raise SystemExit(BOOT_ERROR if "gunicorn" in sys.modules else BAD_CONFIGURATION) from None

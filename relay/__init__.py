@@ -4,13 +4,16 @@ import os
 from flask import Flask
 from flask_migrate import Migrate
 
-from config import Config
-from relay import cli, errors, logs
+import config
+from relay import cli, errors, logs, settings
 from relay.intake import configure
+from relay.intake.routing import ConfigError
+from relay.intake.sources import SOURCES, settings_key
 from relay.store import sqlite
 from relay.store.models import db
 from relay.web import api, auth, health, openapi, page, payloads, scrape, webhooks
 
+__version__ = "0.1.0"
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 migrate = Migrate()
 
@@ -19,11 +22,17 @@ def create_app(test_config=None):
     """Build the relay app from Config, overridden by test_config."""
     app = Flask(__name__, instance_relative_config=True, static_folder="web/static",
                 template_folder="web/templates")
-    app.config.from_object(Config)
+    app.config.from_object(config.Config)
+    problems = list(config.environment.problems)
     if os.environ.get("RELAY_CONFIG"):
-        app.config.from_pyfile(os.path.abspath(os.environ["RELAY_CONFIG"]))
+        known = {*app.config, *settings.LIBRARY_SETTINGS, *(settings_key(source) for source in SOURCES.values())}
+        from_file, file_problems = settings.read_config_file(os.path.abspath(os.environ["RELAY_CONFIG"]), known)
+        app.config.from_mapping(from_file)
+        problems += file_problems
     if test_config:
         app.config.from_mapping(test_config)
+    if problems:
+        raise ConfigError("; ".join(problems))
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "relay.sqlite3")

@@ -1,5 +1,6 @@
 """The relay's commands, as `relay …` (the console command, main) and as `flask --app wsgi relay …`: the
 create-incident job from a shell, the log, and the operator's tools."""
+import functools
 import json
 import logging
 import os
@@ -20,15 +21,14 @@ from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
 from relay.intake.routing import ConfigError
 from relay.pagerduty.client import safe_url
-from relay.startup import freeze_startup_objects
-from relay.store import logquery, models, outbox, retention, states
+from relay.startup import BAD_CONFIGURATION, announce, freeze_startup_objects
+from relay.store import logquery, models, outbox, retention, schema, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
 
 log = logging.getLogger(__name__)
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
-BAD_CONFIGURATION = 2  # the console command's exit status for a configuration the app refuses
 # The log's table on a terminal: (heading, entry field, widest cell); the summary takes the rest of the line.
 LOG_COLUMNS = (("ID", "id", 12), ("CREATED (UTC)", "created_at", 19), ("STATUS", "status", 9),
                ("SOURCE", "source", 12), ("ROUTE", "route", 16), ("ACTION", "event_action", 11),
@@ -216,6 +216,8 @@ def run_worker(parent_pid):
         signal.signal(signum, lambda *_: stop.set())
     os.nice(current_app.config["RELAY_DELIVERY_NICE"])
     running = worker.start(current_app._get_current_object())
+    if parent_pid is None:  # under gunicorn, its master said it all before it started this process
+        announce(current_app)
     log.info("delivery worker %s running", running.id)
     freeze_startup_objects()
     heartbeat = current_app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]
@@ -285,6 +287,37 @@ def prune(older_than, statuses):
     db.session.remove()  # the prune writes through the engine; hold no session transaction meanwhile
     deleted = retention.prune(db.engine, before, statuses or retention.FINISHED)
     click.echo(json.dumps({"deleted": deleted, "before": before.isoformat()}))
+
+
+@relay_cli.command("prepare")
+def prepare():
+    """Bring the store's schema up to date and say what the relay will do (gunicorn.conf.py runs this once, before
+    its workers start)."""
+    announce(current_app)
+
+
+def _schema_first(command):
+    """Have a command bring the store's schema up to date (or refuse, in one line) before it runs."""
+    run = command.callback
+
+    @functools.wraps(run)
+    def checked(*args, **kwargs):
+        app = click.get_current_context().ensure_object(ScriptInfo).load_app()
+        try:
+            with app.app_context():
+                schema.ensure_current(app)
+        except schema.SchemaError as exc:
+            click.echo(f"relay: {exc}", err=True)
+            sys.exit(BAD_CONFIGURATION)
+        return run(*args, **kwargs)
+
+    command.callback = checked
+
+
+WITHOUT_STORE = ("check-config", "preview")  # commands that read the configuration only
+for _command in relay_cli.commands.values():
+    if _command.name not in WITHOUT_STORE:
+        _schema_first(_command)
 
 
 def init_app(app):

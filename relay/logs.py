@@ -10,6 +10,7 @@ import re
 import sys
 from datetime import datetime, timezone
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # what RELAY_LOG_LEVEL may name
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's request id is kept when it is a short plain token; anything else is replaced, never echoed.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")

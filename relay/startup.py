@@ -1,8 +1,43 @@
-"""What a long-running relay process does once its app is loaded."""
+"""What a long-running relay process does once its app is loaded: say what it will do, once per process group, and
+keep its start-up objects out of the garbage collector's way."""
 import gc
 import logging
 
 log = logging.getLogger("relay.startup")  # by name: gunicorn.conf.py loads this file on its own
+
+# The exit code of a process that refuses to start on a bad setting or schema: sysexits.h's EX_CONFIG, apart from
+# the job commands' codes (3 there means "stored, not yet confirmed").
+BAD_CONFIGURATION = 78
+# A gunicorn worker's instead: "worker failed to boot", on which its master stops where any other exit starts the
+# worker again.
+BOOT_ERROR = 3
+WARNINGS = "relay.startup_warnings"  # app.extensions key: what the settings leave open, said by announce()
+
+
+def warn(app, message: str) -> None:
+    """Keep a warning about the settings for announce(), which says it once per process group, not per process."""
+    app.extensions.setdefault(WARNINGS, []).append(message)
+
+
+def announce(app) -> None:
+    """Log one line saying what this relay will do (version, store, PagerDuty endpoint, routes, sources with
+    credentials), then the warnings its settings raised."""
+    from sqlalchemy.engine import make_url
+
+    from relay import __version__
+
+    routing = app.extensions["relay.intake.routing"]
+    credentials = sorted(name for name, auth in app.extensions["relay.webhook_auth"].items() if auth.configured)
+    store = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
+    routes = len(routing.routes)
+    log.info("relay %s starting: store %s, PagerDuty %s, %d route(s)%s, webhook credentials for %s", __version__,
+             store, app.config["PAGERDUTY_EVENTS_URL"], routes, " and a default route" if routing.default else "",
+             ", ".join(credentials) or "no source",
+             extra={"version": __version__, "store": store, "pagerduty_events_url": app.config["PAGERDUTY_EVENTS_URL"],
+                    "routes": routes, "default_route": routing.default is not None,
+                    "sources_with_credentials": credentials})
+    for message in app.extensions.get(WARNINGS, []):
+        log.warning(message)
 
 
 def freeze_startup_objects() -> int:
@@ -15,5 +50,5 @@ def freeze_startup_objects() -> int:
     gc.collect()
     gc.freeze()
     frozen = gc.get_freeze_count()
-    log.info("froze %d start-up objects out of the garbage collector's way", frozen)
+    log.debug("froze %d start-up objects out of the garbage collector's way", frozen)
     return frozen

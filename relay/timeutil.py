@@ -30,6 +30,22 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"{text!r} is longer than any duration this can count") from None
 
 
+def parse_seconds(text: str) -> float:
+    """Parse a number of seconds (`2.5`) or a duration with a unit (`90s`, `5m`, `1d`); raise ValueError saying
+    which forms are accepted."""
+    try:
+        seconds = float(text)
+    except (TypeError, ValueError):
+        try:
+            return parse_duration(text).total_seconds()
+        except ValueError:
+            raise ValueError(f"{text!r} is neither a number of seconds nor a duration such as 90s, 5m, 2h or 1d"
+                             ) from None
+    if not 0 <= seconds < float("inf"):  # also refuses nan and inf, which parse as floats
+        raise ValueError(f"{text!r} is not a number of seconds, 0 or more")
+    return seconds
+
+
 def parse_since(text: str, now: datetime) -> datetime:
     """Parse a moment: a duration back from now, or an ISO 8601 time (UTC when it names no zone)."""
     moment = parse_iso8601(text)

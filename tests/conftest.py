@@ -161,8 +161,9 @@ def make_app(backend, database_urls, pd):
 # --- test tiers: `make check` runs what needs nothing but Python (-m "not system"); `make test` runs everything ---
 
 # Whole files that start gunicorn, the delivery process or other processes, need a browser, or fuzz at length.
-SYSTEM_FILES = {"test_server.py", "test_supervision.py", "test_supervisor.py", "test_delivery_reliability.py",
-                "test_ui_browser.py", "test_openapi_fuzz.py", "test_fuzz.py", "test_console.py"}
+SYSTEM_FILES = {"test_server.py", "test_startup.py", "test_supervision.py", "test_supervisor.py",
+                "test_delivery_reliability.py", "test_ui_browser.py", "test_openapi_fuzz.py", "test_fuzz.py",
+                "test_console.py"}
 # Single tests, in files otherwise fast, that start processes (gunicorn, the simulator's CLI, `flask relay`).
 SYSTEM_TESTS = {
     "test_logs.py": {"test_gunicorn_logs_json_without_access_log_by_default"},

@@ -10,6 +10,7 @@ import sysconfig
 
 import pytest
 
+from relay.startup import BAD_CONFIGURATION
 from tests.processes import ROOT
 
 # What the Dockerfile copies: the package needs nothing else of the checkout.
@@ -104,7 +105,7 @@ def test_a_bad_configuration_is_one_line_and_exit_2(relay_command, elsewhere, tm
     (tmp_path / "bad.py").write_text('ROUTES = [{"name": "db"}]\n')
     result = subprocess.run([relay_command, "log"], cwd=folder, env={**env, "RELAY_CONFIG": str(tmp_path / "bad.py")},
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and result.stdout == ""
+    assert result.returncode == BAD_CONFIGURATION and result.stdout == ""
     assert result.stderr.splitlines() == ["relay: configuration error: route 'db', field 'routing_key': give "
                                           "exactly one of routing_key, routing_key_env, routing_key_template"]
 

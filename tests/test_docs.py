@@ -25,7 +25,7 @@ MAKE_TARGET = re.compile(r"\bmake ([a-z][\w-]*)")
 RELAY_COMMAND = re.compile(r"\bflask (?:--app wsgi )?relay ([a-z][\w-]*)")
 CONSOLE_COMMAND = re.compile(r"(?:^|\$ |`|\.venv/bin/)relay ([a-z][\w-]*)", re.M)  # in code: `relay log`
 SETTING = re.compile(r"\b(RELAY_[A-Z0-9_<>]*[A-Z0-9>]|PAGERDUTY_[A-Z0-9_]*[A-Z0-9]|DATABASE_URL)\b")
-READ_SETTING = re.compile(r"""(?:environ\.get|environ\[|_env_\w+)\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
+READ_SETTING = re.compile(r"""(?:environ\.get|environ\[|_env_\w+|environment\.\w+)\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
 SOURCE_SUFFIX = re.compile(r"""prefix \+ ["']([A-Z][A-Z0-9_]+)["']""")
 
 

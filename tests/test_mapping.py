@@ -525,9 +525,10 @@ def test_generic_alert_details_are_its_other_fields_without_empty_times():
 
 
 def test_a_fixed_routing_key_is_not_searched_for_in_alert_text():
-    routing = routes(default={"name": "short", "routing_key": "db"})
-    (event,) = events("alertmanager", fixture("alertmanager_0.25_firing_captured.json"), routing)
-    assert event["routing_key"] == "db" and event["payload"]["component"] == "db"
+    payload = fixture("alertmanager_0.25_firing_captured.json")
+    payload["alerts"][0]["labels"]["job"] = KEY
+    (event,) = events("alertmanager", payload)
+    assert event["routing_key"] == KEY and event["payload"]["component"] == KEY
 
 
 # --- every field fitted to PagerDuty's limits -------------------------------------------------------

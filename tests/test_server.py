@@ -87,14 +87,17 @@ def test_delivery_process_stops_when_the_master_is_killed(served_relay):
     wait_until(lambda: not is_delivery_process(delivery), timeout=10, message="the delivery process gone")
 
 
-def test_every_process_freezes_its_start_up_objects(served_relay):
-    _, _, proc = served_relay
-    proc.terminate()
-    lines = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
-    proc.wait(timeout=30)
+def test_every_process_freezes_its_start_up_objects(relay_env):
+    env, _ = relay_env
+    with gunicorn({**env, "RELAY_LOG_LEVEL": "DEBUG"}) as (base, proc):  # said at debug: nothing to act on
+        wait_for(base + "/readyz", proc)
+        proc.terminate()
+        lines = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
+        proc.wait(timeout=30)
     frozen = [line for line in lines if "start-up objects out of the garbage collector's way" in line["message"]]
     # Two web workers and the delivery process, each with the app loaded: tens of thousands of objects.
     assert len({line["pid"] for line in frozen}) == 3, frozen
+    assert all(line["level"] == "DEBUG" for line in frozen), frozen
     assert all(int(re.search(r"froze (\d+)", line["message"])[1]) > 10_000 for line in frozen), frozen
 
 

@@ -5,6 +5,7 @@ import logging
 import pytest
 
 import config
+from relay import startup
 from relay.intake import sources
 from relay.web import openapi
 from tests import tiny_source
@@ -70,8 +71,9 @@ def test_the_unknown_source_message_lists_the_new_source(tiny_app):
 
 def test_auth_warns_about_the_new_source_without_a_credential(registered, make_app, caplog, monkeypatch):
     monkeypatch.delenv("RELAY_TINY_TOKEN")
-    with caplog.at_level(logging.WARNING, logger="relay.web.auth"):
-        make_app(WEBHOOK_AUTH=config.webhook_auth())
+    app = make_app(WEBHOOK_AUTH=config.webhook_auth())
+    with caplog.at_level(logging.WARNING, logger="relay.startup"):
+        startup.announce(app)
     assert "webhooks for tiny have no credential configured: accepted from loopback only" in caplog.messages
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay.intake import configure
-from relay.intake.routing import load_routing
+from relay.intake.routing import ConfigError, load_routing
+from relay.startup import BAD_CONFIGURATION
 from relay.store.models import IncidentLog, db
 from tests.helpers import fixture, wait_until
 
@@ -493,14 +493,23 @@ def test_check_config_warns_without_default_route(tmp_path):
 ])
 def test_check_config_names_route_and_field(tmp_path, config_text, env, message):
     result = check_config(tmp_path, config_text, **env)
-    assert result.returncode == 3
+    assert result.returncode == BAD_CONFIGURATION
     assert result.stderr.startswith(f"relay: configuration error: {message}"), result.stderr
     assert "Traceback" not in result.stderr and DEFAULT_KEY not in result.stderr
 
 
-def test_describe_never_shows_most_of_a_short_key():
-    routing = load_routing([{"name": "short", "routing_key": "abc12345"}], None)
-    assert configure.describe(routing) == ["short: (everything) → key …, dedup alert"]
+@pytest.mark.parametrize("route, environ, message", [
+    ({"name": "short", "routing_key": "abc12345"}, {},
+     "route 'short', field 'routing_key': the key has 8 characters; a PagerDuty integration (routing) key has 32"),
+    ({"name": "db", "routing_key_env": "PD_DB_KEY"}, {"PD_DB_KEY": DB_KEY + "\n"},
+     "route 'db', field 'routing_key_env': the key in PD_DB_KEY has 33 characters; a PagerDuty integration "
+     "(routing) key has 32"),
+])
+def test_a_routing_key_pagerduty_would_refuse_stops_start_up_unshown(route, environ, message):
+    with pytest.raises(ConfigError) as caught:
+        load_routing([route], None, environ)
+    assert str(caught.value) == message
+    assert "abc12345" not in str(caught.value) and DB_KEY not in str(caught.value)
 
 
 # --- intake limits, and every field fitted -------------------------------------------------------------

@@ -1,5 +1,4 @@
 """Start-up checks of config.py's routes and source settings; a bad one stops the relay, named."""
-import logging
 import os
 
 from marshmallow import ValidationError
@@ -7,8 +6,8 @@ from marshmallow import ValidationError
 from relay.intake.routing import ConfigError, Routing, load_routing
 from relay.intake.sources import SOURCES, settings_key
 from relay.masking import mask
-
-log = logging.getLogger(__name__)
+from relay.settings import events_url_problem
+from relay.startup import warn
 
 
 def load_source_settings(config) -> dict:
@@ -39,8 +38,16 @@ def check_nice(config) -> None:
         raise ConfigError(f"RELAY_DELIVERY_NICE ({config['RELAY_DELIVERY_NICE']}) must be between 0 and 19")
 
 
+def check_events_url(config) -> None:
+    """Refuse an Events API URL without scheme, host or path: PagerDuty would answer every event 404."""
+    problem = events_url_problem("PAGERDUTY_EVENTS_URL", config["PAGERDUTY_EVENTS_URL"])
+    if problem:
+        raise ConfigError(problem)
+
+
 def load(config, environ=os.environ) -> tuple[Routing, dict]:
     """Load and check the routing, source and delivery settings; raise ConfigError on the first problem."""
+    check_events_url(config)
     check_lease(config)
     check_nice(config)
     routing = load_routing(config.get("ROUTES") or [], config.get("DEFAULT_ROUTE"), environ)
@@ -61,10 +68,10 @@ def describe(routing: Routing) -> list[str]:
 
 
 def init_app(app):
-    """Load the routing into the app, warning when unmatched alerts have nowhere to go."""
+    """Load the routing into the app; keep a warning for start-up when unmatched alerts have nowhere to go."""
     routing, settings = load(app.config)
     app.extensions["relay.intake.routing"] = routing
     app.extensions["relay.source_settings"] = settings
     if routing.default is None:
-        log.warning("no default route (PAGERDUTY_ROUTING_KEY is not set): alerts matching no route "
+        warn(app, "no default route (PAGERDUTY_ROUTING_KEY is not set): alerts matching no route "
                     "are logged as unrouted and not sent")

@@ -7,7 +7,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from relay.intake.alert import Alert, datasource_state
 from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
 from relay.intake.render import TemplateConfigError, compile_template
-from relay.pagerduty.event import SEVERITIES
+from relay.pagerduty.event import ROUTING_KEY_LENGTH, SEVERITIES
 
 DEDUP_ALERT = "alert"  # one PagerDuty alert per alert (default)
 DEDUP_GROUP = "group"  # one per notification group: sha256(groupKey), as Alertmanager's and Grafana's own
@@ -159,14 +159,23 @@ def _label(name):
 
 def _fixed_routing_key(spec, environ):
     if "routing_key" in spec:
-        return spec["routing_key"]
+        return _checked_key(spec["name"], "routing_key", "the key", spec["routing_key"])
     if "routing_key_env" in spec:
         value = environ.get(spec["routing_key_env"], "")
         if not value:
             raise _problem(spec["name"], "routing_key_env",
                            f"environment variable {spec['routing_key_env']} is not set")
-        return value
+        return _checked_key(spec["name"], "routing_key_env", f"the key in {spec['routing_key_env']}", value)
     return None
+
+
+def _checked_key(name, field_name, what, key):
+    """Refuse a key PagerDuty would refuse (with a 400, on the first real page): it must be ROUTING_KEY_LENGTH long.
+    The error gives the key's length, never the key."""
+    if len(key) != ROUTING_KEY_LENGTH:
+        raise _problem(name, field_name, f"{what} has {len(key)} characters; a PagerDuty integration (routing) key "
+                                         f"has {ROUTING_KEY_LENGTH}")
+    return key
 
 
 def _compile(name, field_name, text):

@@ -15,6 +15,7 @@ from relay.timeutil import parse_iso8601
 
 ACTIONS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
+ROUTING_KEY_LENGTH = 32  # an integration key, as PagerDuty issues them (Events API v2: 32 characters)
 SUMMARY_MAX = 1024  # payload.summary: 1024 characters
 DEDUP_KEY_MAX = 255  # dedup_key: 255 characters
 # The whole event: "under 512 KB" (01-Overview.md), read the safe way, as Alertmanager's notifier does

@@ -28,7 +28,7 @@ def backend(bind):
     """The backend module of an engine's or connection's database.
 
     Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
-    hold_rate_budget, hold_alerts, finish and watcher.
+    hold_rate_budget, hold_alerts, finish, watcher and migration_lock.
     """
     return _BACKENDS[bind.dialect.name]
 

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RATE_LOCK_ID = 0x72656C6179  # "relay": the advisory lock around rate-limited claims
 ALERT_LOCK_CLASS = 0x616C7274  # "alrt": the first key of the per-alert advisory locks (the two-key lock space)
+MIGRATE_LOCK_ID = 0x6D69677261  # "migra": held while one instance brings the schema up to date
 NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
 LISTEN_FIRST_PAUSE = 1.0  # after a lost LISTEN connection; doubling up to the last: polling covers the gap
 LISTEN_LAST_PAUSE = 8.0
@@ -36,6 +37,20 @@ def write_transaction(conn):
     """A plain transaction: PostgreSQL writers need no queue."""
     with conn.begin():
         yield conn
+
+
+@contextmanager
+def migration_lock(engine):
+    """Hold the session advisory lock under which one instance at a time brings the schema up to date; the others
+    wait, then find it current."""
+    with engine.connect() as conn:
+        conn.execute(select(func.pg_advisory_lock(MIGRATE_LOCK_ID)))
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(select(func.pg_advisory_unlock(MIGRATE_LOCK_ID)))
+            conn.commit()
 
 
 def prepare_candidates(conn) -> None:

@@ -120,6 +120,22 @@ def file_of(url) -> str | None:
     return None if not path or path == ":memory:" else path
 
 
+@contextmanager
+def migration_lock(engine):
+    """Hold the lock under which one process at a time brings the schema up to date: a lock file beside the
+    database (SQLite's own lock cannot be held across the migration's transactions)."""
+    path = engine.url.database
+    if not path or path == ":memory:":
+        yield
+        return
+    lock = os.open(f"{path}-migrate", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)  # and with it the flock
+
+
 def prepare_candidates(conn) -> None:
     """Nothing to tune: SQLite plans the candidates' query well as it is."""
 

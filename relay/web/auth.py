@@ -4,7 +4,6 @@ import functools
 import hashlib
 import hmac
 import ipaddress
-import logging
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -15,10 +14,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from relay.errors import RelayError
 from relay.intake.routing import ConfigError
 from relay.intake.sources import SOURCES
+from relay.startup import warn
 from relay.store import signatures
 from relay.store.models import db
 
-log = logging.getLogger(__name__)
 MAX_TIMESTAMP_DIGITS = 12  # unix seconds until the year 33658; longer is no timestamp a sender means
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -233,7 +232,7 @@ def trust_proxies(app) -> None:
 
 
 def init_app(app):
-    """Install the guard and say, at start-up, what is open to whom."""
+    """Install the guard, and keep for start-up's warnings what is open to whom."""
     app.extensions["relay.webhook_auth"] = load(app.config)
     trust_proxies(app)
     app.before_request(_guard)
@@ -241,6 +240,6 @@ def init_app(app):
         if not app.extensions["relay.webhook_auth"].get(source, SourceAuth()).configured:
             scope = "from anywhere (RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1)" \
                 if app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] else "from loopback only"
-            log.warning("webhooks for %s have no credential configured: accepted %s", source, scope)
+            warn(app, f"webhooks for {source} have no credential configured: accepted {scope}")
     if not app.config["RELAY_API_TOKEN"]:
-        log.warning("RELAY_API_TOKEN is not set: the API and the log page answer loopback only")
+        warn(app, "RELAY_API_TOKEN is not set: the API and the log page answer loopback only")
