@@ -526,7 +526,7 @@ def test_generic_alert_details_are_its_other_fields_without_empty_times():
 
 def test_a_fixed_routing_key_is_not_searched_for_in_alert_text():
     payload = fixture("alertmanager_0.25_firing_captured.json")
-    payload["alerts"][0]["labels"]["job"] = KEY
+    payload["alerts"][0]["labels"]["component"] = KEY
     (event,) = events("alertmanager", payload)
     assert event["routing_key"] == KEY and event["payload"]["component"] == KEY
 
