@@ -8,6 +8,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 
 import click
 from flask import current_app
@@ -21,8 +22,8 @@ from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
 from relay.intake.routing import ConfigError
 from relay.pagerduty.client import safe_url
-from relay.startup import BAD_CONFIGURATION, announce, freeze_startup_objects
-from relay.store import logquery, models, outbox, retention, schema, states
+from relay.startup import BAD_CONFIGURATION, STORE_UNAVAILABLE, announce, freeze_startup_objects
+from relay.store import failures, logquery, models, outbox, retention, schema, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
@@ -303,15 +304,46 @@ def _schema_first(command):
     @functools.wraps(run)
     def checked(*args, **kwargs):
         app = click.get_current_context().ensure_object(ScriptInfo).load_app()
-        try:
-            with app.app_context():
-                schema.ensure_current(app)
-        except schema.SchemaError as exc:
-            click.echo(f"relay: {exc}", err=True)
-            sys.exit(BAD_CONFIGURATION)
+        with app.app_context():
+            _ensure_schema(app, command.name)
         return run(*args, **kwargs)
 
     command.callback = checked
+
+
+def _ensure_schema(app, command_name: str) -> None:
+    """Bring the schema up to date. A store that cannot be reached is an outage, not a mistake: the delivery
+    process waits for it (and migrates then), gunicorn's start-up goes on (webhooks get 503 meanwhile), and any
+    other command exits STORE_UNAVAILABLE; a schema problem is one line and BAD_CONFIGURATION."""
+    outage = failures.Outage(log, "the delivery process waits for it before it starts")
+    while True:
+        try:
+            schema.ensure_current(app)
+            outage.recovered()
+            return
+        except schema.StoreUnreachable as exc:
+            if command_name == "worker":
+                _wait_beating(app, outage.failed(exc.problem))
+                continue
+            if command_name == "prepare":
+                log.warning("%s; starting anyway: requests that need the store get 503 until it is back, and the "
+                            "delivery process brings the schema up to date then", exc)
+                return
+            click.echo(f"relay: {exc}", err=True)
+            sys.exit(STORE_UNAVAILABLE)
+        except schema.SchemaError as exc:
+            click.echo(f"relay: {exc}", err=True)
+            sys.exit(BAD_CONFIGURATION)
+
+
+def _wait_beating(app, seconds: float) -> None:
+    """Wait, touching the delivery heartbeat file each second: waiting for the store is no stall."""
+    heartbeat = app.config["RELAY_DELIVERY_HEARTBEAT_FILE"]
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if heartbeat:
+            _touch(heartbeat)
+        time.sleep(min(left, 1.0))
 
 
 WITHOUT_STORE = ("check-config", "preview")  # commands that read the configuration only

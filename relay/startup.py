@@ -8,6 +8,7 @@ log = logging.getLogger("relay.startup")  # by name: gunicorn.conf.py loads this
 # The exit code of a process that refuses to start on a bad setting or schema: sysexits.h's EX_CONFIG, apart from
 # the job commands' codes (3 there means "stored, not yet confirmed").
 BAD_CONFIGURATION = 78
+STORE_UNAVAILABLE = 75  # sysexits.h's EX_TEMPFAIL: the store cannot be reached now; try again later
 # A gunicorn worker's instead: "worker failed to boot", on which its master stops where any other exit starts the
 # worker again.
 BOOT_ERROR = 3

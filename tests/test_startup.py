@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from conftest import fresh_postgres_database
 
-from relay.startup import BAD_CONFIGURATION
+from relay.startup import BAD_CONFIGURATION, STORE_UNAVAILABLE
 from tests.processes import BIN, ROOT, gunicorn, wait_for
 
 KEY = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e"
@@ -244,3 +244,18 @@ def test_gunicorn_on_a_fresh_sqlite_file_serves_webhooks_and_warns_once(env):
     for warning in WARNINGS:  # the master's check says them; neither the workers nor the delivery process again
         assert len([m for m in messages if m.startswith(warning)]) == 1, warning
     assert not [m for m in messages if "start-up objects out of the garbage collector's way" in m]  # debug
+
+
+def test_an_unreachable_store_is_an_outage_to_wait_out_not_a_setting_to_fix(env):
+    """gunicorn's prepare starts anyway (webhooks get 503 meanwhile), a CLI command exits STORE_UNAVAILABLE, and
+    neither says it is a configuration error."""
+    down = {**env, "DATABASE_URL": "postgresql://relay:s3cret@127.0.0.1:1/relay"}  # nothing listens on port 1
+    prepared, _ = flask(down, "relay", "prepare")
+    assert prepared.returncode == 0, prepared.stderr
+    warning = [json.loads(line) for line in prepared.stderr.splitlines() if "starting anyway" in line]
+    assert len(warning) == 1 and "database unreachable: connection refused (127.0.0.1:1)" in warning[0]["message"]
+    listed, _ = flask(down, "relay", "log")
+    assert listed.returncode == STORE_UNAVAILABLE
+    assert listed.stderr.splitlines()[-1] == ("relay: the store cannot be used: database unreachable: connection "
+                                              "refused (127.0.0.1:1)")
+    assert "s3cret" not in prepared.stderr + listed.stderr and "Traceback" not in listed.stderr

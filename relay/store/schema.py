@@ -20,6 +20,14 @@ class SchemaError(Exception):
     """The schema is not the one this relay needs, or the store cannot be reached to tell; the message says why."""
 
 
+class StoreUnreachable(SchemaError):
+    """The store cannot be reached to tell: an outage, not a setting to fix; problem says why and where."""
+
+    def __init__(self, problem):
+        super().__init__(f"the store cannot be used: {problem}")
+        self.problem = problem
+
+
 def _alembic_config(app):
     """Flask-Migrate's Alembic configuration of the app: migrations/ and its env.py."""
     migrate = app.extensions["migrate"]
@@ -55,8 +63,10 @@ def ensure_current(app) -> None:
     try:
         current, heads, known = _revisions(app)
     except SQLAlchemyError as exc:
-        problem = failures.describe(exc, db.engine.url) or _reason(exc)
-        raise SchemaError(f"the store cannot be used: {problem}") from None
+        problem = failures.describe(exc, db.engine.url)
+        if problem is None:
+            raise SchemaError(f"the store cannot be used: {_reason(exc)}") from None
+        raise StoreUnreachable(problem) from None
     if current == heads:
         return
     if current - known:

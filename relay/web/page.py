@@ -1,8 +1,9 @@
 """The log page for people: the incident log as a filtered, searchable table with counts per status, a detail view
 per row, and a Retry button.
 
-Server-rendered Jinja (autoescaped); a page's queries never grow with its rows. Routing keys are shown masked only, and every page is
-scrubbed of the full keys of the rows it shows before it leaves, whatever a label or error might carry.
+Server-rendered Jinja (autoescaped); a page's queries never grow with its rows. Routing keys are shown masked only,
+and every page is scrubbed of the full keys of the rows it shows before it leaves, whatever a label or error might
+carry.
 Retry is a form POST, accepted only from the page's own origin (Origin, else Referer, host = request host).
 """
 import json
