@@ -146,3 +146,28 @@ def test_a_body_over_the_limit_is_refused_without_waiting_for_it(relay):
     assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - started < DEADLINE
     assert b'"the request body is 999999999 bytes; at most 4194304 are taken in one request (RELAY_MAX_BODY_BYTES)"' \
         in answer
+
+
+def test_a_worker_leaving_at_max_requests_answers_the_connections_it_accepted(tmp_path, pd, routing_key):
+    """A worker takes every connection waiting at its listener; when it reaches --max-requests it must still answer
+    those it took, not close them unanswered (the sender would see its connection reset)."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'relay.sqlite3'}",
+           "PAGERDUTY_EVENTS_URL": pd.events_url, "PAGERDUTY_ROUTING_KEY": routing_key, "RELAY_DELIVERY": "0",
+           "RELAY_WORKERS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    with gunicorn(env, "wsgi:app", "--max-requests", "1") as (base, proc):
+        wait_for(base + "/healthz", proc, timeout=60)  # the first worker's one request: a second one boots
+        port = int(base.rsplit(":", 1)[1])
+        body = json.dumps(prompt(1)).encode()
+        head = (f"POST /webhooks/alertmanager HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        partial = socket.create_connection(("127.0.0.1", port))
+        partial.sendall(head)  # taken by the second worker as it starts, its body still to come
+        assert requests.get(base + "/healthz", timeout=30).status_code == 200  # that worker's last request
+        time.sleep(0.5)
+        partial.sendall(body)
+        partial.settimeout(10)
+        answer = b""
+        while chunk := partial.recv(65536):
+            answer += chunk
+        partial.close()
+        assert answer.startswith(b"HTTP/1.1 202"), answer[:200]

@@ -97,23 +97,35 @@ class ArrivedRequestWorker(SyncWorker):
         config = getattr(self.wsgi, "config", {})
         self.body_limit = config.get("MAX_CONTENT_LENGTH") or BODY_LIMIT_FALLBACK
         try:
-            while self.alive:
-                self.notify()
-                for key, _ in self.selector.select(self._next_timeout()):
-                    if key.data is None:
-                        self._drain_wakeups()
-                    elif isinstance(key.data, Arriving):
-                        self._read(key.data)
-                    else:
-                        self._accept(key.data)
-                self._close_late()
-                if not self.is_parent_alive():
-                    break
+            while self.alive and self.is_parent_alive():
+                self._turn()
+            self._finish_accepted()
         finally:
             self.waiting.shutdown(wait=True)  # the waiting requests finish, as a sync worker's request would
             for arriving in list(self.arriving.values()):
                 self._forget(arriving)
                 arriving.sock.close()
+
+    def _turn(self):
+        """Read what has come, handle each request now whole, take new connections while alive, close late ones."""
+        self.notify()
+        for key, _ in self.selector.select(self._next_timeout()):
+            if key.data is None:
+                self._drain_wakeups()
+            elif isinstance(key.data, Arriving):
+                self._read(key.data)
+            elif self.alive:
+                self._accept(key.data)
+        self._close_late()
+
+    def _finish_accepted(self):
+        """Before leaving (max_requests, a graceful stop), answer the connections already taken: their clients sent
+        to this worker, and would see their connection closed unanswered; new ones go to the other workers."""
+        for listener in self.sockets:
+            self.selector.unregister(listener)
+        give_up = time.monotonic() + self.cfg.graceful_timeout
+        while self.arriving and time.monotonic() < give_up and self.is_parent_alive():
+            self._turn()
 
     def _next_timeout(self) -> float:
         soonest = min((a.deadline for a in self.arriving.values()), default=None)
