@@ -86,6 +86,7 @@ class RouteSchema(Schema):
                             values=fields.String(), load_default=dict)
     custom_details = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True, load_default=None)
     continue_ = fields.Boolean(data_key="continue", load_default=False)
+    send_flapping = fields.Boolean(load_default=False)
 
     @validates_schema
     def one_routing_key(self, data, **kwargs):
@@ -115,6 +116,7 @@ class Route:
     templates: dict = field(default_factory=dict)  # field → compiled template
     custom_details: dict | None = None  # detail name → compiled template, None for the default details
     continue_: bool = False
+    send_flapping: bool = False  # send a trigger and its resolve that are both still unsent, instead of neither
     builtin_severities: bool = True
     no_data_severity: str | None = "warning"  # for Grafana's DatasourceNoData/DatasourceError; None: as others
     severities: dict[str, str] = field(init=False, repr=False)  # every word the route knows → PagerDuty severity
@@ -156,6 +158,10 @@ class Routing:
         if not chosen and self.default:
             chosen.append(self.default)
         return chosen
+
+    def sends_flapping(self, route_name: str | None) -> bool:
+        """Tell whether the named route sends a trigger and its resolve that were both still unsent."""
+        return any(route.send_flapping for route in [*self.routes, self.default] if route and route.name == route_name)
 
 
 def _problem(name, field_name, message):
@@ -226,6 +232,7 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         custom_details=None if spec["custom_details"] is None else {
             k: _compile(name, f"custom_details.{k}", t) for k, t in spec["custom_details"].items()},
         continue_=spec["continue_"],
+        send_flapping=spec["send_flapping"],
     )
 
 
