@@ -5,7 +5,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from relay.intake.routing import ConfigError, load_route
 from relay.store import outbox
@@ -135,6 +135,25 @@ def test_a_trigger_being_sent_is_never_unsent(relay, http):
     (trigger,) = post(http, alert("DiskFull"))
     set_row(relay, trigger["log_id"], claimed_by="worker-1", claimed_until=utcnow() + timedelta(seconds=30))
     assert "status" not in post(http, alert("DiskFull", "resolved"))[0]
+    assert rows(relay) == [("trigger", "pending", None), ("resolve", "pending", None)]
+
+
+def test_a_claim_committed_while_the_resolve_is_stored_keeps_the_trigger_sent(relay, http):
+    """A claimer takes the trigger while the resolve's webhook is deciding: the webhook waits for the claim (the
+    row lock on PostgreSQL, the write lock on SQLite), then sees the trigger claimed and sends the resolve too."""
+    (trigger,) = post(http, alert("DiskFull"))
+    answers = []
+    with relay.app_context(), outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
+        conn.execute(select(IncidentLog.id).where(IncidentLog.id == trigger["log_id"]).with_for_update())
+        webhook = threading.Thread(target=lambda: answers.append(post(relay.test_client(),
+                                                                       alert("DiskFull", "resolved"))))
+        webhook.start()
+        webhook.join(0.5)
+        assert webhook.is_alive(), "the webhook should wait for the claim"
+        conn.execute(update(IncidentLog).where(IncidentLog.id == trigger["log_id"]).values(
+            claimed_by="worker-1", claimed_until=utcnow() + timedelta(seconds=30)))
+    webhook.join(10)
+    assert "status" not in answers[0][0]
     assert rows(relay) == [("trigger", "pending", None), ("resolve", "pending", None)]
 
 
