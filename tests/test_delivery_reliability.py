@@ -400,7 +400,12 @@ def test_two_instances_on_postgresql_deliver_2000_once_and_survive_a_kill(tmp_pa
 def test_resolve_never_overtakes_its_trigger_under_random_5xx(tmp_path, pd, store_url):
     run = uuid.uuid4().hex[:8]
     store = Store(store_url)
-    env = {**FAST, **NO_KILL}
+    # send_flapping: every trigger and resolve is sent, so the order of all 1,000 can be checked (without it, a
+    # trigger still unsent when its resolve arrives is superseded with it: tests/test_collapse.py).
+    flapping = tmp_path / "flapping.py"
+    flapping.write_text('DEFAULT_ROUTE = {"name": "default", "routing_key_env": "PAGERDUTY_ROUTING_KEY", '
+                        '"send_flapping": True}\n')
+    env = {**FAST, **NO_KILL, "RELAY_CONFIG": str(flapping)}
     pd.set_error_rate(0.3, 503, seed=4)
     # On PostgreSQL across instances too: triggers posted to A, resolves to B.
     with instances(tmp_path, pd, store_url, env, count=2 if store_url.startswith("postgresql") else 1) as relays:
