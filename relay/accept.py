@@ -15,7 +15,7 @@ from relay.intake.mapping import Planned, older_state, plan
 from relay.intake.payload import Limits
 from relay.intake.sources import SOURCES, get_source, meant_for
 from relay.masking import mask
-from relay.store import outbox, states
+from relay.store import collapse, outbox, states
 from relay.store.models import db
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def receive(source: ModuleType, payload) -> list[dict]:
     planned = planned_events(source, payload)
     stored = store(source.NAME, planned)
     report_truncation(source.NAME, planned)
-    return [describe(item, log_id, stale) for item, (log_id, stale) in zip(planned, stored)]
+    return [describe(item, log_id, why, by) for item, (log_id, why, by) in zip(planned, stored)]
 
 
 def preview(source: ModuleType, payload) -> list[dict]:
@@ -73,10 +73,10 @@ def preview(source: ModuleType, payload) -> list[dict]:
     return [preview_entry(item) for item in planned_events(source, payload)]
 
 
-def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | None]]:
+def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | None, int | None]]:
     """Write one incident_log row per planned event, commit them together, and return each row's id with why it
-    was stored stale rather than pending (None when it will be sent). Each row is bound for this process's
-    PAGERDUTY_EVENTS_URL, whichever delivery process sends it."""
+    was stored stale or superseded rather than pending (None when it will be sent) and the row superseding it.
+    Each row is bound for this process's PAGERDUTY_EVENTS_URL, whichever delivery process sends it."""
     events_url = current_app.config["PAGERDUTY_EVENTS_URL"]
     rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
                               status=states.PENDING if item.routed else states.UNROUTED, error=item.problem,
@@ -86,11 +86,13 @@ def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | Non
         if item.delay_seconds:
             row["next_attempt_at"] += timedelta(seconds=item.delay_seconds)
     with outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
-        stale = _drop_older_states(conn, planned, rows)
+        superseded = _compare_with_latest(conn, planned, rows)
         ids = outbox.record_many(conn, rows)
+        collapse.supersede_older(conn, ids, superseded, rows[0]["created_at"] if rows else None)
     worker.wake()
     metrics.events_stored(source_name, planned)
-    return list(zip(ids, stale))
+    return [(log_id, row["error"] if row["status"] in NOT_SENT else None, row.get("superseded_by"))
+            for log_id, row in zip(ids, rows)]
 
 
 def report_truncation(source_name: str, planned: list[Planned]) -> None:
@@ -104,26 +106,34 @@ def report_truncation(source_name: str, planned: list[Planned]) -> None:
     metrics.alerts_truncated(source_name, truncated)
 
 
-def _drop_older_states(conn, planned: list[Planned], rows: list[dict]) -> list[str | None]:
-    """Mark stale each event that reports an older state of its alert than the relay already has (a resolve
+NOT_SENT = (states.STALE, states.SUPERSEDED)  # stored from the start as never to be sent, with the reason
+
+
+def _compare_with_latest(conn, planned: list[Planned], rows: list[dict]) -> list[list[int]]:
+    """Compare each event with its alert's newest row: mark it stale when it reports an older state (a resolve
     before its trigger, a lagging replica's firing after the resolve), so it never reopens or closes an incident
-    out of turn; return why, per row."""
-    timed = [(item, row) for item, row in zip(planned, rows)
-             if row["status"] == states.PENDING and row["dedup_key"] and (item.alert.starts_at or item.alert.ends_at)]
-    latest = outbox.latest_states(conn, {(row["routing_key"], row["dedup_key"]) for _, row in timed})
-    for item, row in timed:
+    out of turn, or superseded when it need not be sent (relay/store/collapse.py); return, per row, the older rows
+    it supersedes."""
+    pending = [index for index, row in enumerate(rows) if row["status"] == states.PENDING and row["dedup_key"]]
+    latest = outbox.latest_states(conn, {(rows[i]["routing_key"], rows[i]["dedup_key"]) for i in pending})
+    routing = current_app.extensions["relay.intake.routing"]
+    superseded = [[] for _ in rows]
+    for index in pending:
+        item, row = planned[index], rows[index]
         alert_key = (row["routing_key"], row["dedup_key"])
         last = latest.get(alert_key)
         older = last and older_state(item.alert, row["event_action"], last.event_action, last.alert)
         if older:
             where = f"row {last.id}" if last.id else "an earlier event of this request"
             row.update(status=states.STALE, error=f"stale: {older} ({where}); not sent")
-        else:  # later events of this request compare with this one
-            latest[alert_key] = SimpleNamespace(id=None, event_action=row["event_action"], alert=row["alert"])
-    return [row["error"] if row["status"] == states.STALE else None for row in rows]
+            continue
+        superseded[index] = collapse.decide(conn, row, last, routing.sends_flapping(item.route))
+        # later events of this request compare with this one
+        latest[alert_key] = SimpleNamespace(id=None, event_action=row["event_action"], alert=row["alert"])
+    return superseded
 
 
-def describe(item: Planned, log_id=None, stale: str | None = None) -> dict:
+def describe(item: Planned, log_id=None, not_sent: str | None = None, superseded_by: int | None = None) -> dict:
     """Summarize one planned event for an answer, routing key masked."""
     entry = {"route": item.route, "event_action": item.event["event_action"],
              "dedup_key": item.event.get("dedup_key"), "routing_key": mask(item.event["routing_key"])}
@@ -133,8 +143,10 @@ def describe(item: Planned, log_id=None, stale: str | None = None) -> dict:
         entry["send_after_seconds"] = item.delay_seconds
     if item.problem:
         entry.update(status=states.UNROUTED, problem=item.problem)
-    elif stale:
-        entry.update(status=states.STALE, problem=stale)
+    elif superseded_by is not None:
+        entry.update(status=states.SUPERSEDED, problem=not_sent, superseded_by=superseded_by)
+    elif not_sent:
+        entry.update(status=states.STALE, problem=not_sent)
     return entry
 
 

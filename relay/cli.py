@@ -31,9 +31,9 @@ from relay.timeutil import parse_duration, parse_since
 log = logging.getLogger(__name__)
 relay_cli = AppGroup("relay", help="Send PagerDuty events through the relay.")
 # The log's table on a terminal: (heading, entry field, widest cell); the summary takes the rest of the line.
-LOG_COLUMNS = (("ID", "id", 12), ("CREATED (UTC)", "created_at", 19), ("STATUS", "status", 9),
+LOG_COLUMNS = (("ID", "id", 12), ("CREATED (UTC)", "created_at", 19), ("STATUS", "status", 10),
                ("SOURCE", "source", 12), ("ROUTE", "route", 16), ("ACTION", "event_action", 11),
-               ("TRIES", "attempts", 5), ("DEDUP KEY", "dedup_key", 32))
+               ("TRIES", "attempts", 5), ("BY", "superseded_by", 12), ("DEDUP KEY", "dedup_key", 32))
 
 
 def _emit(run):

@@ -85,7 +85,7 @@ def test_relay_log_is_a_table_on_a_terminal(relay_command, elsewhere, pd, routin
     os.close(primary)
     assert proc.wait(timeout=30) == 0
     heading, row = shown.decode().splitlines()
-    assert heading.split() == ["ID", "CREATED", "(UTC)", "STATUS", "SOURCE", "ROUTE", "ACTION", "TRIES", "DEDUP",
+    assert heading.split() == ["ID", "CREATED", "(UTC)", "STATUS", "SOURCE", "ROUTE", "ACTION", "TRIES", "BY", "DEDUP",
                                "KEY", "SUMMARY"]
     assert row.split()[3:] == ["delivered", "cli", "trigger", "1", "disk-db-1", "Disk", "[31mfull", "[0m", "on",
                                "db-1"]

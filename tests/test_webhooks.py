@@ -60,7 +60,8 @@ def log_rows(app) -> list[dict]:
     with app.app_context():
         return [{"id": r.id, "source": r.source, "route": r.route, "status": r.status, "event": r.event,
                  "event_action": r.event_action, "dedup_key": r.dedup_key, "alert": r.alert, "error": r.error,
-                 "routing_key": r.routing_key, "routing_key_masked": r.routing_key_masked, "summary": r.summary}
+                 "routing_key": r.routing_key, "routing_key_masked": r.routing_key_masked, "summary": r.summary,
+                 "superseded_by": r.superseded_by}
                 for r in db.session.query(IncidentLog).order_by(IncidentLog.id)]
 
 
@@ -613,12 +614,16 @@ def test_a_trigger_after_its_alerts_resolve_is_stored_stale(relay, http):
     assert_no_key(late)
 
 
-def test_a_lagging_replicas_firing_after_the_resolve_is_stale_and_repeats_are_kept(relay, http):
+def test_a_lagging_replicas_firing_after_the_resolve_is_stale_and_repeats_are_superseded(relay, http):
     for name in (AM_FIRING, AM_FIRING, AM_RESOLVED, AM_RESOLVED, AM_FIRING):  # HA: each replica sends each
         assert post(http, "alertmanager", fixture(name)).status_code == 202
-    assert [(r["event_action"], r["status"]) for r in log_rows(relay)] == [
-        ("trigger", "pending"), ("trigger", "pending"), ("resolve", "pending"), ("resolve", "pending"),
-        ("trigger", "stale")]
+    rows = log_rows(relay)
+    first = rows[0]["id"]
+    # Nothing was sent (no delivery here): the repeats wait behind their first copies, then the resolve finds its
+    # trigger unsent and both are dropped; the lagging firing is older than the (superseded) resolve.
+    assert [(r["event_action"], r["status"], r["superseded_by"]) for r in rows] == [
+        ("trigger", "superseded", first + 2), ("trigger", "superseded", first), ("resolve", "superseded", first),
+        ("resolve", "superseded", first + 2), ("trigger", "stale", None)]
 
 
 def test_a_new_firing_after_the_resolve_is_sent_and_the_old_resolve_then_stale(relay, http):
@@ -630,7 +635,7 @@ def test_a_new_firing_after_the_resolve_is_sent_and_the_old_resolve_then_stale(r
     assert late_resolve["events"][0]["status"] == "stale"
     assert "resolved at 2026-11-26T21:15:54Z is older than firing since 2026-11-26T21:20:00Z" in \
         late_resolve["events"][0]["problem"]
-    assert [r["status"] for r in log_rows(relay)] == ["pending", "pending", "pending", "stale"]
+    assert [r["status"] for r in log_rows(relay)] == ["superseded", "superseded", "pending", "stale"]
 
 
 def test_grafanas_resolve_before_its_trigger_leaves_the_trigger_stale(relay, http):

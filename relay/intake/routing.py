@@ -74,6 +74,7 @@ class RouteSchema(Schema):
     test_notifications = fields.String(load_default=TESTS_SEND, validate=validate.OneOf([TESTS_SEND, TESTS_DROP]))
     test_resolve_after_seconds = fields.Integer(load_default=TEST_RESOLVE_AFTER_SECONDS, strict=True,
                                                 validate=validate.Range(min=0, max=86400))
+    send_flapping = fields.Boolean(load_default=False)
 
     @validates_schema
     def one_routing_key(self, data, **kwargs):
@@ -103,6 +104,7 @@ class Route:
     templates: dict = field(default_factory=dict)  # field → compiled template
     custom_details: dict | None = None  # detail name → compiled template, None for the default details
     continue_: bool = False
+    send_flapping: bool = False  # send a trigger and its resolve that are both still unsent, instead of neither
     builtin_severities: bool = True
     no_data_severity: str | None = "warning"  # for Grafana's DatasourceNoData/DatasourceError; None: as others
     test_notifications: str = TESTS_SEND
@@ -146,6 +148,10 @@ class Routing:
         if not chosen and self.default:
             chosen.append(self.default)
         return chosen
+
+    def sends_flapping(self, route_name: str | None) -> bool:
+        """Tell whether the named route sends a trigger and its resolve that were both still unsent."""
+        return any(route.send_flapping for route in [*self.routes, self.default] if route and route.name == route_name)
 
 
 def _problem(name, field_name, message):
@@ -227,6 +233,7 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         continue_=spec["continue_"],
         test_notifications=spec["test_notifications"],
         test_resolve_after_seconds=spec["test_resolve_after_seconds"],
+        send_flapping=spec["send_flapping"],
     )
 
 

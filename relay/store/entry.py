@@ -5,7 +5,7 @@ from relay.store import states
 from relay.store.logquery import alert_summaries
 from relay.store.models import IncidentLog
 
-EXPLAINED = (states.RETRYING, states.FAILED, states.DEAD, states.UNROUTED, states.STALE)  # rows that say why
+EXPLAINED = (states.RETRYING, states.FAILED, states.DEAD, states.UNROUTED, states.STALE, states.SUPERSEDED)  # say why
 
 
 def _iso(moment):
@@ -13,7 +13,7 @@ def _iso(moment):
 
 
 def reason(row: IncidentLog) -> str | None:
-    """Say why a row is retrying, failed, dead, unrouted or stale: PagerDuty's last answer and our error."""
+    """Say why a row is retrying, failed, dead, unrouted, stale or superseded: PagerDuty's last answer and our error."""
     if row.status not in EXPLAINED:
         return None
     parts = [row.pd_message, *(str(error) for error in row.pd_errors or [])]
@@ -56,6 +56,7 @@ def log_entry(row: IncidentLog, with_attempts: bool = False, alert_summary: str 
         "error": redact(row.error, row.routing_key),
         "events_url": safe_url(row.events_url) if row.events_url else None,
         "reason": redact(reason(row), row.routing_key),
+        "superseded_by": row.superseded_by,
     }
     if with_attempts:
         entry["event"] = {"routing_key": row.routing_key_masked, **redact_value(row.event, row.routing_key)}

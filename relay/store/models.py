@@ -85,6 +85,8 @@ class IncidentLog(db.Model):
     pd_message = db.Column(db.String(1024))
     pd_errors = db.Column(JSON)
     error = db.Column(db.Text)
+    # A superseded row: the row of its alert it was collapsed into (no foreign key: pruning may remove that first).
+    superseded_by = db.Column(BigId)
 
     attempt_rows = db.relationship(
         "DeliveryAttempt", back_populates="log", order_by="DeliveryAttempt.id", lazy="select"

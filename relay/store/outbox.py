@@ -48,7 +48,7 @@ def row_values(event: dict, source: str, route: str | None = None, alert: dict |
         "routing_key": event["routing_key"], "routing_key_masked": mask(event["routing_key"]),
         "event": {k: v for k, v in event.items() if k != "routing_key"}, "alert": alert, "status": status,
         "attempts": 0, "error": error, "created_at": now, "updated_at": now, "next_attempt_at": now,
-        "events_url": events_url,
+        "events_url": events_url, "superseded_by": None,
     }
 
 
@@ -241,23 +241,28 @@ def _errors_text(delivery) -> str | None:
 
 
 def _latest_states_statement():
-    """The newest row that sets the state of each alert among the given keys: built once, its IN lists expanded
-    at execution, so a webhook pays for one cached statement and not for building and compiling a new one."""
+    """The newest row each alert among the given keys has had, sent or superseded, with the row a superseded one
+    was collapsed into: built once, its IN lists expanded at execution, so a webhook pays for one cached statement
+    and not for building and compiling a new one."""
     log = IncidentLog
+    carrier = aliased(IncidentLog, name="carrier")
     newest = select(func.max(log.id)).where(
         log.dedup_key.in_(bindparam("dedup_keys", expanding=True)),
         log.routing_key.in_(bindparam("routing_keys", expanding=True)),
-        log.status.in_(states.SETS_STATE)).group_by(log.routing_key, log.dedup_key)
-    return select(log.id, log.routing_key, log.dedup_key, log.event_action, log.status, log.alert) \
-        .where(log.id.in_(newest))
+        log.status.in_(states.HEARD)).group_by(log.routing_key, log.dedup_key)
+    return select(log.id, log.routing_key, log.dedup_key, log.event_action, log.status, log.alert, log.event,
+                  log.created_at, log.superseded_by, carrier.event_action.label("carrier_action"),
+                  carrier.status.label("carrier_status"), carrier.created_at.label("carrier_created_at")) \
+        .outerjoin(carrier, carrier.id == log.superseded_by).where(log.id.in_(newest))
 
 
 _LATEST_STATES = _latest_states_statement()
 
 
 def latest_states(conn, pairs) -> dict[tuple[str, str], object]:
-    """The newest row that sets each alert's state (id, event_action, status, alert), by (routing key, dedup key),
-    its alert held against other writers until the transaction ends."""
+    """The newest row each alert has had (id, event_action, status, alert, event, created_at, superseded_by, and
+    the carrier_action, carrier_status and carrier_created_at of the row superseding it), by (routing key, dedup
+    key), its alert held against other writers until the transaction ends."""
     if not pairs:
         return {}
     backend(conn).hold_alerts(conn, pairs)
@@ -270,10 +275,11 @@ _LATER = aliased(IncidentLog, name="later")
 
 
 def _newer_of_its_alert():
-    """A later row of the same alert (routing key and dedup key) that sets its state: the row is no longer its
-    alert's latest word."""
+    """A later row of the same alert (routing key and dedup key) the relay has heard, sent or superseded (but not a
+    repeat collapsed into this very row): the row is no longer its alert's latest word."""
     return and_(_LATER.routing_key == IncidentLog.routing_key, _LATER.dedup_key == IncidentLog.dedup_key,
-                _LATER.id > IncidentLog.id, _LATER.status.in_(states.SETS_STATE))
+                _LATER.id > IncidentLog.id, _LATER.status.in_(states.HEARD),
+                or_(_LATER.superseded_by.is_(None), _LATER.superseded_by != IncidentLog.id))
 
 
 def requeue(conn, now: datetime, *conditions, statuses=states.REPLAYABLE) -> list[int]:

@@ -26,7 +26,9 @@ def receive(source_name):
     events = accept.receive(source, read_json(allow_array=True))
     log.info("webhook accepted", extra={"source": source_name, "events": len(events),
                                         "unrouted": sum(event.get("status") == states.UNROUTED for event in events),
-                                        "stale": sum(event.get("status") == states.STALE for event in events)})
+                                        "stale": sum(event.get("status") == states.STALE for event in events),
+                                        "superseded": sum(event.get("status") == states.SUPERSEDED
+                                                          for event in events)})
     return jsonify(schemas.webhook_accepted.dump({"accepted": len(events), "events": events})), 202
 
 
