@@ -21,6 +21,10 @@ RATE_WINDOW = timedelta(seconds=60)  # PagerDuty 05-Rate-Limits.md: events per m
 # Attempts are counted when claimed, PagerDuty counts them on arrival: the budget frees this much later, so a
 # request's time in flight never lets PagerDuty see more than the limit in any minute.
 RATE_SLACK = timedelta(seconds=2)
+# A row held behind an earlier open row of its alert is put off this long, so it stops filling the claim's window;
+# it is woken as soon as that row ends (complete), and this is only the fallback for a row that ends otherwise.
+BLOCKED_RECHECK = timedelta(seconds=60)
+CLAIM_ROUNDS = 8  # windows a claim may read past rows it put off, before it gives the loop a turn
 _BACKENDS = {"sqlite": sqlite, "postgresql": postgres}
 
 
@@ -136,11 +140,13 @@ def next_due_at(conn, now: datetime) -> datetime | None:
 
 
 def _candidates(conn, now: datetime, count: int):
-    """The first due rows in acceptance order that are their alert's first open row, read without locks."""
+    """The first due rows in acceptance order, read without locks: those that are their alert's first open row,
+    and those held behind an earlier open row of their alert (in flight or due), and whether the window was full."""
     backend(conn).prepare_candidates(conn)
     rows = conn.execute(_CANDIDATES, {"now": now, "count": count}).all()
-    # A row waits while an earlier open row of its alert (same routing key and dedup key) is in flight or due.
-    return [row for row in rows if row.dedup_key is None or row.first_open == row.id]
+    ready = [row for row in rows if row.dedup_key is None or row.first_open == row.id]
+    blocked = [row.id for row in rows if row.dedup_key is not None and row.first_open != row.id]
+    return ready, blocked, len(rows) == count
 
 
 def _take(conn, rows, now: datetime):
@@ -188,11 +194,18 @@ def _defer(conn, deferred: dict[int, datetime]) -> None:
 
 
 def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float, per_minute: int):
-    """Lease up to `slots` due rows to this worker and open an attempt for each."""
-    rows = _candidates(conn, now, slots * CANDIDATES_PER_SLOT)
-    allowed, deferred = _within_rate_limit(conn, rows, now, per_minute)
-    allowed = _take(conn, allowed[:slots], now)
-    _defer(conn, deferred)
+    """Lease up to `slots` due rows to this worker and open an attempt for each.
+
+    Rows that cannot go now are put off rather than read again on every claim: a row behind an earlier one of its
+    alert until that one ends, a row over its key's budget until the budget frees; so a row for any other key is
+    reached however large their backlog."""
+    for _ in range(CLAIM_ROUNDS):
+        rows, blocked, full = _candidates(conn, now, slots * CANDIDATES_PER_SLOT)
+        allowed, deferred = _within_rate_limit(conn, rows, now, per_minute)
+        allowed = _take(conn, allowed[:slots], now)
+        _defer(conn, deferred | dict.fromkeys(blocked, now + BLOCKED_RECHECK))
+        if allowed or not full or not (deferred or blocked):
+            break
     if not allowed:
         return []
     ids = [row.id for row in allowed]
@@ -231,7 +244,22 @@ def complete(conn, worker_id: str, results, now: datetime, policy) -> list[state
     records = [_result_record(claimed, delivery, moved, now) for (claimed, delivery), moved in zip(results, moves)]
     if records:
         backend(conn).finish(conn, worker_id, records, now)
+    ended = [claimed.log_id for (claimed, _), moved in zip(results, moves)
+             if moved.status not in states.OPEN and claimed.event.get("dedup_key") is not None]
+    if ended:
+        conn.execute(_WAKE_NEXT_OF_ALERT, {"ids": ended, "now": now})
     return moves
+
+
+_ENDED = aliased(IncidentLog, name="ended")
+_FOLLOWING = aliased(IncidentLog, name="following")
+# The next open row of each ended row's alert, put off while it waited behind it: due at once, so the alert's
+# events follow each other without waiting out BLOCKED_RECHECK.
+_WAKE_NEXT_OF_ALERT = update(IncidentLog).where(IncidentLog.id.in_(
+    select(func.min(_FOLLOWING.id)).join(_ENDED, and_(_FOLLOWING.routing_key == _ENDED.routing_key,
+                                                     _FOLLOWING.dedup_key == _ENDED.dedup_key, _FOLLOWING.id > _ENDED.id))
+    .where(_ENDED.id.in_(_IDS), text(f"following.{states.OPEN_SQL}")).group_by(_ENDED.id)),
+    IncidentLog.next_attempt_at > _NOW).values(next_attempt_at=_NOW)
 
 
 def _errors_text(delivery) -> str | None:
