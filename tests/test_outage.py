@@ -115,3 +115,26 @@ def test_two_instances_probe_one_at_a_time_and_lose_nothing(make_app, backend, p
     assert during <= endpoints.DOWN_AFTER + 2 * SETTINGS["RELAY_DELIVERY_CONCURRENCY"] + probe_bound(3.0)
     delivered = Counter(r["body"]["dedup_key"] for r in received if r["outcome"] == "accepted")
     assert set(delivered) == {f"alert-{n}" for n in range(100)} and set(delivered.values()) == {1}
+
+
+def test_an_outage_is_shown_in_metrics_readyz_and_the_log_page(delivering, pd):
+    app = delivering(**SETTINGS)
+    client = app.test_client()
+    pd.set_outage("refuse")
+    store(app, [event("c" * 32, f"alert-{n}") for n in range(5)])
+    wait_until(lambda: endpoint_down(app), timeout=5, message="the endpoint declared down")
+    url = pd.events_url
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'relay_pagerduty_endpoint_up{{events_url="{url}"}} 0.0' in metrics
+    assert f'relay_pagerduty_endpoint_waiting{{events_url="{url}"}} 5.0' in metrics
+    (shown,) = client.get("/readyz").get_json()["checks"]["pagerduty"]["endpoints"]
+    assert shown["url"] == url and shown["state"] == "down, probing" and shown["waiting"] == 5
+    page = client.get("/").get_data(as_text=True)
+    assert "PagerDuty is unreachable" in page and "<b>5</b>" in page and url in page
+    pd.set_outage(None)
+    wait_until(lambda: len(pd.accepted()) == 5, timeout=5, message="the backlog delivered")
+    wait_until(lambda: not endpoint_down(app), timeout=5, message="the endpoint up again")
+    assert f'relay_pagerduty_endpoint_up{{events_url="{url}"}} 1.0' in client.get("/metrics").get_data(as_text=True)
+    assert "relay_pagerduty_seconds_since_last_answer" in client.get("/metrics").get_data(as_text=True)
+    assert "PagerDuty is unreachable" not in client.get("/").get_data(as_text=True)
+    assert client.get("/readyz").get_json()["checks"]["pagerduty"]["endpoints"][0]["state"] == "up"

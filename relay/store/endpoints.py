@@ -9,13 +9,17 @@ alert and each key's budget. A 429 is one key's, no outage (relay/store/outbox.p
 Every change happens inside the delivery step's transaction, under the backend's endpoint lock (SQLite's write
 lock; a PostgreSQL advisory lock), so instances never probe one endpoint twice at once.
 """
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
 
+from relay.pagerduty.client import safe_url
 from relay.store import states
 from relay.store.models import EndpointState, IncidentLog
+
+log = logging.getLogger(__name__)
 
 DOWN_AFTER = 3  # outage failures in a row (no answer between) that make an endpoint down: one lost send is not
 # an outage
@@ -121,7 +125,7 @@ def record(conn, results, moves, now: datetime, rule: OutageRule) -> list[str]:
     for (claimed, delivery), moved in zip(results, moves):
         by_url.setdefault(endpoint_of(claimed.events_url, rule), []).append((claimed, delivery, moved))
     known = _load(conn, by_url)
-    recovered = []
+    recovered = {}  # url: down since
     for url, items in by_url.items():
         before = known.get(url)
         state = dict(before) if before else {"events_url": url, "failures": 0, **dict.fromkeys(_STATE_FIELDS[1:])}
@@ -129,7 +133,7 @@ def record(conn, results, moves, now: datetime, rule: OutageRule) -> list[str]:
         for claimed, delivery, moved in items:
             if answered(delivery):
                 if state["down_since"] is not None:
-                    recovered.append(url)
+                    recovered[url] = state["down_since"]
                 note = state["last_success_at"] is None or now - state["last_success_at"] >= timedelta(
                     seconds=SUCCESS_NOTE_SECONDS)
                 state.update(failures=0, down_since=None, probe_at=None, probe_delay=None, probe_until=None,
@@ -141,6 +145,10 @@ def record(conn, results, moves, now: datetime, rule: OutageRule) -> list[str]:
                 if state["down_since"] is None and state["failures"] >= DOWN_AFTER:
                     state.update(down_since=now, probe_delay=rule.probe_base_seconds,
                                  probe_at=now + timedelta(seconds=rule.probe_base_seconds))
+                    log.error("PagerDuty unreachable at %s (%d failed sends in a row, the last: %s): its events wait "
+                              "in the outbox, one at a time probes it, up to every %g s", safe_url(url),
+                              state["failures"], state["last_error"], rule.probe_max_seconds,
+                              extra={"events_url": safe_url(url)})
                 failed_ids.append(claimed.log_id)
         if state["down_since"] is not None and failed_ids:  # they wait for the probe, not each its own backoff
             conn.execute(_HOLD_FAILED, {"ids": failed_ids, "until": state["probe_at"]})
@@ -149,9 +157,12 @@ def record(conn, results, moves, now: datetime, rule: OutageRule) -> list[str]:
         elif any(state[name] != before[name] for name in _STATE_FIELDS):
             conn.execute(update(EndpointState).where(EndpointState.events_url == url).values(
                 **{name: state[name] for name in _STATE_FIELDS}))
-    for url in recovered:
-        release(conn, url, now, rule)
-    return recovered
+    for url, down_since in recovered.items():
+        released = release(conn, url, now, rule)
+        log.warning("PagerDuty answers again at %s after %.0f s unreachable: %d waiting events are due now",
+                    safe_url(url), (now - down_since).total_seconds(), released,
+                    extra={"events_url": safe_url(url)})
+    return list(recovered)
 
 
 def release(conn, url: str, now: datetime, rule: OutageRule) -> int:
