@@ -189,11 +189,14 @@ class EndpointView:
         return self.down_since is None
 
 
-def overview(conn, default_url: str) -> list[EndpointView]:
-    """Every endpoint the store knows, by URL, with its open rows counted (rows without a URL count for
-    default_url)."""
+def overview(conn, default_url: str, down_only: bool = False) -> list[EndpointView]:
+    """Every endpoint the store knows (or only those down: then no count at all while none is), by URL, with its
+    open rows counted (rows without a URL count for default_url)."""
+    known = down(conn) if down_only else _load(conn)
+    if not known:
+        return []
     url = func.coalesce(IncidentLog.events_url, default_url)
     waiting = dict(conn.execute(select(url, func.count()).where(_OPEN).group_by(url)).all())
     return [EndpointView(found["events_url"], found["down_since"], found["last_success_at"], found["last_error"],
                          waiting.get(found["events_url"], 0))
-            for _, found in sorted(_load(conn).items())]
+            for _, found in sorted(known.items())]

@@ -113,8 +113,7 @@ def unreachable_endpoints() -> list[dict]:
     """The PagerDuty endpoints that are down now, for the page's banner: URL, since when, events waiting."""
     return [{"url": safe_url(endpoint.events_url), "since": endpoint.down_since.isoformat(),
              "waiting": endpoint.waiting}
-            for endpoint in endpoints.overview(db.session, current_app.config["PAGERDUTY_EVENTS_URL"])
-            if not endpoint.up]
+            for endpoint in endpoints.overview(db.session, current_app.config["PAGERDUTY_EVENTS_URL"], down_only=True)]
 
 
 @bp.get(f"/log/<{LOG_ID}:log_id>")
