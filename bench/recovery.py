@@ -10,7 +10,8 @@ PagerDuty simulator answering every event 503. --events triggers across --keys r
 lasts --outage seconds of relay time, then PagerDuty is back. The clock is driven by configuration: every retry
 and probe setting is the default divided by --speedup (RELAY_RETRY_BASE_SECONDS 1 s, RELAY_RETRY_MAX_SECONDS
 300 s, RELAY_OUTAGE_PROBE_MAX_SECONDS 30 s), and the outage lasts --outage / --speedup wall seconds, so the
-backoffs really grow to their cap. The rate limit (120 per key per minute) is not scaled.
+backoffs really grow to their cap. The rate limit is scaled the same way (120 × --speedup per key per minute), so
+the attempts an outage spends of each key's budget weigh as they would in relay time.
 
 Prints one JSON document per run: requests PagerDuty received during the outage, the longest gap between two of
 them at its end (the probe spacing) and the most attempts one row made; then, from PagerDuty's return, the seconds
@@ -37,6 +38,7 @@ def run(database_url: str, pd, args, probing: bool) -> dict:
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "PAGERDUTY_EVENTS_URL": pd.events_url,
                       "RELAY_OUTAGE_PROBING": probing, "RELAY_RETRY_BASE_SECONDS": 1.0 / scale,
                       "RELAY_RETRY_MAX_SECONDS": 300.0 / scale, "RELAY_OUTAGE_PROBE_MAX_SECONDS": 30.0 / scale,
+                      "RELAY_RATE_LIMIT_PER_MINUTE": round(120 * scale),
                       "RELAY_GIVE_UP_AFTER_SECONDS": 86400, "RELAY_PRUNE_DELIVERED_AFTER": None})
     with app.app_context():
         upgrade()

@@ -4,11 +4,13 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from relay.delivery.worker import DeliveryWorker
-from relay.store import endpoints, outbox
-from relay.store.models import EndpointState, db
+from relay.pagerduty.client import Delivery
+from relay.pagerduty.retry import RetryPolicy
+from relay.store import endpoints, outbox, states
+from relay.store.models import EndpointState, IncidentLog, db, utcnow
 from tests.helpers import wait_until
 
 OUTAGE_SECONDS = 4.0
@@ -138,3 +140,29 @@ def test_an_outage_is_shown_in_metrics_readyz_and_the_log_page(delivering, pd):
     assert "relay_pagerduty_seconds_since_last_answer" in client.get("/metrics").get_data(as_text=True)
     assert "PagerDuty is unreachable" not in client.get("/").get_data(as_text=True)
     assert client.get("/readyz").get_json()["checks"]["pagerduty"]["endpoints"][0]["state"] == "up"
+
+
+def test_a_down_endpoint_gives_one_claim_its_oldest_row_and_puts_the_rest_off(make_app, pd):
+    app = make_app()
+    rule = endpoints.OutageRule(pd.events_url, 0.05, 0.4)
+    ids = store(app, [event("d" * 32, f"alert-{n}") for n in range(3)])
+    now = utcnow()
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(insert(EndpointState).values(events_url=pd.events_url, failures=3, down_since=now,
+                                                  probe_at=now, probe_delay=0.05))
+
+    def claim():
+        with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
+            return outbox.claim(conn, "w1", 10, now, 30, 0, rule)
+
+    (probe,) = claim()
+    assert probe.log_id == ids[0]
+    assert claim() == []  # a probe in flight: no second one, from this worker or any other
+    with app.app_context():
+        held = {db.session.get(IncidentLog, log_id).next_attempt_at for log_id in ids[1:]}
+    assert held == {now + endpoints.HELD_WHILE_DOWN}  # not read again at every probe
+    with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
+        outbox.complete(conn, "w1", [(probe, Delivery(states.DELIVERED, 202))], now, RetryPolicy(), rule)
+    with app.app_context():
+        assert {db.session.get(IncidentLog, log_id).next_attempt_at for log_id in ids[1:]} == {now}  # all due
+    assert not endpoint_down(app)

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 DOWN_AFTER = 3  # outage failures in a row (no answer between) that make an endpoint down: one lost send is not
 # an outage
+# A down endpoint's rows other than its probe wait this long at most: the probe that gets through makes them all due
+# at once, and the failed probe stays due for the next, so they need not be read again at every probe.
+HELD_WHILE_DOWN = timedelta(minutes=5)
 SUCCESS_NOTE_SECONDS = 1.0  # last_success_at is written at most this often while up: /metrics' resolution
 RATE_LIMITED = 429
 
@@ -95,7 +98,7 @@ def gate(rows, down_now: dict[str, dict], now: datetime, rule: OutageRule):
             probes[url] = row.id
             going.append(row)
         else:
-            held[row.id] = max(state["probe_at"], now + timedelta(seconds=state["probe_delay"]))
+            held[row.id] = now + HELD_WHILE_DOWN
     return going, held, probes
 
 
