@@ -15,7 +15,9 @@ the attempts an outage spends of each key's budget weigh as they would in relay 
 
 Prints one JSON document per run: requests PagerDuty received during the outage, the longest gap between two of
 them at its end (the probe spacing) and the most attempts one row made; then, from PagerDuty's return, the seconds
-to the first and to the last delivery, in wall time and in relay time (× --speedup).
+to the first delivery, in wall time and in relay time (× --speedup: the wait the backoff or the probe spacing
+caused), and to the last delivery in wall time (the backoff's wait plus the worker's own sending speed, which the
+speedup does not scale).
 """
 import argparse
 import json
@@ -66,15 +68,16 @@ def run(database_url: str, pd, args, probing: bool) -> dict:
         most_attempts = db.session.execute(select(func.max(IncidentLog.attempts))).scalar()
         db.engine.dispose()
     tail = [r["received_at"] for r in during if r["received_at"] > back - args.outage / scale / 4]
-    first, last = (accepted[0] - back, accepted[-1] - back) if accepted else (None, None)
+    # A send already on the wire as the outage ends may be accepted a moment "before" it: counted as 0.
+    first, last = (max(0.0, accepted[0] - back), accepted[-1] - back) if accepted else (None, None)
     return {
         "probing": probing, "events": args.events, "keys": args.keys, "outage_relay_seconds": args.outage,
         "speedup": scale, "requests_during_outage": len(during),
         "probe_spacing_at_end_s": round(max((b - a for a, b in zip(tail, tail[1:])), default=0.0), 3),
         "most_attempts_per_row": most_attempts, "delivered": len(accepted),
-        "first_delivery_s": first and round(first, 2), "last_delivery_s": last and round(last, 2),
-        "first_delivery_relay_s": first and round(first * scale, 1),
-        "last_delivery_relay_s": last and round(last * scale, 1),
+        "first_delivery_s": None if first is None else round(first, 2),
+        "first_delivery_relay_s": None if first is None else round(first * scale, 1),
+        "last_delivery_s": None if last is None else round(last, 2),
     }
 
 

@@ -7,7 +7,9 @@ refused, rate limited) ends the outage, and every row waiting on it is due at on
 alert and each key's budget. A 429 is one key's, no outage (relay/store/outbox.py holds that key alone).
 
 Every change happens inside the delivery step's transaction, under the backend's endpoint lock (SQLite's write
-lock; a PostgreSQL advisory lock), so instances never probe one endpoint twice at once.
+lock; a PostgreSQL advisory lock), taken only when there is something to change: while every endpoint is up and
+answers, a step reads the small table and nothing more; when taken, before any row lock of the step. So instances
+never probe one endpoint twice at once.
 """
 import logging
 from dataclasses import dataclass
@@ -121,43 +123,72 @@ _HOLD_FAILED = update(IncidentLog).where(IncidentLog.id.in_(bindparam("ids", exp
     next_attempt_at=bindparam("until"))
 
 
-def record(conn, results, moves, now: datetime, rule: OutageRule) -> list[str]:
-    """Update each endpoint's state from a batch of (claimed, delivery) results and where their rows moved; hold a
-    key's rows after its 429; release the rows of endpoints that answered again. Return the URLs that came back."""
+def _advance(state: dict, items, now: datetime, rule: OutageRule):
+    """Move one endpoint's state on by its results, in order; return the new state, the rows that failed while it
+    was down (they wait for its next probe), and when the outage it ended began (None if it ended none)."""
+    state, failed_ids, ended = dict(state), [], None
+    for claimed, delivery in items:
+        if answered(delivery):
+            if state["down_since"] is not None:
+                ended = state["down_since"]
+            note = state["last_success_at"] is None or now - state["last_success_at"] >= timedelta(
+                seconds=SUCCESS_NOTE_SECONDS)
+            state.update(failures=0, down_since=None, probe_at=None, probe_delay=None, probe_until=None,
+                         last_success_at=now if note else state["last_success_at"])
+            failed_ids = []
+        elif is_outage(delivery):
+            state.update(failures=state["failures"] + 1, last_failure_at=now,
+                         last_error=delivery.error or delivery.message, probe_until=None)
+            if state["down_since"] is None and state["failures"] >= DOWN_AFTER:
+                state.update(down_since=now, probe_delay=rule.probe_base_seconds,
+                             probe_at=now + timedelta(seconds=rule.probe_base_seconds))
+            failed_ids.append(claimed.log_id)
+    return state, (failed_ids if state["down_since"] is not None else []), ended
+
+
+def _fresh(url: str) -> dict:
+    return {"events_url": url, "failures": 0, **dict.fromkeys(_STATE_FIELDS[1:])}
+
+
+def _by_url(results, rule: OutageRule) -> dict[str, list]:
     by_url: dict[str, list] = {}
-    for (claimed, delivery), moved in zip(results, moves):
-        by_url.setdefault(endpoint_of(claimed.events_url, rule), []).append((claimed, delivery, moved))
+    for claimed, delivery in results:
+        by_url.setdefault(endpoint_of(claimed.events_url, rule), []).append((claimed, delivery))
+    return by_url
+
+
+def must_hold(conn, results, now: datetime, rule: OutageRule) -> bool:
+    """Tell whether recording these (claimed, delivery) results needs the endpoint lock: an endpoint is down, or
+    they change an endpoint's state. Asked before the results touch any row, so the lock is always taken before
+    row locks."""
+    by_url = _by_url(results, rule)
     known = _load(conn, by_url)
-    recovered = {}  # url: down since
+    return bool(down(conn)) or not all(
+        url in known and _advance(known[url], items, now, rule)[0] == known[url] for url, items in by_url.items())
+
+
+def record(conn, results, now: datetime, rule: OutageRule) -> list[str]:
+    """Update each endpoint's state from a batch of (claimed, delivery) results, and release the rows of endpoints
+    that answered again; return their URLs. The caller holds the endpoint lock when must_hold says so."""
+    by_url = _by_url(results, rule)
+    known = _load(conn, by_url)
+    recovered = {}
     for url, items in by_url.items():
         before = known.get(url)
-        state = dict(before) if before else {"events_url": url, "failures": 0, **dict.fromkeys(_STATE_FIELDS[1:])}
-        failed_ids = []
-        for claimed, delivery, moved in items:
-            if answered(delivery):
-                if state["down_since"] is not None:
-                    recovered[url] = state["down_since"]
-                note = state["last_success_at"] is None or now - state["last_success_at"] >= timedelta(
-                    seconds=SUCCESS_NOTE_SECONDS)
-                state.update(failures=0, down_since=None, probe_at=None, probe_delay=None, probe_until=None,
-                             last_success_at=now if note else state["last_success_at"])
-                failed_ids = []
-            elif is_outage(delivery):
-                state.update(failures=state["failures"] + 1, last_failure_at=now,
-                             last_error=delivery.error or delivery.message, probe_until=None)
-                if state["down_since"] is None and state["failures"] >= DOWN_AFTER:
-                    state.update(down_since=now, probe_delay=rule.probe_base_seconds,
-                                 probe_at=now + timedelta(seconds=rule.probe_base_seconds))
-                    log.error("PagerDuty unreachable at %s (%d failed sends in a row, the last: %s): its events wait "
-                              "in the outbox, one at a time probes it, up to every %g s", safe_url(url),
-                              state["failures"], state["last_error"], rule.probe_max_seconds,
-                              extra={"events_url": safe_url(url)})
-                failed_ids.append(claimed.log_id)
-        if state["down_since"] is not None and failed_ids:  # they wait for the probe, not each its own backoff
+        state, failed_ids, ended = _advance(before or _fresh(url), items, now, rule)
+        if ended is not None:
+            recovered[url] = ended
+        if before == state:
+            continue
+        if state["down_since"] is not None and (before is None or before["down_since"] is None):
+            log.error("PagerDuty unreachable at %s (%d failed sends in a row, the last: %s): its events wait in "
+                      "the outbox, one at a time probes it, up to every %g s", safe_url(url), state["failures"],
+                      state["last_error"], rule.probe_max_seconds, extra={"events_url": safe_url(url)})
+        if failed_ids:  # they wait for the probe, not each its own backoff
             conn.execute(_HOLD_FAILED, {"ids": failed_ids, "until": state["probe_at"]})
         if before is None:
             conn.execute(insert(EndpointState).values(**state))
-        elif any(state[name] != before[name] for name in _STATE_FIELDS):
+        elif state != before:
             conn.execute(update(EndpointState).where(EndpointState.events_url == url).values(
                 **{name: state[name] for name in _STATE_FIELDS}))
     for url, down_since in recovered.items():

@@ -231,8 +231,8 @@ def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float,
     Rows that cannot go now are put off rather than read again on every claim: a row behind an earlier one of its
     alert until that one ends, a row over its key's budget until the budget frees, a row of a down endpoint until
     its next probe; so a row for any other key is reached however large their backlog."""
-    down_now = {}
-    if outage is not None:
+    down_now = endpoints.down(conn) if outage is not None else {}
+    if down_now:  # probes are decided one claimer at a time
         backend(conn).hold_endpoints(conn)
         down_now = endpoints.down(conn)
     for _ in range(CLAIM_ROUNDS):
@@ -286,7 +286,7 @@ def complete(conn, worker_id: str, results, now: datetime, policy,
     late result from a lease that ran out, even this worker's own, is kept on its attempt and moves nothing."""
     moves = [states.after(claimed, delivery, now, policy) for claimed, delivery in results]
     records = [_result_record(claimed, delivery, moved, now) for (claimed, delivery), moved in zip(results, moves)]
-    if records and outage is not None:
+    if records and outage is not None and endpoints.must_hold(conn, results, now, outage):
         backend(conn).hold_endpoints(conn)
     if records:
         backend(conn).finish(conn, worker_id, records, now)
@@ -297,7 +297,7 @@ def complete(conn, worker_id: str, results, now: datetime, policy,
     if records:
         _hold_rate_limited_keys(conn, results, moves, now)
     if records and outage is not None:
-        endpoints.record(conn, results, moves, now, outage)
+        endpoints.record(conn, results, now, outage)
     return moves
 
 

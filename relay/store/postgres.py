@@ -62,8 +62,7 @@ def hold_rate_budget(conn) -> None:
 
 
 def hold_endpoints(conn) -> None:
-    """Take the endpoint lock until the transaction ends: one instance at a time decides on probes and outages.
-    Taken before any row lock of the step, so it never waits on a row held by a step that waits on it."""
+    """Take the endpoint lock until the transaction ends: one instance at a time decides on probes and outages."""
     conn.execute(select(func.pg_advisory_xact_lock(ENDPOINT_LOCK_ID)))
 
 
