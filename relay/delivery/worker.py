@@ -48,8 +48,9 @@ def outage_rule_from(config) -> endpoints.OutageRule | None:
     """Build the outage rule from the app's settings; None when probing is off."""
     if not config.get("RELAY_OUTAGE_PROBING", True):
         return None
-    return endpoints.OutageRule(config["PAGERDUTY_EVENTS_URL"], config["RELAY_RETRY_BASE_SECONDS"],
-                                config.get("RELAY_OUTAGE_PROBE_MAX_SECONDS", 30.0))
+    base = config["RELAY_RETRY_BASE_SECONDS"]
+    return endpoints.OutageRule(config["PAGERDUTY_EVENTS_URL"], base,
+                                max(base, config.get("RELAY_OUTAGE_PROBE_MAX_SECONDS", 30.0)))
 
 
 def stalled_after(poll_seconds: float) -> float:
