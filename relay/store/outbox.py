@@ -286,15 +286,16 @@ def complete(conn, worker_id: str, results, now: datetime, policy,
     late result from a lease that ran out, even this worker's own, is kept on its attempt and moves nothing."""
     moves = [states.after(claimed, delivery, now, policy) for claimed, delivery in results]
     records = [_result_record(claimed, delivery, moved, now) for (claimed, delivery), moved in zip(results, moves)]
-    if records and outage is not None and endpoints.must_hold(conn, results, now, outage):
-        backend(conn).hold_endpoints(conn)
+    rate_limited = any(delivery.http_status == RATE_LIMITED for _, delivery in results)
+    if records and (rate_limited or (outage is not None and endpoints.must_hold(conn, results, now, outage))):
+        backend(conn).hold_endpoints(conn)  # before the rows' locks: key holds and endpoint states, one step at a time
     if records:
         backend(conn).finish(conn, worker_id, records, now)
     ended = [claimed.log_id for (claimed, _), moved in zip(results, moves)
              if moved.status not in states.OPEN and claimed.event.get("dedup_key") is not None]
     if ended:
         conn.execute(_WAKE_NEXT_OF_ALERT, {"ids": ended, "now": now})
-    if records:
+    if rate_limited:
         _hold_rate_limited_keys(conn, results, moves, now)
     if records and outage is not None:
         endpoints.record(conn, results, now, outage)

@@ -20,7 +20,7 @@ from relay.store.models import IncidentLog
 log = logging.getLogger(__name__)
 
 RATE_LOCK_ID = 0x72656C6179  # "relay": the advisory lock around rate-limited claims
-ENDPOINT_LOCK_ID = 0x656E64707473  # "endpts": the advisory lock around reading and moving endpoint states
+ENDPOINT_LOCK_ID = 0x656E64707473  # "endpts": the advisory lock around moving endpoint states and key holds
 ALERT_LOCK_CLASS = 0x616C7274  # "alrt": the first key of the per-alert advisory locks (the two-key lock space)
 NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
 LISTEN_FIRST_PAUSE = 1.0  # after a lost LISTEN connection; doubling up to the last: polling covers the gap
@@ -62,7 +62,8 @@ def hold_rate_budget(conn) -> None:
 
 
 def hold_endpoints(conn) -> None:
-    """Take the endpoint lock until the transaction ends: one instance at a time decides on probes and outages."""
+    """Take the endpoint lock until the transaction ends: one instance at a time decides on probes and outages, and
+    writes a rate-limited key's hold."""
     conn.execute(select(func.pg_advisory_xact_lock(ENDPOINT_LOCK_ID)))
 
 

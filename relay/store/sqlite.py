@@ -134,7 +134,8 @@ def hold_rate_budget(conn) -> None:
 
 
 def hold_endpoints(conn) -> None:
-    """Nothing to take: the delivery step's write lock already keeps other steps' endpoint states out."""
+    """Nothing to take: the delivery step's write lock already keeps other steps' endpoint states and key holds
+    out."""
 
 
 def hold_alerts(conn, pairs) -> None:
