@@ -63,6 +63,11 @@ class Config:
     RELAY_RETRY_BASE_SECONDS = environment.seconds("RELAY_RETRY_BASE_SECONDS", 1.0)
     RELAY_RETRY_MAX_SECONDS = environment.seconds("RELAY_RETRY_MAX_SECONDS", 300)
     RELAY_GIVE_UP_AFTER_SECONDS = environment.seconds("RELAY_GIVE_UP_AFTER_SECONDS", 24 * 3600)
+    # While an Events API URL fails with 5xx, timeouts or refused connections, one event at a time probes it, spaced
+    # up to this; when one gets through, every waiting event is due at once. RELAY_OUTAGE_PROBING=0: each row
+    # retries on its own.
+    RELAY_OUTAGE_PROBING = environment.flag("RELAY_OUTAGE_PROBING", True)
+    RELAY_OUTAGE_PROBE_MAX_SECONDS = environment.seconds("RELAY_OUTAGE_PROBE_MAX_SECONDS", 30)
     # PagerDuty allows about 120 events per minute per integration key (05-Rate-Limits.md); 0 turns it off.
     RELAY_RATE_LIMIT_PER_MINUTE = environment.whole("RELAY_RATE_LIMIT_PER_MINUTE", 120)
     # Delivered rows older than this are deleted by the delivery worker (hourly); empty keeps them forever.

@@ -147,6 +147,8 @@ def make_app(backend, database_urls, pd):
             db.session.execute(sa.text("DELETE FROM delivery_attempt"))
             db.session.execute(sa.text("DELETE FROM incident_log"))
             db.session.execute(sa.text("DELETE FROM delivery_process"))  # an earlier test's killed process
+            db.session.execute(sa.text("DELETE FROM endpoint_state"))  # an earlier test's outage
+            db.session.execute(sa.text("DELETE FROM key_hold"))
             db.session.commit()
         made.append(app)
         return app

@@ -306,8 +306,9 @@ def backoff_ceiling(attempt: int) -> float:
 
 def test_503_window_then_429_retry_after_backoff_visible_in_attempts(tmp_path, pd):
     run = uuid.uuid4().hex[:8]
+    # Each row's own backoff, as it runs with the outage probing off (test_outage.py covers the probing).
     env = {**FAST, **NO_KILL, "RELAY_RETRY_BASE_SECONDS": str(BACKOFF_BASE),
-           "RELAY_RETRY_MAX_SECONDS": str(BACKOFF_MAX)}
+           "RELAY_RETRY_MAX_SECONDS": str(BACKOFF_MAX), "RELAY_OUTAGE_PROBING": "0"}
     pd.inject(503, count=12)  # a window of 503s (about three per event), then rate limiting
     pd.inject(429, count=4, retry_after=int(RETRY_AFTER))
     with relay_server(tmp_path, pd.events_url, extra_env=env) as relay:

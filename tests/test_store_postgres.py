@@ -51,7 +51,7 @@ def test_claims_walk_the_open_index_before_the_store_was_ever_analyzed(pd):
             outbox.record_many(db.session, burst)
             db.session.commit()
             with outbox.writer_connection(db.engine) as conn, conn.begin():
-                assert len(outbox._candidates(conn, utcnow(), 32)) == 32
+                assert len(outbox._candidates(conn, utcnow(), 32)[0]) == 32
                 plan = _plan(conn, outbox._CANDIDATES, {"now": utcnow()}, count=32)
             db.engine.dispose()
     assert "Index Scan using ix_incident_log_open" in plan and "Sort" not in plan, plan

@@ -145,7 +145,8 @@ def selects(app, path, client):
 
 def test_two_queries_per_list_page_and_two_per_detail(filled):
     app, client, ids = filled
-    assert len(selects(app, "/", client)) == 2  # 4 rows and the counts per status: no N+1
+    # 4 rows, the counts per status, and the endpoints down (for the banner): no N+1
+    assert len(selects(app, "/", client)) == 3
     assert len(selects(app, f"/log/{ids['alertmanager:infra']}", client)) == 2  # the row, its attempts
 
 
@@ -352,7 +353,7 @@ def test_a_follow_up_shows_its_triggers_summary_for_one_more_query(app, client, 
     html = page(client)
     assert re.search(rf'<tr id="row-{resolved}".*?>Disk full on db-9</a>', html, re.S)
     assert "Disk full on db-9" in page(client, f"/log/{resolved}")
-    assert len(selects(app, "/", client)) == 3  # the rows, the counts, the follow-ups' summaries
+    assert len(selects(app, "/", client)) == 4  # the rows, the counts, the follow-ups' summaries, endpoints down
 
 
 def test_detail_links_only_http_urls(filled):

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from relay import logs, metrics
 from relay.pagerduty.client import PagerDutyClient, safe_url
 from relay.pagerduty.retry import RetryPolicy
-from relay.store import failures, outbox, processes, retention, states
+from relay.store import endpoints, failures, outbox, processes, retention, states
 from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,15 @@ def policy_from(config) -> RetryPolicy:
     """Build the retry rule from the app's settings."""
     return RetryPolicy(config["RELAY_RETRY_BASE_SECONDS"], config["RELAY_RETRY_MAX_SECONDS"],
                        config["RELAY_GIVE_UP_AFTER_SECONDS"])
+
+
+def outage_rule_from(config) -> endpoints.OutageRule | None:
+    """Build the outage rule from the app's settings; None when probing is off."""
+    if not config.get("RELAY_OUTAGE_PROBING", True):
+        return None
+    base = config["RELAY_RETRY_BASE_SECONDS"]
+    return endpoints.OutageRule(config["PAGERDUTY_EVENTS_URL"], base,
+                                max(base, config.get("RELAY_OUTAGE_PROBE_MAX_SECONDS", 30.0)))
 
 
 def stalled_after(poll_seconds: float) -> float:
@@ -66,6 +75,7 @@ class DeliveryWorker:
         self.lease_seconds = config["RELAY_CLAIM_LEASE_SECONDS"]
         self.per_minute = config["RELAY_RATE_LIMIT_PER_MINUTE"]
         self.policy = policy_from(config)
+        self.outage_rule = outage_rule_from(config)
         self.events_url = config["PAGERDUTY_EVENTS_URL"]  # for rows stored without one
         self.clients: dict[str, PagerDutyClient] = {}  # by events URL; made by the loop's thread only
         self.senders = ThreadPoolExecutor(self.concurrency, thread_name_prefix="relay-send")
@@ -224,9 +234,10 @@ class DeliveryWorker:
             conn = self._connection(engine)
             with outbox.write_transaction(conn):
                 now = utcnow()
-                moves = outbox.complete(conn, self.id, finished, now, self.policy) if finished else []
-                claimed = (outbox.claim(conn, self.id, slots, now, self.lease_seconds, self.per_minute)
-                           if wanted else [])
+                moves = (outbox.complete(conn, self.id, finished, now, self.policy, self.outage_rule)
+                         if finished else [])
+                claimed = (outbox.claim(conn, self.id, slots, now, self.lease_seconds, self.per_minute,
+                                        self.outage_rule) if wanted else [])
         except Exception:
             self._keep(finished)  # recorded by the next step, not lost with this transaction
             raise

@@ -149,3 +149,29 @@ class DeliveryProcess(db.Model):
     events_url = db.Column(db.Text, nullable=False)  # its PAGERDUTY_EVENTS_URL: rows the CLI stores for it go there
     started_at = db.Column(UTCDateTime, nullable=False)
     beat_at = db.Column(UTCDateTime, nullable=False)
+
+
+class EndpointState(db.Model):
+    """Whether deliveries reach one PagerDuty Events API URL, shared by every delivery process: up, or down and
+    probed one event at a time."""
+
+    __tablename__ = "endpoint_state"
+
+    events_url = db.Column(db.Text, primary_key=True)
+    failures = db.Column(db.Integer, nullable=False, default=0)  # outage failures in a row, since the last answer
+    down_since = db.Column(UTCDateTime)  # NULL while up
+    probe_at = db.Column(UTCDateTime)  # while down: when the next probe may go
+    probe_delay = db.Column(db.Float)  # while down: the spacing after the last probe, doubling up to its cap
+    probe_until = db.Column(UTCDateTime)  # a probe in flight: its claim's lease
+    last_success_at = db.Column(UTCDateTime)  # PagerDuty's last answer (accepted, refused or rate limited)
+    last_failure_at = db.Column(UTCDateTime)
+    last_error = db.Column(db.Text)  # the last outage failure, as the attempt recorded it (no key, no URL secrets)
+
+
+class KeyHold(db.Model):
+    """A routing key PagerDuty rate limited (429): none of its rows is sent before `until` (its Retry-After)."""
+
+    __tablename__ = "key_hold"
+
+    routing_key_hash = db.Column(db.String(64), primary_key=True)  # as delivery_attempt's: the key lives elsewhere
+    until = db.Column(UTCDateTime, nullable=False)

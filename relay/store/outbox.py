@@ -9,18 +9,23 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, and_, bindparam, exists, func, insert, or_, select, text, update
+from sqlalchemy import Integer, and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.orm import aliased
 
 from relay.masking import mask
-from relay.store import models, postgres, sqlite, states
-from relay.store.models import DeliveryAttempt, IncidentLog, db
+from relay.store import endpoints, models, postgres, sqlite, states
+from relay.store.models import DeliveryAttempt, IncidentLog, KeyHold, db
 
 CANDIDATES_PER_SLOT = 4  # look past rows held back by order or rate limit, so other alerts are not starved
 RATE_WINDOW = timedelta(seconds=60)  # PagerDuty 05-Rate-Limits.md: events per minute per integration key
 # Attempts are counted when claimed, PagerDuty counts them on arrival: the budget frees this much later, so a
 # request's time in flight never lets PagerDuty see more than the limit in any minute.
 RATE_SLACK = timedelta(seconds=2)
+RATE_LIMITED = 429  # PagerDuty's answer when a key sends too fast: that key waits, no other
+# A row held behind an earlier open row of its alert is put off this long, so it stops filling the claim's window;
+# it is woken as soon as that row ends (complete), and this is only the fallback for a row that ends otherwise.
+BLOCKED_RECHECK = timedelta(seconds=60)
+CLAIM_ROUNDS = 8  # windows a claim may read past rows it put off, before it gives the loop a turn
 _BACKENDS = {"sqlite": sqlite, "postgresql": postgres}
 
 
@@ -28,7 +33,7 @@ def backend(bind):
     """The backend module of an engine's or connection's database.
 
     Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
-    hold_rate_budget, hold_alerts, finish, watcher and migration_lock.
+    hold_rate_budget, hold_endpoints, hold_alerts, finish, watcher and migration_lock.
     """
     return _BACKENDS[bind.dialect.name]
 
@@ -107,7 +112,8 @@ def _due(now):
 # walk), which is most of what a one-row claim costs.
 _NOW = bindparam("now")
 _IDS = bindparam("ids", expanding=True)
-_FIRST_DUE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.dedup_key).where(*_due(_NOW))
+_FIRST_DUE = (select(IncidentLog.id, IncidentLog.routing_key, IncidentLog.dedup_key, IncidentLog.events_url)
+              .where(*_due(_NOW))
               .order_by(IncidentLog.id).limit(bindparam("count", type_=Integer, literal_execute=True)).subquery())
 _EARLIER = aliased(IncidentLog, name="earlier")
 # Each candidate with its alert's first open row: one index probe per candidate (ix_incident_log_alert_order)
@@ -136,11 +142,13 @@ def next_due_at(conn, now: datetime) -> datetime | None:
 
 
 def _candidates(conn, now: datetime, count: int):
-    """The first due rows in acceptance order that are their alert's first open row, read without locks."""
+    """The first due rows in acceptance order, read without locks: those that are their alert's first open row,
+    and those held behind an earlier open row of their alert (in flight or due), and whether the window was full."""
     backend(conn).prepare_candidates(conn)
     rows = conn.execute(_CANDIDATES, {"now": now, "count": count}).all()
-    # A row waits while an earlier open row of its alert (same routing key and dedup key) is in flight or due.
-    return [row for row in rows if row.dedup_key is None or row.first_open == row.id]
+    ready = [row for row in rows if row.dedup_key is None or row.first_open == row.id]
+    blocked = [row.id for row in rows if row.dedup_key is not None and row.first_open != row.id]
+    return ready, blocked, len(rows) == count
 
 
 def _take(conn, rows, now: datetime):
@@ -161,12 +169,40 @@ def _rate_windows(conn, keys, now: datetime) -> dict[str, tuple[int, datetime]]:
     return {hashes[found]: (used, models.as_utc(oldest)) for found, used, oldest in counts}
 
 
+def _held_keys(conn, rows, now: datetime) -> dict[str, datetime]:
+    """The candidates' keys PagerDuty rate limited whose Retry-After has not passed, with when it does."""
+    hashes = {key_hash(row.routing_key): row.routing_key for row in rows}
+    if not hashes:
+        return {}
+    found = conn.execute(select(KeyHold.routing_key_hash, KeyHold.until).where(
+        KeyHold.routing_key_hash.in_(list(hashes)), KeyHold.until > now)).all()
+    return {hashes[digest]: models.as_utc(until) for digest, until in found}
+
+
+def _hold_rate_limited_keys(conn, results, moves, now: datetime) -> None:
+    """After PagerDuty's 429 for a key, hold all of that key's rows, and only that key's, until its row is due
+    again (Retry-After honoured by the retry rule)."""
+    holds = {key_hash(claimed.event["routing_key"]): moved.due_at for (claimed, delivery), moved in zip(results, moves)
+             if delivery.http_status == RATE_LIMITED and moved.status == states.RETRYING}
+    if not holds:
+        return
+    conn.execute(delete(KeyHold).where(or_(KeyHold.routing_key_hash.in_(list(holds)), KeyHold.until <= now)))
+    conn.execute(insert(KeyHold), [{"routing_key_hash": digest, "until": until} for digest, until in holds.items()])
+
+
 def _within_rate_limit(conn, rows, now: datetime, per_minute: int):
-    """Split candidates into rows the per-key budget allows now, and rows deferred until it frees up."""
+    """Split candidates into rows the per-key budget allows now, and rows deferred until it frees up (or until a
+    key's Retry-After has passed)."""
+    held = _held_keys(conn, rows, now)
+    if held:
+        deferred = {row.id: held[row.routing_key] for row in rows if row.routing_key in held}
+        rows = [row for row in rows if row.routing_key not in held]
+    else:
+        deferred = {}
     if not per_minute:
-        return rows, {}
+        return rows, deferred
     windows = _rate_windows(conn, {row.routing_key for row in rows}, now)
-    allowed, deferred, spent = [], {}, {}
+    allowed, spent = [], {}
     for row in rows:
         used, oldest = windows.get(row.routing_key, (0, now))
         if used + spent.get(row.routing_key, 0) < per_minute:
@@ -187,12 +223,32 @@ def _defer(conn, deferred: dict[int, datetime]) -> None:
         conn.execute(_DEFER, {"ids": ids, "until": moment})
 
 
-def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float, per_minute: int):
-    """Lease up to `slots` due rows to this worker and open an attempt for each."""
-    rows = _candidates(conn, now, slots * CANDIDATES_PER_SLOT)
-    allowed, deferred = _within_rate_limit(conn, rows, now, per_minute)
-    allowed = _take(conn, allowed[:slots], now)
-    _defer(conn, deferred)
+def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float, per_minute: int,
+          outage: endpoints.OutageRule | None = None):
+    """Lease up to `slots` due rows to this worker and open an attempt for each; with an outage rule, the rows of
+    an endpoint that is down go one probe at a time.
+
+    Rows that cannot go now are put off rather than read again on every claim: a row behind an earlier one of its
+    alert until that one ends, a row over its key's budget until the budget frees, a row of a down endpoint until
+    its next probe; so a row for any other key is reached however large their backlog."""
+    down_now = endpoints.down(conn) if outage is not None else {}
+    if down_now:  # probes are decided one claimer at a time
+        backend(conn).hold_endpoints(conn)
+        down_now = endpoints.down(conn)
+    for _ in range(CLAIM_ROUNDS):
+        rows, blocked, full = _candidates(conn, now, slots * CANDIDATES_PER_SLOT)
+        held, probes = {}, {}
+        if down_now:
+            rows, held, probes = endpoints.gate(rows, down_now, now, outage)
+        allowed, deferred = _within_rate_limit(conn, rows, now, per_minute)
+        allowed = _take(conn, allowed[:slots], now)
+        if probes:
+            endpoints.probes_sent(conn, probes, [row.id for row in allowed], now, lease_seconds, outage)
+            down_now = endpoints.down(conn)
+        put_off = deferred | held | dict.fromkeys(blocked, now + BLOCKED_RECHECK)
+        _defer(conn, put_off)
+        if allowed or not full or not put_off:
+            break
     if not allowed:
         return []
     ids = [row.id for row in allowed]
@@ -221,17 +277,40 @@ def _result_record(claimed: Claimed, delivery, moved: states.Transition, now: da
     }
 
 
-def complete(conn, worker_id: str, results, now: datetime, policy) -> list[states.Transition]:
+def complete(conn, worker_id: str, results, now: datetime, policy,
+             outage: endpoints.OutageRule | None = None) -> list[states.Transition]:
     """Record each (claimed, delivery) result on its attempt and move its row on, releasing the lease; return
-    where each row went, in order.
+    where each row went, in order. With an outage rule, the results also move their endpoints' states.
 
     A row moves only for the claim that holds it now (its worker, and its token: no later attempt opened): a
     late result from a lease that ran out, even this worker's own, is kept on its attempt and moves nothing."""
     moves = [states.after(claimed, delivery, now, policy) for claimed, delivery in results]
     records = [_result_record(claimed, delivery, moved, now) for (claimed, delivery), moved in zip(results, moves)]
+    rate_limited = any(delivery.http_status == RATE_LIMITED for _, delivery in results)
+    if records and (rate_limited or (outage is not None and endpoints.must_hold(conn, results, now, outage))):
+        backend(conn).hold_endpoints(conn)  # before the rows' locks: key holds and endpoint states, one step at a time
     if records:
         backend(conn).finish(conn, worker_id, records, now)
+    ended = [claimed.log_id for (claimed, _), moved in zip(results, moves)
+             if moved.status not in states.OPEN and claimed.event.get("dedup_key") is not None]
+    if ended:
+        conn.execute(_WAKE_NEXT_OF_ALERT, {"ids": ended, "now": now})
+    if rate_limited:
+        _hold_rate_limited_keys(conn, results, moves, now)
+    if records and outage is not None:
+        endpoints.record(conn, results, now, outage)
     return moves
+
+
+_ENDED = aliased(IncidentLog, name="ended")
+_FOLLOWING = aliased(IncidentLog, name="following")
+# The next open row of each ended row's alert, put off while it waited behind it: due at once, so the alert's
+# events follow each other without waiting out BLOCKED_RECHECK.
+_WAKE_NEXT_OF_ALERT = update(IncidentLog).where(IncidentLog.id.in_(
+    select(func.min(_FOLLOWING.id)).join(_ENDED, and_(_FOLLOWING.routing_key == _ENDED.routing_key,
+                                                     _FOLLOWING.dedup_key == _ENDED.dedup_key, _FOLLOWING.id > _ENDED.id))
+    .where(_ENDED.id.in_(_IDS), text(f"following.{states.OPEN_SQL}")).group_by(_ENDED.id)),
+    IncidentLog.next_attempt_at > _NOW).values(next_attempt_at=_NOW)
 
 
 def _errors_text(delivery) -> str | None:

@@ -20,6 +20,7 @@ from relay.store.models import IncidentLog
 log = logging.getLogger(__name__)
 
 RATE_LOCK_ID = 0x72656C6179  # "relay": the advisory lock around rate-limited claims
+ENDPOINT_LOCK_ID = 0x656E64707473  # "endpts": the advisory lock around moving endpoint states and key holds
 ALERT_LOCK_CLASS = 0x616C7274  # "alrt": the first key of the per-alert advisory locks (the two-key lock space)
 MIGRATE_LOCK_ID = 0x6D69677261  # "migra": held while one instance brings the schema up to date
 NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
@@ -73,6 +74,12 @@ def take(conn, statement, params):
 def hold_rate_budget(conn) -> None:
     """Take the advisory lock until the transaction ends: budget checks of several instances never interleave."""
     conn.execute(select(func.pg_advisory_xact_lock(RATE_LOCK_ID)))
+
+
+def hold_endpoints(conn) -> None:
+    """Take the endpoint lock until the transaction ends: one instance at a time decides on probes and outages, and
+    writes a rate-limited key's hold."""
+    conn.execute(select(func.pg_advisory_xact_lock(ENDPOINT_LOCK_ID)))
 
 
 _HOLD_ALERTS = text("SELECT pg_advisory_xact_lock(CAST(:lock_class AS int), k) "

@@ -149,6 +149,11 @@ def hold_rate_budget(conn) -> None:
     """Nothing to take: the claim's write lock already keeps other claimers' budget checks out."""
 
 
+def hold_endpoints(conn) -> None:
+    """Nothing to take: the delivery step's write lock already keeps other steps' endpoint states and key holds
+    out."""
+
+
 def hold_alerts(conn, pairs) -> None:
     """Nothing to take: a stored webhook's write lock already keeps other webhooks about its alerts out."""
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from relay.delivery import worker
 from relay.pagerduty.client import misdirected, safe_url
-from relay.store import failures
+from relay.store import endpoints, failures
 from relay.store.backlog import open_rows_by_answer, outbox_backlog
 from relay.store.models import IncidentLog, db, utcnow
 
@@ -46,6 +46,8 @@ def readyz():
         _check_outbox(checks, reasons)
     if checks["store"]["ok"]:
         _check_pagerduty_url(checks, reasons)
+    if checks["store"]["ok"]:
+        _check_pagerduty_reachable(checks, reasons)
     if reasons:
         log.info("not ready: %s", "; ".join(reasons))
         return jsonify({"status": "not ready", "reasons": reasons, "checks": checks}), 503
@@ -154,3 +156,21 @@ def _check_pagerduty_url(checks, reasons):
         answers = ", ".join(f"{count} after HTTP {status}" for status, count in wrong.items())
         reasons.append(f"open rows wait on answers no Events API gives ({answers}): PAGERDUTY_EVENTS_URL {url} "
                        f"is wrong or a proxy is in the way")
+
+
+def _check_pagerduty_reachable(checks, reasons):
+    """Which PagerDuty endpoints are down and probed, and how many events wait on each. Shown, never a reason to
+    be taken out of the load balancer: the relay keeps storing webhooks for when PagerDuty is back."""
+    try:
+        known = endpoints.overview(db.session, current_app.config["PAGERDUTY_EVENTS_URL"])
+        db.session.commit()
+    except Exception as exc:  # noqa: BLE001 - as above
+        _store_failed(exc, checks, reasons)
+        return
+    now = utcnow()
+    checks["pagerduty"] = {"ok": True, "endpoints": [{
+        "url": safe_url(endpoint.events_url), "state": "up" if endpoint.up else "down, probing",
+        "down_since": endpoint.down_since.isoformat() if endpoint.down_since else None,
+        "seconds_since_last_answer": (round((now - endpoint.last_success_at).total_seconds(), 1)
+                                      if endpoint.last_success_at else None),
+        "waiting": endpoint.waiting} for endpoint in known]}

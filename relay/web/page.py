@@ -21,7 +21,8 @@ from relay import incidents
 from relay.errors import RelayError, retry_after_headers, store_unavailable
 from relay.intake.alert import is_http_url
 from relay.masking import redact
-from relay.store import logquery, states
+from relay.pagerduty.client import safe_url
+from relay.store import endpoints, logquery, states
 from relay.store.entry import log_entries
 from relay.store.models import IncidentLog, db
 from relay.web import auth
@@ -105,7 +106,15 @@ def index():
                 any_status=url_for(".index", **unfiltered),
                 older=url_for(".index", **kept, before_id=next_before_id) if next_before_id else None,
                 newest=url_for(".index", **kept) if "before_id" in given else None,
-                routing_keys=[row.routing_key for row in rows])
+                routing_keys=[row.routing_key for row in rows],
+                unreachable=unreachable_endpoints())
+
+
+def unreachable_endpoints() -> list[dict]:
+    """The PagerDuty endpoints that are down now, for the page's banner: URL, since when, events waiting."""
+    return [{"url": safe_url(endpoint.events_url), "since": endpoint.down_since.isoformat(),
+             "waiting": endpoint.waiting}
+            for endpoint in endpoints.overview(db.session, current_app.config["PAGERDUTY_EVENTS_URL"], down_only=True)]
 
 
 @bp.get(f"/log/<{LOG_ID}:log_id>")

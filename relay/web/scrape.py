@@ -6,13 +6,14 @@ every worker reports the same truth.
 import logging
 import os
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from relay.store import failures
+from relay.pagerduty.client import safe_url
+from relay.store import endpoints, failures
 from relay.store.backlog import outbox_backlog
 from relay.store.models import db, utcnow
 
@@ -29,6 +30,7 @@ class OutboxCollector:
         try:
             with db.engine.connect() as conn:
                 counts, oldest = outbox_backlog(conn)
+                known = endpoints.overview(conn, current_app.config["PAGERDUTY_EVENTS_URL"])
         except Exception as exc:  # noqa: BLE001 - a store that is down is a value, not a failed scrape
             problem = failures.describe(exc, db.engine.url)
             if problem:
@@ -49,6 +51,27 @@ class OutboxCollector:
         yield GaugeMetricFamily("relay_outbox_oldest_pending_age_seconds",
                                 "Age of the oldest row still waiting to be delivered (0 when none waits).",
                                 value=max(0.0, age))
+        yield from _endpoint_gauges(known)
+
+
+def _endpoint_gauges(known):
+    """Each PagerDuty endpoint's state: up or down (probed), time since its last answer, events waiting on it."""
+    up = GaugeMetricFamily("relay_pagerduty_endpoint_up",
+                           "1 while the Events API URL answers, 0 while it is down and probed one event at a time.",
+                           labels=["events_url"])
+    since = GaugeMetricFamily("relay_pagerduty_seconds_since_last_answer",
+                              "Seconds since the Events API URL last answered (accepted, refused or rate limited).",
+                              labels=["events_url"])
+    waiting = GaugeMetricFamily("relay_pagerduty_endpoint_waiting", "Open rows to be sent to the Events API URL.",
+                                labels=["events_url"])
+    now = utcnow()
+    for endpoint in known:
+        label = [safe_url(endpoint.events_url)]
+        up.add_metric(label, 1 if endpoint.up else 0)
+        if endpoint.last_success_at is not None:
+            since.add_metric(label, max(0.0, (now - endpoint.last_success_at).total_seconds()))
+        waiting.add_metric(label, endpoint.waiting)
+    yield from (up, since, waiting)
 
 
 class _Scrape:
