@@ -5,6 +5,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
+from relay.store import outbox
 from relay.store.models import IncidentLog, db
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -96,3 +97,15 @@ def alertmanager_notification(alerts: list[dict]) -> dict:
     return {"version": "4", "groupKey": "{}:{}", "status": alerts[0]["status"], "receiver": "relay",
             "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
             "truncatedAlerts": 0, "alerts": alerts}
+
+
+def trigger_event(routing_key: str, dedup_key: str) -> dict:
+    """A minimal Events API trigger, summarized by its dedup key."""
+    return {"routing_key": routing_key, "event_action": "trigger", "dedup_key": dedup_key,
+            "payload": {"summary": dedup_key, "source": "x", "severity": "info"}}
+
+
+def store_events(app, events: list[dict]) -> list[int]:
+    """Store events as the outbox's pending rows, straight through the store; return their ids."""
+    with app.app_context():
+        return outbox.store_rows(db.engine, [outbox.row_values(e, source="test") for e in events])

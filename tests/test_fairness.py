@@ -8,27 +8,17 @@ from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
 from relay.store import outbox, states
 from relay.store.models import IncidentLog, db, utcnow
-from tests.helpers import wait_until
-
-
-def event(routing_key, dedup_key):
-    return {"routing_key": routing_key, "event_action": "trigger", "dedup_key": dedup_key,
-            "payload": {"summary": dedup_key, "source": "x", "severity": "info"}}
-
-
-def store(app, events):
-    with app.app_context():
-        return outbox.store_rows(db.engine, [outbox.row_values(e, source="test") for e in events])
+from tests.helpers import store_events, trigger_event, wait_until
 
 
 def test_a_key_with_budget_left_is_reached_behind_two_copies_of_a_big_notification(delivering, pd):
     app = delivering(RELAY_RATE_LIMIT_PER_MINUTE=120, RELAY_DELIVERY_CONCURRENCY=8)
     key_a, key_b = "a" * 32, "b" * 32
-    copy = [event(key_a, f"alert-{i}") for i in range(600)]
-    store(app, copy + copy)  # as Alertmanager's HA pair sends it: the second copy waits behind the first
+    copy = [trigger_event(key_a, f"alert-{i}") for i in range(600)]
+    store_events(app, copy + copy)  # as Alertmanager's HA pair sends it: the second copy waits behind the first
     wait_until(lambda: len(pd.accepted()) >= 100, timeout=10, message="key A's budget being spent")
     stored_at = time.time()
-    store(app, [event(key_b, "the-other-team")])
+    store_events(app, [trigger_event(key_b, "the-other-team")])
     found = wait_until(lambda: [r for r in pd.received() if r["body"]["routing_key"] == key_b], timeout=5,
                        message="key B's event at PagerDuty")
     assert found[0]["received_at"] - stored_at < 2.0
@@ -36,7 +26,7 @@ def test_a_key_with_budget_left_is_reached_behind_two_copies_of_a_big_notificati
 
 def test_a_held_row_is_put_off_not_read_again_on_every_claim(make_app, routing_key):
     app = make_app()
-    ids = store(app, [event(routing_key, "same")] * 3 + [event(routing_key, "other")])
+    ids = store_events(app, [trigger_event(routing_key, "same")] * 3 + [trigger_event(routing_key, "other")])
     now = utcnow()
     with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
         claimed = outbox.claim(conn, "w1", 1, now, 30, 0)

@@ -11,21 +11,11 @@ from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
 from relay.store import endpoints, outbox, states
 from relay.store.models import EndpointState, IncidentLog, db, utcnow
-from tests.helpers import wait_until
+from tests.helpers import store_events, trigger_event, wait_until
 
 OUTAGE_SECONDS = 4.0
 SETTINGS = {"RELAY_RETRY_BASE_SECONDS": 0.05, "RELAY_RETRY_MAX_SECONDS": 0.4, "RELAY_OUTAGE_PROBE_MAX_SECONDS": 0.4,
             "RELAY_DELIVERY_CONCURRENCY": 8, "RELAY_GIVE_UP_AFTER_SECONDS": 3600}
-
-
-def event(routing_key, dedup_key):
-    return {"routing_key": routing_key, "event_action": "trigger", "dedup_key": dedup_key,
-            "payload": {"summary": dedup_key, "source": "x", "severity": "info"}}
-
-
-def store(app, events):
-    with app.app_context():
-        return outbox.store_rows(db.engine, [outbox.row_values(e, source="test") for e in events])
 
 
 def endpoint_down(app) -> bool:
@@ -50,7 +40,7 @@ def outage_then_recovery(app, pd, backlog: int, seconds: float = OUTAGE_SECONDS)
     declared down, when it came back)."""
     pd.set_outage("503")
     keys = [f"{n:032x}" for n in range(4)]
-    store(app, [event(keys[n % 4], f"alert-{n}") for n in range(backlog)])
+    store_events(app, [trigger_event(keys[n % 4], f"alert-{n}") for n in range(backlog)])
     wait_until(lambda: endpoint_down(app), timeout=5, message="the endpoint declared down")
     declared_at = time.time()
     time.sleep(seconds)
@@ -74,7 +64,7 @@ def test_a_down_endpoint_is_probed_one_event_at_a_time_and_the_backlog_goes_when
 def test_without_probing_every_row_retries_on_its_own(delivering, pd):
     app = delivering(RELAY_OUTAGE_PROBING=False, RELAY_RATE_LIMIT_PER_MINUTE=0, **SETTINGS)
     pd.set_outage("503")
-    store(app, [event("k" * 32, f"alert-{n}") for n in range(50)])
+    store_events(app, [trigger_event("k" * 32, f"alert-{n}") for n in range(50)])
     time.sleep(1.0)
     assert len(pd.received()) > 3 * 50  # the knocking the probes spare PagerDuty
     with app.app_context():
@@ -85,10 +75,10 @@ def test_a_429_holds_its_own_key_only(delivering, pd):
     app = delivering(**{**SETTINGS, "RELAY_RETRY_MAX_SECONDS": 5})  # a Retry-After is honoured up to this
     limited, other = "a" * 32, "b" * 32
     pd.inject(429, count=1, retry_after=2)
-    store(app, [event(limited, "first")])
+    store_events(app, [trigger_event(limited, "first")])
     wait_until(lambda: pd.received(), timeout=5, message="the 429")
     limited_at = time.time()
-    store(app, [event(limited, "second"), event(other, "unrelated")])
+    store_events(app, [trigger_event(limited, "second"), trigger_event(other, "unrelated")])
     wait_until(lambda: len(pd.accepted()) == 3, timeout=10, message="all three delivered")
     at = {r["body"]["dedup_key"]: r["received_at"] for r in pd.received() if r["outcome"] == "accepted"}
     assert at["unrelated"] - limited_at < 1.0
@@ -123,7 +113,7 @@ def test_an_outage_is_shown_in_metrics_readyz_and_the_log_page(delivering, pd):
     app = delivering(**SETTINGS)
     client = app.test_client()
     pd.set_outage("refuse")
-    store(app, [event("c" * 32, f"alert-{n}") for n in range(5)])
+    store_events(app, [trigger_event("c" * 32, f"alert-{n}") for n in range(5)])
     wait_until(lambda: endpoint_down(app), timeout=5, message="the endpoint declared down")
     url = pd.events_url
     metrics = client.get("/metrics").get_data(as_text=True)
@@ -145,7 +135,7 @@ def test_an_outage_is_shown_in_metrics_readyz_and_the_log_page(delivering, pd):
 def test_a_down_endpoint_gives_one_claim_its_oldest_row_and_puts_the_rest_off(make_app, pd):
     app = make_app()
     rule = endpoints.OutageRule(pd.events_url, 0.05, 0.4)
-    ids = store(app, [event("d" * 32, f"alert-{n}") for n in range(3)])
+    ids = store_events(app, [trigger_event("d" * 32, f"alert-{n}") for n in range(3)])
     now = utcnow()
     with app.app_context(), db.engine.begin() as conn:
         conn.execute(insert(EndpointState).values(events_url=pd.events_url, failures=3, down_since=now,
