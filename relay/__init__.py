@@ -9,7 +9,7 @@ from relay import cli, errors, logs, settings
 from relay.intake import configure
 from relay.intake.routing import ConfigError
 from relay.intake.sources import SOURCES, settings_key
-from relay.store import sqlite
+from relay.store import postgres, sqlite
 from relay.store.models import db
 from relay.web import api, auth, health, openapi, page, payloads, scrape, webhooks
 
@@ -39,6 +39,7 @@ def create_app(test_config=None):
     logs.init_app(app)  # first, so what the other init_app say at start-up is logged as JSON
 
     sqlite.init_app(app)  # before any connection: SQLite's are tuned as they open
+    postgres.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     configure.init_app(app)

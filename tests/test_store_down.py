@@ -6,6 +6,7 @@ real (a read-only connection, a write lock held past the busy timeout, a file th
 """
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from flask_migrate import upgrade
 
 from relay import create_app
 from relay.delivery import worker
-from relay.store import failures
+from relay.store import failures, postgres
 from relay.store import sqlite as sqlite_store
 from relay.store.models import IncidentLog, db
 from tests.helpers import alertmanager_notification, firing, wait_until
@@ -302,3 +303,20 @@ def test_the_delivery_process_rides_out_an_outage_with_one_json_line_per_step(da
     assert told[-1].startswith("store available again after "), told
     assert len(told) <= 5, told  # a start, a line at each backoff step, an end: not one per try
     assert not any(PASSWORD in json.dumps(line) for line in lines)
+
+
+def test_a_host_that_never_answers_is_named_within_the_connect_timeout(pd):
+    """A listener that takes the connection and then says nothing (a host that drops packets looks the same to
+    libpq): /readyz answers, naming it, instead of hanging past gunicorn's worker timeout."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    try:
+        app = create_app(app_config(f"postgresql+psycopg://relayuser:{PASSWORD}@127.0.0.1:{port}/relay",
+                                    pd.events_url, RELAY_DELIVERY=False))
+        started = time.monotonic()
+        response = app.test_client().get("/readyz")
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert response.status_code == 503 and took < 3 * postgres.CONNECT_TIMEOUT_SECONDS
+    assert response.get_json()["reasons"] == [f"database unreachable: connection timed out (127.0.0.1:{port})"]

@@ -12,7 +12,7 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, make_url, select, text
 
 from relay.store import failures
 from relay.store.models import IncidentLog
@@ -23,9 +23,21 @@ RATE_LOCK_ID = 0x72656C6179  # "relay": the advisory lock around rate-limited cl
 ENDPOINT_LOCK_ID = 0x656E64707473  # "endpts": the advisory lock around moving endpoint states and key holds
 ALERT_LOCK_CLASS = 0x616C7274  # "alrt": the first key of the per-alert advisory locks (the two-key lock space)
 MIGRATE_LOCK_ID = 0x6D69677261  # "migra": held while one instance brings the schema up to date
+# libpq waits for ever for a host that drops packets: fail instead (a 503, the delivery loop's backoff) well inside
+# gunicorn's worker timeout and the delivery process's stall limit.
+CONNECT_TIMEOUT_SECONDS = 5
 NOTIFY_CHANNEL = "relay_outbox"  # sent by a trigger on incident_log (migration 0004) when rows turn pending
 LISTEN_FIRST_PAUSE = 1.0  # after a lost LISTEN connection; doubling up to the last: polling covers the gap
 LISTEN_LAST_PAUSE = 8.0
+
+
+def init_app(app):
+    """Bound how long opening a PostgreSQL connection may take, unless the settings already do."""
+    if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() != "postgresql":
+        return
+    options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})  # a copy: Config's dict is shared
+    options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **options.get("connect_args", {})}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
 
 
 def writer_connection(engine):
