@@ -128,6 +128,11 @@ _LEASE = update(IncidentLog).where(IncidentLog.id.in_(_IDS)).values(
     claimed_by=bindparam("worker"), claimed_until=bindparam("until"), attempts=IncidentLog.attempts + 1)
 _OPEN_ATTEMPTS = insert(DeliveryAttempt).returning(DeliveryAttempt.id, sort_by_parameter_order=True)
 _DEFER = update(IncidentLog).where(IncidentLog.id.in_(_IDS)).values(next_attempt_at=bindparam("until"))
+# A row behind an earlier open row of its alert is put off only while that row is still open as the statement
+# runs: one that ended after the candidates were read (another instance's complete) has already tried to wake it.
+_DEFER_BLOCKED = update(IncidentLog).where(IncidentLog.id.in_(_IDS), exists().where(
+    _EARLIER.routing_key == IncidentLog.routing_key, _EARLIER.dedup_key == IncidentLog.dedup_key,
+    _EARLIER.id < IncidentLog.id, text(f"earlier.{states.OPEN_SQL}"))).values(next_attempt_at=bindparam("until"))
 
 
 def next_due_at(conn, now: datetime) -> datetime | None:
@@ -245,9 +250,11 @@ def claim(conn, worker_id: str, slots: int, now: datetime, lease_seconds: float,
         if probes:
             endpoints.probes_sent(conn, probes, [row.id for row in allowed], now, lease_seconds, outage)
             down_now = endpoints.down(conn)
-        put_off = deferred | held | dict.fromkeys(blocked, now + BLOCKED_RECHECK)
+        put_off = deferred | held
         _defer(conn, put_off)
-        if allowed or not full or not put_off:
+        if blocked:
+            conn.execute(_DEFER_BLOCKED, {"ids": blocked, "until": now + BLOCKED_RECHECK})
+        if allowed or not full or not (put_off or blocked):
             break
     if not allowed:
         return []
