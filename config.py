@@ -2,7 +2,7 @@
 from datetime import timedelta
 
 from relay.logs import LEVELS
-from relay.settings import Environment
+from relay.startup.settings import Environment
 
 # Every bad variable is noted here, named; create_app refuses to start with them all in one line.
 environment = Environment()

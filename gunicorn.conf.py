@@ -36,7 +36,7 @@ def _env_number(name: str, default: str, cast=int, least=1):
 def _stop(problem: str):
     """Stop gunicorn before it starts anything, with one line naming the bad setting."""
     print(f"relay: configuration error: {problem}", file=sys.stderr)
-    sys.exit(_relay_module("startup").BAD_CONFIGURATION)
+    sys.exit(_relay_module("startup/process").BAD_CONFIGURATION)
 
 
 _seconds = _relay_module("timeutil").parse_seconds
@@ -121,7 +121,7 @@ def post_worker_init(worker):
     """Web workers only take webhooks: delivery runs in its own process (when_ready), so its senders never
     hold a request's GIL and its claims are one writer, not one per worker."""
     worker.wsgi.config["RELAY_DELIVERY"] = False  # nothing delivers in this process (the API polls the store)
-    _relay_module("startup").freeze_startup_objects()
+    _relay_module("startup/process").freeze_startup_objects()
 
 
 def when_ready(server):

@@ -3,7 +3,7 @@ import sys
 
 from relay import create_app
 from relay.intake.routing import ConfigError
-from relay.startup import BAD_CONFIGURATION, BOOT_ERROR
+from relay.startup.process import BAD_CONFIGURATION, BOOT_ERROR
 
 try:
     app = create_app()

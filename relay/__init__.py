@@ -5,10 +5,11 @@ from flask import Flask
 from flask_migrate import Migrate
 
 import config
-from relay import cli, errors, logs, settings
+from relay import cli, errors, logs
 from relay.intake import configure
 from relay.intake.routing import ConfigError
 from relay.intake.sources import SOURCES, settings_key
+from relay.startup import settings
 from relay.store import postgres, sqlite
 from relay.store.models import db
 from relay.web import api, auth, health, openapi, page, payloads, scrape, webhooks

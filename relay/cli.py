@@ -22,7 +22,7 @@ from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
 from relay.intake.routing import ConfigError
 from relay.pagerduty.client import safe_url
-from relay.startup import BAD_CONFIGURATION, STORE_UNAVAILABLE, announce, freeze_startup_objects
+from relay.startup.process import BAD_CONFIGURATION, STORE_UNAVAILABLE, announce, freeze_startup_objects
 from relay.store import failures, logquery, models, outbox, retention, schema, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db

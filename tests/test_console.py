@@ -10,7 +10,7 @@ import sysconfig
 
 import pytest
 
-from relay.startup import BAD_CONFIGURATION
+from relay.startup.process import BAD_CONFIGURATION
 from tests.processes import ROOT
 
 # What the Dockerfile copies: the package needs nothing else of the checkout.

@@ -6,7 +6,7 @@ import pytest
 
 from relay import create_app
 from relay.intake.routing import ConfigError
-from relay.settings import Environment, events_url_problem, read_config_file
+from relay.startup.settings import Environment, events_url_problem, read_config_file
 from relay.timeutil import parse_seconds
 
 KNOWN = {"ROUTES", "DEFAULT_ROUTE", "GENERIC_WEBHOOK", "RELAY_SYNC_WAIT_SECONDS"}

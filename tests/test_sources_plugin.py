@@ -5,8 +5,8 @@ import logging
 import pytest
 
 import config
-from relay import startup
 from relay.intake import sources
+from relay.startup import process as startup
 from relay.web import openapi
 from tests import tiny_source
 

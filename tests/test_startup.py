@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from conftest import fresh_postgres_database
 
-from relay.startup import BAD_CONFIGURATION, STORE_UNAVAILABLE
+from relay.startup.process import BAD_CONFIGURATION, STORE_UNAVAILABLE
 from tests.processes import BIN, ROOT, gunicorn, wait_for
 
 KEY = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e"

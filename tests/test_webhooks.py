@@ -13,7 +13,7 @@ import pytest
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay.intake.routing import ConfigError, load_routing
-from relay.startup import BAD_CONFIGURATION
+from relay.startup.process import BAD_CONFIGURATION
 from relay.store.models import IncidentLog, db
 from tests.helpers import fixture, wait_until
 

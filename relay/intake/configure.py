@@ -6,8 +6,8 @@ from marshmallow import ValidationError
 from relay.intake.routing import ConfigError, Routing, load_routing
 from relay.intake.sources import SOURCES, settings_key
 from relay.masking import mask
-from relay.settings import events_url_problem
-from relay.startup import warn
+from relay.startup.process import warn
+from relay.startup.settings import events_url_problem
 
 
 def load_source_settings(config) -> dict:

@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from relay.errors import RelayError
 from relay.intake.routing import ConfigError
 from relay.intake.sources import SOURCES
-from relay.startup import warn
+from relay.startup.process import warn
 from relay.store import signatures
 from relay.store.models import db
 
