@@ -20,9 +20,8 @@ from relay import accept, incidents
 from relay.delivery import worker
 from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
-from relay.intake.routing import ConfigError
 from relay.pagerduty.client import safe_url
-from relay.startup.process import BAD_CONFIGURATION, STORE_UNAVAILABLE, announce, freeze_startup_objects
+from relay.startup.process import BAD_CONFIGURATION, STORE_UNAVAILABLE, announce, app_or_exit, freeze_startup_objects
 from relay.store import failures, logquery, models, outbox, retention, schema, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
@@ -357,20 +356,8 @@ def init_app(app):
     app.cli.add_command(relay_cli)
 
 
-def _app_from_environment():
-    """Build the app as the server does (config.py, RELAY_CONFIG, the environment); a configuration the app
-    refuses is one line and BAD_CONFIGURATION."""
-    from relay import create_app  # here: relay/__init__.py imports this module
-
-    try:
-        return create_app()
-    except (ConfigError, OSError) as exc:  # OSError: RELAY_CONFIG names a file that cannot be read
-        click.echo(f"relay: configuration error: {exc}", err=True)
-        sys.exit(BAD_CONFIGURATION)
-
-
 def main(args=None):
     """The `relay` console command: the relay commands and `db` (migrations), from any folder."""
     commands = {**relay_cli.commands, "db": db_commands}
     console = click.Group("relay", commands=commands, help=relay_cli.help)
-    console.main(args=args, prog_name="relay", obj=ScriptInfo(create_app=_app_from_environment))
+    console.main(args=args, prog_name="relay", obj=ScriptInfo(create_app=app_or_exit))

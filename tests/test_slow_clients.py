@@ -166,8 +166,6 @@ def test_a_worker_leaving_at_max_requests_answers_the_connections_it_accepted(tm
         time.sleep(0.5)
         partial.sendall(body)
         partial.settimeout(10)
-        answer = b""
-        while chunk := partial.recv(65536):
-            answer += chunk
-        partial.close()
+        with partial:
+            answer = read_all(partial)
         assert answer.startswith(b"HTTP/1.1 202"), answer[:200]

@@ -2,6 +2,7 @@
 keep its start-up objects out of the garbage collector's way."""
 import gc
 import logging
+import sys
 
 log = logging.getLogger("relay.startup")  # by name: gunicorn.conf.py loads this file on its own
 
@@ -13,6 +14,19 @@ STORE_UNAVAILABLE = 75  # sysexits.h's EX_TEMPFAIL: the store cannot be reached 
 # worker again.
 BOOT_ERROR = 3
 WARNINGS = "relay.startup_warnings"  # app.extensions key: what the settings leave open, said by announce()
+
+
+def app_or_exit(exit_code: int = BAD_CONFIGURATION):
+    """Build the app from its settings (config.py, RELAY_CONFIG, the environment), or say in one line why not and
+    exit with exit_code, never with a traceback."""
+    from relay import create_app  # here: gunicorn.conf.py loads this file without the relay package
+    from relay.intake.routing import ConfigError
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        print(f"relay: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(exit_code) from None
 
 
 def warn(app, message: str) -> None:
