@@ -4,7 +4,7 @@ import threading
 import pytest
 from conftest import app_config, fresh_postgres_database
 from flask_migrate import upgrade
-from test_outbox import add, claim, complete
+from test_outbox import POLICY, add, claim, complete, row
 
 from relay import create_app
 from relay.pagerduty.client import Delivery
@@ -38,6 +38,19 @@ def test_rows_turning_pending_notify_listeners(app, routing_key):
         with app.app_context(), db.engine.begin() as conn:
             outbox.requeue(conn, utcnow(), IncidentLog.id == log_id)
         assert notified() == 1  # a row put back by replay
+
+
+def test_a_row_behind_one_whose_result_is_being_written_is_not_put_off(app, routing_key):
+    """Another instance's complete, not yet committed, has already run its wake-up: a claim meanwhile must not put
+    the alert's next row off for BLOCKED_RECHECK, or the resolve waits a minute behind a delivered trigger."""
+    trigger = add(app, routing_key)
+    (claimed,) = claim(app)
+    resolve = add(app, routing_key, action="resolve")  # due, and behind the trigger in flight
+    with app.app_context(), db.engine.connect() as finishing, finishing.begin():
+        outbox.complete(finishing, "w1", [(claimed, Delivery("delivered", 202))], utcnow(), POLICY)
+        assert claim(app, worker="w2") == []  # the trigger still reads as open
+    assert row(app, trigger).status == "delivered"
+    assert [c.log_id for c in claim(app, worker="w2")] == [resolve]
 
 
 def test_claims_walk_the_open_index_before_the_store_was_ever_analyzed(pd):

@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, and_, bindparam, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import Integer, and_, bindparam, delete, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.orm import aliased
 
 from relay.masking import mask
@@ -130,9 +130,12 @@ _OPEN_ATTEMPTS = insert(DeliveryAttempt).returning(DeliveryAttempt.id, sort_by_p
 _DEFER = update(IncidentLog).where(IncidentLog.id.in_(_IDS)).values(next_attempt_at=bindparam("until"))
 # A row behind an earlier open row of its alert is put off only while that row is still open as the statement
 # runs: one that ended after the candidates were read (another instance's complete) has already tried to wake it.
-_DEFER_BLOCKED = update(IncidentLog).where(IncidentLog.id.in_(_IDS), exists().where(
+# On PostgreSQL an earlier row another transaction is writing (a complete not yet committed, whose wake-up has
+# already run) does not count either: that row is skipped, not waited for, and the blocked row stays due.
+_DEFER_BLOCKED = update(IncidentLog).where(IncidentLog.id.in_(_IDS), select(literal(1)).where(
     _EARLIER.routing_key == IncidentLog.routing_key, _EARLIER.dedup_key == IncidentLog.dedup_key,
-    _EARLIER.id < IncidentLog.id, text(f"earlier.{states.OPEN_SQL}"))).values(next_attempt_at=bindparam("until"))
+    _EARLIER.id < IncidentLog.id, text(f"earlier.{states.OPEN_SQL}"),
+).with_for_update(read=True, skip_locked=True, of=_EARLIER).exists()).values(next_attempt_at=bindparam("until"))
 
 
 def next_due_at(conn, now: datetime) -> datetime | None:
