@@ -20,6 +20,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from relay import logs, metrics
+from relay.delivery import duties
 from relay.pagerduty.client import PagerDutyClient, safe_url
 from relay.pagerduty.retry import RetryPolicy
 from relay.store import endpoints, failures, outbox, processes, retention, states
@@ -95,6 +96,8 @@ class DeliveryWorker:
         self.misdirected_quiet_until = 0.0
         self.outage = failures.Outage(log, "delivery paused, retrying")
         self.reconnected = False  # a dead kept connection was replaced at once since the store last worked
+        offered = duties.enabled(config) if registered else []
+        self.duties = duties.DutyRunner(app, self.id, offered, self.wake) if offered else None
 
     def start(self):
         """Start delivering, and watching for other processes' new rows."""
@@ -105,12 +108,16 @@ class DeliveryWorker:
             self.listener = threading.Thread(target=watch, args=(self.wake, self.stopping), name="relay-listen",
                                              daemon=True)
             self.listener.start()
+        if self.duties is not None:
+            self.duties.start()
         return self
 
     def stop(self, timeout: float = 15.0):
         """Stop claiming, let in-flight sends finish and be recorded, then return."""
         self.stopping.set()
         self.wake()
+        if self.duties is not None:
+            self.duties.stop()
         self.thread.join(timeout)
         self.senders.shutdown(wait=False, cancel_futures=True)
         for client in list(self.clients.values()):

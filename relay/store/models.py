@@ -175,3 +175,14 @@ class KeyHold(db.Model):
 
     routing_key_hash = db.Column(db.String(64), primary_key=True)  # as delivery_attempt's: the key lives elsewhere
     until = db.Column(UTCDateTime, nullable=False)
+
+
+class Lease(db.Model):
+    """A periodic duty (relay/delivery/duties.py) and the delivery process that runs it until `until`: one at a time
+    across instances; another takes it over once the holder stops renewing."""
+
+    __tablename__ = "lease"
+
+    name = db.Column(db.String(64), primary_key=True)
+    holder = db.Column(db.String(255), nullable=False)  # a delivery process's id, as in delivery_process.id
+    until = db.Column(UTCDateTime, nullable=False)

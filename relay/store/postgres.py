@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import func, insert, make_url, select, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
 from relay.store import failures
 from relay.store.models import IncidentLog
@@ -186,3 +187,9 @@ _INSERT_ROWS = insert(IncidentLog.__table__).returning(IncidentLog.__table__.c.i
 def insert_rows(conn, rows: list[dict]) -> list[int]:
     """Insert rows in one statement and return their ids, in order."""
     return list(conn.execute(_INSERT_ROWS, rows).scalars())
+
+
+def insert_if_absent(conn, table, values: dict) -> bool:
+    """Insert one row unless its primary key is taken (by a concurrent writer too); tell whether it was inserted."""
+    inserted = postgresql_insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key)
+    return conn.execute(inserted).first() is not None

@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 
 from sqlalchemy import bindparam, event, func, insert, select, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from relay.store import failures
@@ -229,3 +230,9 @@ def insert_rows(conn, rows: list[dict]) -> list[int]:
     conn.execute(_INSERT_ROWS, rows)
     last = conn.execute(_LAST_ROWID).scalar()
     return list(range(last - len(rows) + 1, last + 1))
+
+
+def insert_if_absent(conn, table, values: dict) -> bool:
+    """Insert one row unless its primary key is taken (by a concurrent writer too); tell whether it was inserted."""
+    inserted = sqlite_insert(table).values(**values).on_conflict_do_nothing().returning(*table.primary_key)
+    return conn.execute(inserted).first() is not None
