@@ -1,5 +1,6 @@
 """The store's PostgreSQL backend: NOTIFY on new rows, the wake-up that listens for it, the claim's plan."""
 import threading
+import time
 
 import pytest
 from conftest import app_config, fresh_postgres_database
@@ -91,3 +92,39 @@ def test_the_watcher_wakes_on_another_connections_new_row(app, routing_key):
     finally:
         stopping.set()
         listener.join(5)
+
+
+def test_a_deadlock_with_another_instance_is_run_again_not_taken_for_an_outage(app, routing_key, caplog):
+    from sqlalchemy import update
+
+    from relay.delivery.worker import DeliveryWorker
+
+    first, second = add(app, routing_key, dedup_key="a"), add(app, routing_key, dedup_key="b")
+    touch = [update(IncidentLog).where(IncidentLog.id == log_id).values(attempts=IncidentLog.attempts)
+             for log_id in (first, second)]
+    errors = []
+
+    def cross(conn, mine, theirs, ready, go):
+        try:
+            with conn.begin():
+                conn.execute(mine)
+                ready.set()
+                go.wait(5)
+                conn.execute(theirs)
+        except Exception as exc:  # noqa: BLE001 - one of the two is PostgreSQL's chosen victim
+            errors.append(exc)
+
+    with app.app_context(), db.engine.connect() as one, db.engine.connect() as two:
+        ready_one, ready_two = threading.Event(), threading.Event()
+        crossing = threading.Thread(target=cross, args=(one, touch[0], touch[1], ready_one, ready_two))
+        crossing.start()
+        ready_one.wait(5)
+        cross(two, touch[1], touch[0], ready_two, ready_one)
+        crossing.join(10)
+        (deadlock,) = errors
+        worker = DeliveryWorker(app, registered=False)
+        started = time.monotonic()
+        assert worker._pause_after(deadlock, db.engine) is True
+        worker.senders.shutdown()
+    assert time.monotonic() - started < 0.5  # no outage back-off
+    assert "delivery step rolled back (deadlock with another transaction); running it again" in caplog.text

@@ -191,6 +191,10 @@ class DeliveryWorker:
 
     def _pause_after(self, exc, engine) -> bool:
         """Wait before trying again, longer while the store stays down; False if told to stop meanwhile."""
+        clash = failures.conflict(exc)
+        if clash:  # another instance's step crossed this one's locks; its results are kept for the next step
+            log.info("delivery step rolled back (%s); running it again", clash)
+            return True
         problem = failures.describe(exc, engine.url)
         if problem is None:
             log.exception("delivery step failed; retrying in a second")

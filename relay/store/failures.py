@@ -76,6 +76,8 @@ _LOCK_FILE_ERRORS = {
     errno.ENOENT: f"{UNREACHABLE}: cannot open the database file",
 }
 _SCHEMA_SQLSTATES = {"42P01": "table", "42703": "column"}  # undefined_table, undefined_column
+# Another transaction got in the way; PostgreSQL rolled this one back, and running it again is the cure.
+_CONFLICT_SQLSTATES = {"40P01": "deadlock with another transaction", "40001": "serialization failure"}
 _SQLITE_MISSING = re.compile(r"no such (table|column): ([\w.]+)|table (\w+) has no column named (\w+)")
 _PG_MISSING = re.compile(r'(?:relation|column) "([\w.]+)"')
 
@@ -93,6 +95,12 @@ class StoreProblem:
 
     def __str__(self):
         return f"{self.reason} ({self.address})" if self.address else self.reason
+
+
+def conflict(exc: BaseException) -> str | None:
+    """Name the clash when PostgreSQL rolled a transaction back for another's sake (deadlock, serialization),
+    which is no outage: the transaction is simply run again. None otherwise."""
+    return _CONFLICT_SQLSTATES.get(getattr(getattr(exc, "orig", None) or exc, "sqlstate", None))
 
 
 def describe(exc: BaseException, url) -> StoreProblem | None:
