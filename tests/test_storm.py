@@ -267,3 +267,17 @@ def test_a_burst_pages_max_triggers_and_one_storm_incident_and_no_held_resolve(d
     wait_until(lambda: not rows(app, status="pending"), timeout=20, message="every resolve sent")
     assert len(sent("resolve")) == 1 + 20  # the storm's, and those of the alerts that were paged
     assert len([row for row in rows(app) if row.status == "held"]) == 180 + 180
+
+
+def test_a_templated_route_summarizes_on_each_key_it_held_alerts_for_and_never_shows_a_key(make_app):
+    app = make_app(ROUTES=[{"name": "web", "routing_key_template": "{{ labels.pd_key }}",
+                            "storm": {"max_triggers": 1, "count_by": "pd_key"}}], DEFAULT_ROUTE=None)
+    client = app.test_client()
+    post(client, *(alert(n) | {"labels": {**alert(n)["labels"], "pd_key": key}}
+                   for n, key in enumerate([KEY, KEY, OTHER_KEY])))
+    assert run_duty(app, utcnow())
+    summaries = rows(app, source="storm")
+    assert sorted(row.routing_key for row in summaries) == sorted([KEY, OTHER_KEY])
+    details = summaries[0].event["payload"]["custom_details"]
+    assert details["by_pd_key"] == {"…" + KEY[-4:]: 1, "…" + OTHER_KEY[-4:]: 1}
+    assert KEY not in str(summaries[0].event) and OTHER_KEY not in str(summaries[1].event)

@@ -41,7 +41,7 @@ def run(engine, now: datetime, wake) -> None:
     """Trigger, update or resolve each storm's summary incident, and forget counts past their window."""
     storms = current_app.extensions["relay.intake.routing"].storms()
     stored = 0
-    for route in sorted({*storms, *_storming(engine)}):
+    for route in _storming(engine):  # and those of routes no longer configured with a valve: resolved at once
         with outbox.writer_connection(engine) as conn, outbox.write_transaction(conn):
             rows = _turn(conn, route, storms.get(route), now)
             outbox.record_many(conn, rows)

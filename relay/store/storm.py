@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, insert, or_, select, update
 
+from relay.masking import mask
 from relay.store import outbox, states
 from relay.store.models import IncidentLog, Storm, StormTrigger
 from relay.timeutil import duration_text
@@ -79,8 +80,10 @@ class Valve:
             return False
         self.counts[route] += 1
         held = self.counts[route] > storm.max_triggers
-        self.counted.append(_Counted(index, route, held, labels.get("alertname"),
-                                     labels.get(storm.count_by) if storm.count_by else None))
+        counted_label = labels.get(storm.count_by) if storm.count_by else None
+        if counted_label == row["routing_key"]:  # a key taken from this very label (routing_key_template)
+            counted_label = mask(counted_label)
+        self.counted.append(_Counted(index, route, held, labels.get("alertname"), counted_label))
         if held:
             row.update(status=states.HELD, error=f"held: storm on route {route} (more than {storm.max_triggers} "
                                                  f"new alerts in {duration_text(storm.per_seconds)}); not sent")
