@@ -8,6 +8,7 @@ from flask import current_app
 from marshmallow import ValidationError
 
 from relay import metrics
+from relay.delivery import storm as storm_summary
 from relay.delivery import worker
 from relay.errors import BadInput, RelayError, validation_fields
 from relay.intake.alert import TRUNCATED
@@ -92,7 +93,7 @@ def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | Non
         superseded = _compare_with_latest(conn, planned, rows, valve)
         ids = outbox.record_many(conn, rows)
         collapse.supersede_older(conn, ids, superseded, rows[0]["created_at"] if rows else None)
-        valve.record(ids)
+        outbox.record_many(conn, storm_summary.begun(conn, valve.storms, valve.record(ids), valve.now))
     worker.wake()
     metrics.events_stored(source_name, planned)
     metrics.events_held(row["route"] for row in rows if row["status"] == states.HELD)

@@ -1,8 +1,8 @@
 """The storm valve's summary incident, a periodic duty: one PagerDuty incident per route in a storm, standing for
 the alerts its valve holds (relay/store/storm.py decides which, at intake).
 
-Triggered on the route's routing keys (those of its held alerts) with the dedup key relay-storm-<route> at the
-first turn after the storm begins; triggered again with the new counts at most once a minute while it grows;
+Triggered on the route's routing keys (those of its held alerts) with the dedup key relay-storm-<route> as the
+storm begins, by the webhook that begins it; triggered again with the new counts at most once a minute while it grows;
 resolved once a whole window (the valve's `per`) has passed without a held new alert, which also means the route's
 rate is back under max_triggers. Held alerts are not sent later: the incident's details counted them, the log
 keeps each one.
@@ -52,6 +52,12 @@ def run(engine, now: datetime, wake) -> None:
         wake()
 
 
+def begun(conn, storms: dict, routes: list[str], now: datetime) -> list[dict]:
+    """The summary incidents' first triggers, for the storms a webhook's transaction began: sent at once rather than
+    at the duty's next turn."""
+    return [row for route in routes for row in _turn(conn, route, storms[route], now)]
+
+
 def _storming(engine) -> list[str]:
     with engine.connect() as conn:
         return storm.routes(conn)
@@ -95,7 +101,7 @@ def _resolve(route: str, routing_key: str) -> dict:
 
 def _trigger(route: str, routing_key: str, valve, tally: storm.Tally, started_at: datetime) -> dict:
     """The summary incident's trigger, with the storm's counts."""
-    top = ", ".join(f"{name} ({count})" for name, count in tally.by_alertname.most_common(TOP_ALERTNAMES))
+    top = ", ".join(f"{name} ({count})" for name, count in _largest(tally.by_alertname)[:TOP_ALERTNAMES])
     more = " …" if len(tally.by_alertname) > TOP_ALERTNAMES else ""
     details = {
         "route": route,
@@ -114,8 +120,13 @@ def _trigger(route: str, routing_key: str, valve, tally: storm.Tally, started_at
                         "custom_details": details}}
 
 
+def _largest(counts) -> list[tuple[str, int]]:
+    """Counts largest first, equal ones by name."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 def _listed(counts) -> dict:
     """The largest counts, and the rest summed under "others"."""
-    listed = dict(counts.most_common(DETAIL_ENTRIES))
+    listed = dict(_largest(counts)[:DETAIL_ENTRIES])
     others = sum(counts.values()) - sum(listed.values())
     return {**listed, "others": others} if others else listed

@@ -89,18 +89,22 @@ class Valve:
                                                  f"new alerts in {duration_text(storm.per_seconds)}); not sent")
         return held
 
-    def record(self, ids: list[int]) -> None:
-        """Write the counted alerts with their rows' ids, and start or go on with each route's storm that held one."""
+    def record(self, ids: list[int]) -> list[str]:
+        """Write the counted alerts with their rows' ids, start or go on with each route's storm that held one, and
+        return the routes whose storm began here."""
         if not self.counted:
-            return
+            return []
         self.conn.execute(insert(StormTrigger), [
             {"route": c.route, "created_at": self.now, "held": c.held, "log_id": ids[c.index],
              "alertname": c.alertname, "counted_label": c.counted_label} for c in self.counted])
+        begun = []
         for route in sorted({c.route for c in self.counted if c.held}):
-            started = outbox.backend(self.conn).insert_if_absent(self.conn, Storm.__table__, {
-                "route": route, "started_at": self.now, "last_held_at": self.now, "summary_held": 0})
-            if not started:
+            if outbox.backend(self.conn).insert_if_absent(self.conn, Storm.__table__, {
+                    "route": route, "started_at": self.now, "last_held_at": self.now, "summary_held": 0}):
+                begun.append(route)
+            else:
                 self.conn.execute(update(Storm).where(Storm.route == route).values(last_held_at=self.now))
+        return begun
 
 
 @dataclass
