@@ -8,6 +8,7 @@ from flask import current_app
 from marshmallow import ValidationError
 
 from relay import metrics
+from relay.delivery import storm as storm_summary
 from relay.delivery import worker
 from relay.errors import BadInput, RelayError, validation_fields
 from relay.intake.alert import TRUNCATED
@@ -15,7 +16,7 @@ from relay.intake.mapping import Planned, older_state, plan
 from relay.intake.payload import Limits
 from relay.intake.sources import SOURCES, get_source, meant_for
 from relay.masking import mask
-from relay.store import collapse, outbox, states
+from relay.store import collapse, outbox, states, storm
 from relay.store.models import db
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def receive(source: ModuleType, payload) -> list[dict]:
     planned = planned_events(source, payload)
     stored = store(source.NAME, planned)
     report_truncation(source.NAME, planned)
-    return [describe(item, log_id, why, by) for item, (log_id, why, by) in zip(planned, stored)]
+    return [describe(item, *stored_as) for item, stored_as in zip(planned, stored)]
 
 
 def preview(source: ModuleType, payload) -> list[dict]:
@@ -73,9 +74,10 @@ def preview(source: ModuleType, payload) -> list[dict]:
     return [preview_entry(item) for item in planned_events(source, payload)]
 
 
-def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | None, int | None]]:
-    """Write one incident_log row per planned event, commit them together, and return each row's id with why it
-    was stored stale or superseded rather than pending (None when it will be sent) and the row superseding it.
+def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | None, str | None, int | None]]:
+    """Write one incident_log row per planned event, commit them together, and return each row's id with the state
+    it was stored in when that is never to be sent (stale, superseded, held; None when it will be sent), why, and
+    the row superseding it.
     Each row is bound for this process's PAGERDUTY_EVENTS_URL, whichever delivery process sends it."""
     events_url = current_app.config["PAGERDUTY_EVENTS_URL"]
     rows = [outbox.row_values(item.event, source=source_name, route=item.route, alert=item.alert.as_dict(),
@@ -86,13 +88,17 @@ def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | Non
         if item.delay_seconds:
             row["next_attempt_at"] += timedelta(seconds=item.delay_seconds)
     with outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
-        superseded = _compare_with_latest(conn, planned, rows)
+        valve = storm.Valve(conn, current_app.extensions["relay.intake.routing"].storms(),
+                            rows[0]["created_at"] if rows else None)
+        superseded = _compare_with_latest(conn, planned, rows, valve)
         ids = outbox.record_many(conn, rows)
         collapse.supersede_older(conn, ids, superseded, rows[0]["created_at"] if rows else None)
+        outbox.record_many(conn, storm_summary.begun(conn, valve.storms, valve.record(ids), valve.now))
     worker.wake()
     metrics.events_stored(source_name, planned)
-    return [(log_id, row["error"] if row["status"] in NOT_SENT else None, row.get("superseded_by"))
-            for log_id, row in zip(ids, rows)]
+    metrics.events_held(row["route"] for row in rows if row["status"] == states.HELD)
+    return [(log_id, row["status"], row["error"], row.get("superseded_by")) if row["status"] in NOT_SENT
+            else (log_id, None, None, None) for log_id, row in zip(ids, rows)]
 
 
 def report_truncation(source_name: str, planned: list[Planned]) -> None:
@@ -106,16 +112,18 @@ def report_truncation(source_name: str, planned: list[Planned]) -> None:
     metrics.alerts_truncated(source_name, truncated)
 
 
-NOT_SENT = (states.STALE, states.SUPERSEDED)  # stored from the start as never to be sent, with the reason
+NOT_SENT = (states.STALE, states.SUPERSEDED, states.HELD)  # stored from the start as never to be sent, with why
 
 
-def _compare_with_latest(conn, planned: list[Planned], rows: list[dict]) -> list[list[int]]:
+def _compare_with_latest(conn, planned: list[Planned], rows: list[dict], valve: storm.Valve) -> list[list[int]]:
     """Compare each event with its alert's newest row: mark it stale when it reports an older state (a resolve
     before its trigger, a lagging replica's firing after the resolve), so it never reopens or closes an incident
-    out of turn, or superseded when it need not be sent (relay/store/collapse.py); return, per row, the older rows
-    it supersedes."""
+    out of turn, held when its alert is held or it is a new alert past its route's storm valve
+    (relay/store/storm.py), or superseded when it need not be sent (relay/store/collapse.py); return, per row, the
+    older rows it supersedes."""
     pending = [index for index, row in enumerate(rows) if row["status"] == states.PENDING and row["dedup_key"]]
     latest = outbox.latest_states(conn, {(rows[i]["routing_key"], rows[i]["dedup_key"]) for i in pending})
+    valve.hold_routes(rows[i]["route"] for i in pending if rows[i]["event_action"] == collapse.TRIGGER)
     routing = current_app.extensions["relay.intake.routing"]
     superseded = [[] for _ in rows]
     for index in pending:
@@ -127,13 +135,16 @@ def _compare_with_latest(conn, planned: list[Planned], rows: list[dict]) -> list
             where = f"row {last.id}" if last.id else "an earlier event of this request"
             row.update(status=states.STALE, error=f"stale: {older} ({where}); not sent")
             continue
-        superseded[index] = collapse.decide(conn, row, last, routing.sends_flapping(item.route))
+        if not (storm.follows_held(row, last) or valve.holds(index, item.route, row, last, item.alert.labels)):
+            superseded[index] = collapse.decide(conn, row, last, routing.sends_flapping(item.route))
         # later events of this request compare with this one
-        latest[alert_key] = SimpleNamespace(id=None, event_action=row["event_action"], alert=row["alert"])
+        latest[alert_key] = SimpleNamespace(id=None, event_action=row["event_action"], alert=row["alert"],
+                                            status=row["status"])
     return superseded
 
 
-def describe(item: Planned, log_id=None, not_sent: str | None = None, superseded_by: int | None = None) -> dict:
+def describe(item: Planned, log_id=None, not_sent: str | None = None, why: str | None = None,
+             superseded_by: int | None = None) -> dict:
     """Summarize one planned event for an answer, routing key masked."""
     entry = {"route": item.route, "event_action": item.event["event_action"],
              "dedup_key": item.event.get("dedup_key"), "routing_key": mask(item.event["routing_key"])}
@@ -143,10 +154,10 @@ def describe(item: Planned, log_id=None, not_sent: str | None = None, superseded
         entry["send_after_seconds"] = item.delay_seconds
     if item.problem:
         entry.update(status=states.UNROUTED, problem=item.problem)
-    elif superseded_by is not None:
-        entry.update(status=states.SUPERSEDED, problem=not_sent, superseded_by=superseded_by)
     elif not_sent:
-        entry.update(status=states.STALE, problem=not_sent)
+        entry.update(status=not_sent, problem=why)
+        if superseded_by is not None:
+            entry["superseded_by"] = superseded_by
     return entry
 
 

@@ -38,6 +38,9 @@ LATENCY = Histogram("relay_delivery_latency_seconds", "From a row's acceptance t
 MISDIRECTED = Counter("relay_pagerduty_misdirected_total",
                       "Answers that are not the Events API's (3xx, 401, 403, 404, 407, a 2xx without PagerDuty's "
                       "acceptance): the events URL is wrong or a proxy is in the way. Retried.", ["http_status"])
+HELD = Counter("relay_storm_held_total",
+               "Events held by a route's storm valve (new alerts past max_triggers, and their repeats and resolves): "
+               "kept in the log, never sent.", ["route"])
 PD_DURATION = Histogram("relay_pagerduty_request_duration_seconds",
                         "How long each request to PagerDuty took, answered or not.",
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -75,6 +78,12 @@ def events_stored(source: str, planned) -> None:
     """Count the events of a webhook once their rows are committed."""
     for item in planned:
         _child(EVENTS, source, item.route if item.routed else UNROUTED_ROUTE, item.event["event_action"]).inc()
+
+
+def events_held(routes) -> None:
+    """Count the events a webhook stored held, by route, once their rows are committed."""
+    for route in routes:
+        _child(HELD, route).inc()
 
 
 def alerts_truncated(source: str, count: int) -> None:

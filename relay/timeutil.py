@@ -30,6 +30,14 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"{text!r} is longer than any duration this can count") from None
 
 
+def duration_text(seconds: float) -> str:
+    """Say a number of seconds the way people write durations: 1m, 90s, 2h."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_seconds(text: str) -> float:
     """Parse a number of seconds (`2.5`) or a duration with a unit (`90s`, `5m`, `1d`); raise ValueError saying
     which forms are accepted."""

@@ -150,6 +150,8 @@ def make_app(backend, database_urls, pd):
             db.session.execute(sa.text("DELETE FROM endpoint_state"))  # an earlier test's outage
             db.session.execute(sa.text("DELETE FROM key_hold"))
             db.session.execute(sa.text("DELETE FROM lease"))  # an earlier test's periodic duties
+            db.session.execute(sa.text("DELETE FROM storm"))  # an earlier test's storms
+            db.session.execute(sa.text("DELETE FROM storm_trigger"))
             db.session.commit()
         made.append(app)
         return app

@@ -294,7 +294,7 @@ def test_counts_per_status_follow_the_filters_but_the_status(filled):
     set_status(app, alertmanager_ids(app)[0], "failed")
     html = page(client)
     assert counts(html) == {"pending": 2, "retrying": 0, "delivered": 0, "failed": 1, "dead": 0, "unrouted": 1,
-                            "stale": 0, "superseded": 0}
+                            "stale": 0, "superseded": 0, "held": 0}
     assert re.search(r'aria-current="page">all <b>4</b>', html)
     assert counts(page(client, query_string={"source": "generic"}))["unrouted"] == 1
     assert counts(page(client, query_string={"source": "generic"}))["failed"] == 0

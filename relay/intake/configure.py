@@ -8,6 +8,7 @@ from relay.intake.sources import SOURCES, settings_key
 from relay.masking import mask
 from relay.startup.process import warn
 from relay.startup.settings import events_url_problem
+from relay.timeutil import duration_text
 
 
 def load_source_settings(config) -> dict:
@@ -62,8 +63,10 @@ def describe(routing: Routing) -> list[str]:
             continue
         key = "templated" if route.routing_key_template else mask(route.routing_key)
         matchers = ", ".join(map(str, route.matchers)) or "(everything)"
+        storm = route.storm and (f", storm valve {route.storm.max_triggers} new alerts per "
+                                 f"{duration_text(route.storm.per_seconds)}")
         lines.append(f"{route.name}: {matchers} → key {key}, dedup {route.dedup}"
-                     f"{', continue' if route.continue_ else ''}")
+                     f"{', continue' if route.continue_ else ''}{storm or ''}")
     return lines
 
 

@@ -8,6 +8,7 @@ from relay.intake.alert import Alert, datasource_state
 from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
 from relay.intake.render import TemplateConfigError, compile_template
 from relay.pagerduty.event import ROUTING_KEY_LENGTH, SEVERITIES
+from relay.timeutil import parse_duration
 
 DEDUP_ALERT = "alert"  # one PagerDuty alert per alert (default)
 DEDUP_GROUP = "group"  # one per notification group: sha256(groupKey), as Alertmanager's and Grafana's own
@@ -49,6 +50,41 @@ class LabelNames(fields.Field):
         return tuple(names)
 
 
+class Duration(fields.Field):
+    """A duration such as 90s, 1m or 2h, loaded as seconds."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Return the duration in seconds; refuse anything but a positive duration with its unit."""
+        try:
+            seconds = parse_duration(value if isinstance(value, str) else "").total_seconds()
+        except ValueError:
+            raise ValidationError(f"{value!r} is not a duration such as 30s, 1m or 1h") from None
+        if seconds <= 0:
+            raise ValidationError("must be longer than 0s")
+        return seconds
+
+
+@dataclass(frozen=True)
+class Storm:
+    """A route's storm valve: past max_triggers new alerts within per_seconds, further new alerts are held and
+    one summary incident stands for them, counting them by alertname and by the count_by label."""
+
+    max_triggers: int
+    per_seconds: float
+    count_by: str | None = None
+
+
+class StormSchema(Schema):
+    """A route's `storm` option."""
+
+    class Meta:
+        unknown = RAISE
+
+    max_triggers = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    per = Duration(load_default=60.0)  # seconds: a default is not deserialized
+    count_by = fields.String(validate=validate.Length(min=1, max=255))
+
+
 class RouteSchema(Schema):
     """One route as written in config.py."""
 
@@ -75,6 +111,7 @@ class RouteSchema(Schema):
     test_resolve_after_seconds = fields.Integer(load_default=TEST_RESOLVE_AFTER_SECONDS, strict=True,
                                                 validate=validate.Range(min=0, max=86400))
     send_flapping = fields.Boolean(load_default=False)
+    storm = fields.Nested(StormSchema, allow_none=True, load_default=None)
 
     @validates_schema
     def one_routing_key(self, data, **kwargs):
@@ -109,6 +146,7 @@ class Route:
     no_data_severity: str | None = "warning"  # for Grafana's DatasourceNoData/DatasourceError; None: as others
     test_notifications: str = TESTS_SEND
     test_resolve_after_seconds: int = TEST_RESOLVE_AFTER_SECONDS
+    storm: Storm | None = None  # the storm valve; None: off
     severities: dict[str, str] = field(init=False, repr=False)  # every word the route knows → PagerDuty severity
 
     def __post_init__(self):
@@ -152,6 +190,10 @@ class Routing:
     def sends_flapping(self, route_name: str | None) -> bool:
         """Tell whether the named route sends a trigger and its resolve that were both still unsent."""
         return any(route.send_flapping for route in [*self.routes, self.default] if route and route.name == route_name)
+
+    def storms(self) -> dict[str, Storm]:
+        """The storm valve of each route that has one, by route name."""
+        return {route.name: route.storm for route in [*self.routes, self.default] if route and route.storm}
 
 
 def _problem(name, field_name, message):
@@ -234,6 +276,8 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         test_notifications=spec["test_notifications"],
         test_resolve_after_seconds=spec["test_resolve_after_seconds"],
         send_flapping=spec["send_flapping"],
+        storm=Storm(spec["storm"]["max_triggers"], spec["storm"]["per"], spec["storm"].get("count_by"))
+        if spec["storm"] else None,
     )
 
 

@@ -5,7 +5,8 @@ from relay.store import states
 from relay.store.logquery import alert_summaries
 from relay.store.models import IncidentLog
 
-EXPLAINED = (states.RETRYING, states.FAILED, states.DEAD, states.UNROUTED, states.STALE, states.SUPERSEDED)  # say why
+EXPLAINED = (states.RETRYING, states.FAILED, states.DEAD, states.UNROUTED, states.STALE, states.SUPERSEDED,
+             states.HELD)  # say why
 
 
 def _iso(moment):
@@ -13,7 +14,8 @@ def _iso(moment):
 
 
 def reason(row: IncidentLog) -> str | None:
-    """Say why a row is retrying, failed, dead, unrouted, stale or superseded: PagerDuty's last answer and our error."""
+    """Say why a row is retrying, failed, dead, unrouted, stale, superseded or held: PagerDuty's last answer and our
+    error."""
     if row.status not in EXPLAINED:
         return None
     parts = [row.pd_message, *(str(error) for error in row.pd_errors or [])]

@@ -186,3 +186,33 @@ class Lease(db.Model):
     name = db.Column(db.String(64), primary_key=True)
     holder = db.Column(db.String(255), nullable=False)  # a delivery process's id, as in delivery_process.id
     until = db.Column(UTCDateTime, nullable=False)
+
+
+class Storm(db.Model):
+    """A route's storm while it lasts (relay/store/storm.py): since when its valve holds new alerts, and what the
+    summary incident last said."""
+
+    __tablename__ = "storm"
+
+    route = db.Column(db.String(128), primary_key=True)
+    started_at = db.Column(UTCDateTime, nullable=False)
+    last_held_at = db.Column(UTCDateTime, nullable=False)  # the storm is over once a whole window passes after it
+    summary_at = db.Column(UTCDateTime)  # when the summary incident was last triggered; NULL: not yet
+    summary_held = db.Column(db.Integer, nullable=False, default=0)  # the held alerts it counted then
+
+
+class StormTrigger(db.Model):
+    """A new alert on a route with a storm valve, sent or held: the valve counts them per window, and the summary
+    incident counts the held ones by alertname and by the route's count_by label."""
+
+    __tablename__ = "storm_trigger"
+
+    id = db.Column(BigId, primary_key=True)
+    route = db.Column(db.String(128), nullable=False)
+    created_at = db.Column(UTCDateTime, nullable=False)
+    held = db.Column(db.Boolean, nullable=False)
+    log_id = db.Column(BigId, nullable=False)  # its incident_log row (no foreign key: pruning may remove that first)
+    alertname = db.Column(db.Text)
+    counted_label = db.Column(db.Text)  # the value of the route's count_by label, when it has one
+
+    __table_args__ = (db.Index("ix_storm_trigger_route", "route", "created_at"),)

@@ -33,7 +33,7 @@ def backend(bind):
     """The backend module of an engine's or connection's database.
 
     Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
-    hold_rate_budget, hold_endpoints, hold_alerts, finish, watcher and migration_lock.
+    hold_rate_budget, hold_endpoints, hold_alerts, hold_routes, finish, watcher and migration_lock.
     """
     return _BACKENDS[bind.dialect.name]
 

@@ -3,7 +3,8 @@ instances, the claim's plan, the one-statement batch of results, and the wake-up
 
 Claims lock the rows they take with FOR UPDATE SKIP LOCKED, so concurrent claimers never wait on each other;
 rate-limited claims serialize their budget checks on one advisory lock; webhooks about the same alert compare
-with its latest state one after the other, under an advisory lock per alert.
+with its latest state one after the other, under an advisory lock per alert; the storm valve counts a route's new
+alerts under an advisory lock per route.
 """
 import functools
 import hashlib
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 RATE_LOCK_ID = 0x72656C6179  # "relay": the advisory lock around rate-limited claims
 ENDPOINT_LOCK_ID = 0x656E64707473  # "endpts": the advisory lock around moving endpoint states and key holds
 ALERT_LOCK_CLASS = 0x616C7274  # "alrt": the first key of the per-alert advisory locks (the two-key lock space)
+ROUTE_LOCK_CLASS = 0x7374726D  # "strm": the first key of the per-route locks around the storm valve's count
 MIGRATE_LOCK_ID = 0x6D69677261  # "migra": held while one instance brings the schema up to date
 # libpq waits for ever for a host that drops packets: fail instead (a 503, the delivery loop's backoff) well inside
 # gunicorn's worker timeout and the delivery process's stall limit.
@@ -109,7 +111,20 @@ def hold_alerts(conn, pairs) -> None:
 
 def _alert_lock_key(routing_key: str, dedup_key: str) -> int:
     """A 32-bit lock key for an alert; two alerts that share one merely wait for each other."""
-    digest = hashlib.sha256(f"{routing_key}\0{dedup_key}".encode()).digest()
+    return _lock_key(f"{routing_key}\0{dedup_key}")
+
+
+def hold_routes(conn, names) -> None:
+    """Take an advisory lock per route until the transaction ends, in one order (after the alerts' locks), so the
+    storm valve's count of a route's new alerts is read and written by one instance at a time."""
+    keys = sorted({_lock_key(name) for name in names})
+    if keys:
+        conn.execute(_HOLD_ALERTS, {"lock_class": ROUTE_LOCK_CLASS, "keys": keys})
+
+
+def _lock_key(text: str) -> int:
+    """A 32-bit lock key for a text; two texts that share one merely wait for each other."""
+    digest = hashlib.sha256(text.encode()).digest()
     return int.from_bytes(digest[:4], "big", signed=True)
 
 

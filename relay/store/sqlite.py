@@ -159,6 +159,10 @@ def hold_alerts(conn, pairs) -> None:
     """Nothing to take: a stored webhook's write lock already keeps other webhooks about its alerts out."""
 
 
+def hold_routes(conn, names) -> None:
+    """Nothing to take: the write lock already keeps other writers' storm valve counts out."""
+
+
 _FINISH_ATTEMPT = (update(DeliveryAttempt).where(DeliveryAttempt.id == bindparam("b_attempt_id"))
                    .values(outcome=bindparam("b_outcome"), http_status=bindparam("b_http_status"),
                            duration_ms=bindparam("b_duration_ms"), error=bindparam("b_attempt_error")))

@@ -78,8 +78,8 @@ class LogEntrySchema(Schema):
                        "null for rows stored before it was kept: the sending process's PAGERDUTY_EVENTS_URL",
         "example": "https://events.pagerduty.com/v2/enqueue"})
     reason = fields.Str(allow_none=True, metadata={
-        "description": "why a retrying, failed, dead, unrouted, stale or superseded row is so: PagerDuty's last "
-                       "answer and the relay's error"})
+        "description": "why a retrying, failed, dead, unrouted, stale, superseded or held row is so: PagerDuty's "
+                       "last answer and the relay's error"})
     superseded_by = fields.Int(allow_none=True, metadata={
         "description": "a superseded row (never sent): the id of the row of its alert it was collapsed into"})
 
@@ -117,8 +117,8 @@ class PlannedEventSchema(Schema):
     event_action = fields.Str(required=True)
     dedup_key = fields.Str(allow_none=True)
     routing_key = fields.Str(required=True)
-    status = fields.Str(metadata={"description": "unrouted, stale or superseded when the event is never sent; absent "
-                                                "when it will be"})
+    status = fields.Str(metadata={"description": "unrouted, stale, superseded or held (its route's storm valve) when "
+                                                "the event is never sent; absent when it will be"})
     problem = fields.Str()
     send_after_seconds = fields.Int()  # held back so long after it was stored (a test notification's resolve)
     superseded_by = fields.Int(metadata={"description": "a superseded event: the row of its alert that carries it"})

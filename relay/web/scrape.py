@@ -13,7 +13,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from relay.pagerduty.client import safe_url
-from relay.store import endpoints, failures
+from relay.store import endpoints, failures, storm
 from relay.store.backlog import outbox_backlog
 from relay.store.models import db, utcnow
 
@@ -31,6 +31,7 @@ class OutboxCollector:
             with db.engine.connect() as conn:
                 counts, oldest = outbox_backlog(conn)
                 known = endpoints.overview(conn, current_app.config["PAGERDUTY_EVENTS_URL"])
+                storms = storm.routes(conn)
         except Exception as exc:  # noqa: BLE001 - a store that is down is a value, not a failed scrape
             problem = failures.describe(exc, db.engine.url)
             if problem:
@@ -52,6 +53,16 @@ class OutboxCollector:
                                 "Age of the oldest row still waiting to be delivered (0 when none waits).",
                                 value=max(0.0, age))
         yield from _endpoint_gauges(known)
+        yield _storm_gauge(current_app.extensions["relay.intake.routing"].storms(), storms)
+
+
+def _storm_gauge(valved, storming):
+    """Whether each route with a storm valve is in a storm now (its new alerts held, its summary incident open)."""
+    active = GaugeMetricFamily("relay_storm_active", "1 while the route's storm valve holds its new alerts.",
+                               labels=["route"])
+    for route in sorted({*valved, *storming}):
+        active.add_metric([route], 1 if route in storming else 0)
+    return active
 
 
 def _endpoint_gauges(known):

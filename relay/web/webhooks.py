@@ -28,7 +28,8 @@ def receive(source_name):
                                         "unrouted": sum(event.get("status") == states.UNROUTED for event in events),
                                         "stale": sum(event.get("status") == states.STALE for event in events),
                                         "superseded": sum(event.get("status") == states.SUPERSEDED
-                                                          for event in events)})
+                                                          for event in events),
+                                        "held": sum(event.get("status") == states.HELD for event in events)})
     return jsonify(schemas.webhook_accepted.dump({"accepted": len(events), "events": events})), 202
 
 
