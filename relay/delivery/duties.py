@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from relay.delivery import reconcile
 from relay.store import leases, outbox
 from relay.store.models import db, utcnow
 
@@ -34,7 +35,7 @@ class Duty:
 
 def enabled(config) -> list[Duty]:
     """The duties this configuration turns on; each capability's module offers its own (None while it is off)."""
-    offers = ()
+    offers = (reconcile.duty,)
     return [duty for offer in offers if (duty := offer(config)) is not None]
 
 

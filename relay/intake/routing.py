@@ -31,6 +31,13 @@ TESTS_SEND = "send"  # a sender's test notification pages at info and is resolve
 TESTS_DROP = "drop"  # it is not sent at all
 TEST_RESOLVE_AFTER_SECONDS = 300
 
+# What the reconciler (relay/delivery/reconcile.py) does with an open alert its source still fires but silences or
+# inhibits ("muted"), or no longer has ("gone").
+RECONCILE_RESOLVE = "resolve"
+RECONCILE_ACKNOWLEDGE = "acknowledge"
+RECONCILE_KEEP = "keep"
+RECONCILE_POLICIES = (RECONCILE_RESOLVE, RECONCILE_ACKNOWLEDGE, RECONCILE_KEEP)
+
 
 class ConfigError(ValueError):
     """A route that cannot work; the message names the route and the field."""
@@ -75,6 +82,8 @@ class RouteSchema(Schema):
     test_resolve_after_seconds = fields.Integer(load_default=TEST_RESOLVE_AFTER_SECONDS, strict=True,
                                                 validate=validate.Range(min=0, max=86400))
     send_flapping = fields.Boolean(load_default=False)
+    on_muted = fields.String(load_default=RECONCILE_KEEP, validate=validate.OneOf(RECONCILE_POLICIES))
+    on_gone = fields.String(load_default=RECONCILE_RESOLVE, validate=validate.OneOf(RECONCILE_POLICIES))
 
     @validates_schema
     def one_routing_key(self, data, **kwargs):
@@ -109,6 +118,8 @@ class Route:
     no_data_severity: str | None = "warning"  # for Grafana's DatasourceNoData/DatasourceError; None: as others
     test_notifications: str = TESTS_SEND
     test_resolve_after_seconds: int = TEST_RESOLVE_AFTER_SECONDS
+    on_muted: str = RECONCILE_KEEP  # the reconciler's policy for an open alert its source silences or inhibits
+    on_gone: str = RECONCILE_RESOLVE  # … and for one its source no longer has (absent two checks in a row)
     severities: dict[str, str] = field(init=False, repr=False)  # every word the route knows → PagerDuty severity
 
     def __post_init__(self):
@@ -148,6 +159,10 @@ class Routing:
         if not chosen and self.default:
             chosen.append(self.default)
         return chosen
+
+    def named(self, route_name: str | None) -> Route | None:
+        """The route of that name (the default included), or None when the configuration no longer has it."""
+        return next((route for route in [*self.routes, self.default] if route and route.name == route_name), None)
 
     def sends_flapping(self, route_name: str | None) -> bool:
         """Tell whether the named route sends a trigger and its resolve that were both still unsent."""
@@ -234,6 +249,8 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         test_notifications=spec["test_notifications"],
         test_resolve_after_seconds=spec["test_resolve_after_seconds"],
         send_flapping=spec["send_flapping"],
+        on_muted=spec["on_muted"],
+        on_gone=spec["on_gone"],
     )
 
 
