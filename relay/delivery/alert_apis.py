@@ -8,7 +8,7 @@ whose endsAt has passed), so an alert missing from it is over, or forgotten by a
 """
 import urllib.request
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 
@@ -36,8 +36,11 @@ class Endpoint:
 
     @property
     def api(self) -> str:
-        """The root of the source's Alertmanager API v2."""
-        return self.url.rstrip("/") + API_PATHS[self.source]
+        """The root of the source's Alertmanager API v2, without the URL's user and password (sent as basic auth
+        when no other credential is set)."""
+        parts = urlsplit(self.url)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + API_PATHS[self.source], "", ""))
 
     @property
     def shown(self) -> str:
@@ -85,6 +88,8 @@ class AlertsAPI:
             self.session.headers["Authorization"] = f"Bearer {self.endpoint.bearer_token}"
         elif self.endpoint.basic_user:
             self.session.auth = (self.endpoint.basic_user, self.endpoint.basic_password)
+        elif parts.username:
+            self.session.auth = (unquote(parts.username), unquote(parts.password or ""))
 
     def alerts(self) -> list[SourceAlert]:
         """Every alert the source holds (active, silenced, inhibited, unprocessed); raise SourceUnavailable."""

@@ -109,6 +109,7 @@ class Finding:
     decision: Decision | None = None
     cause: str | None = None
     capped: bool = False
+    problem: str | None = None  # why the alert was not asked about this check
 
     @property
     def key(self) -> tuple[str, str]:
@@ -119,7 +120,8 @@ class Finding:
         """What the check found and would do, as one JSON-ready record (routing key masked)."""
         decision, watch = self.decision, self.watch
         action = decision.action if decision and not self.capped else None
-        note = "over RELAY_RECONCILE_MAX_RESOLVES this check" if self.capped else decision.note if decision else None
+        note = "over RELAY_RECONCILE_MAX_RESOLVES this check" if self.capped else decision.note if decision \
+            else self.problem
         return {"dedup_key": watch.dedup_key, "route": watch.route, "routing_key": mask(watch.routing_key),
                 "source": self.endpoint.shown if self.endpoint else None, "relay": self.view, "found": self.seen,
                 "action": action, "cause": self.cause if action else None, "note": note}
@@ -220,6 +222,13 @@ class Reconciler:
     def _settle(self, conn, findings, answers, report: Report, now, dry_run: bool) -> None:
         """Decide for each alert whose source answered, against its newest row read again under its lock."""
         asked = [finding for finding in findings if finding.endpoint in answers]
+        for finding in findings:
+            if finding.endpoint is None:
+                finding.problem = "no URL to ask: the alert has no externalURL and RELAY_<SOURCE>_URL is not set"
+            elif finding.endpoint not in answers:
+                finding.problem = f"not asked: {report.unavailable.get(finding.endpoint.shown)}; nothing resolved"
+            if finding.problem:
+                report.findings.append(finding)
         latest = outbox.latest_states(conn, {(f.watch.routing_key, f.watch.dedup_key) for f in asked})
         budget = self.config["RELAY_RECONCILE_MAX_RESOLVES"]
         rows, misses, forget = [], {}, []

@@ -6,7 +6,7 @@ left to do for their alert (forget). Kept in the store, so "gone for two checks"
 """
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import and_, delete, func, select, tuple_, update
 
 from relay.store import outbox, states
 from relay.store.models import IncidentLog, ReconcileWatch
@@ -37,14 +37,15 @@ def watched(conn) -> list:
     log, watch = IncidentLog, ReconcileWatch
     return conn.execute(select(watch.routing_key_hash, watch.dedup_key, watch.misses, log.id.label("log_id"),
                                log.routing_key, log.route, log.source, log.alert, log.event)
-                        .join(log, log.id == watch.log_id).order_by(watch.log_id)).all()
+                        .join(log, and_(log.id == watch.log_id, log.dedup_key == watch.dedup_key))
+                        .order_by(watch.log_id)).all()
 
 
 def drop_orphans(conn) -> int:
     """Forget the watches whose trigger row was pruned: nothing is left to act on."""
     watch = ReconcileWatch
     return conn.execute(delete(watch).where(~select(IncidentLog.id).where(
-        IncidentLog.id == watch.log_id).exists())).rowcount
+        IncidentLog.id == watch.log_id, IncidentLog.dedup_key == watch.dedup_key).exists())).rowcount
 
 
 def set_misses(conn, counts: dict[tuple[str, str], int], now: datetime) -> None:
