@@ -87,6 +87,7 @@ def app_config(database_url, events_url, **overrides):
         "RELAY_RETRY_MAX_SECONDS": 0.5,
         "RELAY_DELIVERY_POLL_SECONDS": 0.2,
         "RELAY_CLAIM_LEASE_SECONDS": 5.0,
+        "RELAY_RECONCILE_INTERVAL_SECONDS": 0,  # off unless a test turns it on: no test's alerts are asked about
         **overrides,
     }
 
