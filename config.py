@@ -32,12 +32,16 @@ def webhook_auth():
 def alert_apis():
     """Where the reconciler asks each source what became of its alerts: RELAY_<SOURCE>_URL (empty: the URL the
     source sent as externalURL) and RELAY_<SOURCE>_API_TOKEN (bearer) or RELAY_<SOURCE>_API_USER/_API_PASSWORD."""
-    return {source: {
-        "url": environment.url(f"RELAY_{source.upper()}_URL"),
-        "bearer_token": environment.text(f"RELAY_{source.upper()}_API_TOKEN"),
-        "basic_user": environment.text(f"RELAY_{source.upper()}_API_USER"),
-        "basic_password": environment.text(f"RELAY_{source.upper()}_API_PASSWORD"),
-    } for source in ("alertmanager", "grafana")}
+    apis = {}
+    for source in ("alertmanager", "grafana"):
+        prefix = f"RELAY_{source.upper()}_"
+        apis[source] = {
+            "url": environment.url(prefix + "URL"),
+            "bearer_token": environment.text(prefix + "API_TOKEN"),
+            "basic_user": environment.text(prefix + "API_USER"),
+            "basic_password": environment.text(prefix + "API_PASSWORD"),
+        }
+    return apis
 
 
 class Config:

@@ -176,6 +176,15 @@ def test_an_alert_back_before_the_second_check_is_not_gone(make_app):
         assert [row["event_action"] for row in _rows(app)] == ["trigger"]
 
 
+def test_alerts_of_a_route_with_one_dedup_key_per_group_are_left_alone(make_app):
+    app = _app(make_app, dedup="group")
+    with alerts_api() as (url, am):
+        _post(app, url, _alert("Grouped", "3333333333333333"), _alert("Grouped", "4444444444444444", n="2"))
+        am.alert("4444444444444444", {"alertname": "Grouped", "n": "2"})  # one still fires: the group is open
+        assert not _check(app).stored and not _check(app).stored and not am.requests
+        assert [row["event_action"] for row in _rows(app)] == ["trigger"]  # one for the group
+
+
 def test_labels_match_when_the_fingerprint_differs(make_app):
     app = _app(make_app, on_muted="resolve")
     with alerts_api() as (url, am):

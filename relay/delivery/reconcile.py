@@ -19,7 +19,7 @@ from flask import current_app
 
 from relay import metrics
 from relay.delivery.alert_apis import AlertsAPI, Endpoint, SourceAlert, SourceUnavailable, describe_problem
-from relay.intake.routing import RECONCILE_ACKNOWLEDGE, RECONCILE_KEEP, RECONCILE_RESOLVE
+from relay.intake.routing import DEDUP_GROUP, RECONCILE_ACKNOWLEDGE, RECONCILE_KEEP, RECONCILE_RESOLVE
 from relay.masking import mask
 from relay.pagerduty.event import load_event
 from relay.store import outbox, states, watches
@@ -181,6 +181,9 @@ class Reconciler:
         for row in rows:
             newest = latest.get((row.routing_key, row.dedup_key))
             view = view_of(newest)
+            route = self.routing.named(row.route)
+            if route is not None and route.dedup == DEDUP_GROUP:
+                view = None  # one PagerDuty alert for a whole group: one alert's fate is not the group's
             if view is None:
                 settled.append((row.routing_key_hash, row.dedup_key))
                 continue

@@ -8,8 +8,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from .harness import ALERTMANAGER_BIN, AMTOOL_BIN, alertmanager, alertmanager_config, http, relay_server, \
-    require_binaries, wait_for
+from .harness import (
+    ALERTMANAGER_BIN,
+    AMTOOL_BIN,
+    alertmanager,
+    alertmanager_config,
+    http,
+    relay_server,
+    require_binaries,
+    wait_for,
+)
 
 TOKEN = "e2e-" + secrets.token_hex(12)
 INTERVAL = 2  # seconds between checks: the relay's RELAY_RECONCILE_INTERVAL_SECONDS here
