@@ -8,11 +8,13 @@ import secrets
 import pytest
 import sqlalchemy as sa
 
+from relay.cli import log_table
 from relay.delivery import reconcile
 from relay.delivery.reconcile import ABSENT, ACKNOWLEDGED, FIRING, MUTED, MUTED_RESOLVED, OPEN, Decision, decide
 from relay.intake.routing import ConfigError, load_route
 from relay.metrics import RECONCILE_ERRORS
-from relay.store.models import ReconcileWatch, db, utcnow
+from relay.store.entry import log_entries
+from relay.store.models import IncidentLog, ReconcileWatch, db, utcnow
 from tests.alerts_api import alerts_api
 from tests.helpers import alertmanager_notification, firing, fixture, wait_until
 
@@ -293,3 +295,24 @@ def test_the_resolve_reaches_pagerduty_through_the_delivery_worker(delivering, p
     trigger, resolve = pd.accepted()
     assert resolve["dedup_key"] == trigger["dedup_key"]
     assert pd.alerts()[0]["status"] == "resolved"
+
+
+def test_the_cause_is_shown_in_the_api_the_cli_and_the_page(make_app):
+    app = _app(make_app, on_gone="acknowledge")
+    with alerts_api() as (url, am):
+        _post(app, url, _alert("Shown", "5555555555555555"))
+        _check(app)
+        _check(app)
+    ack = _rows(app)[-1]
+    cause = f"reconciled: gone from {url}/api/v2/alerts for 2 checks"
+    assert (ack["event_action"], ack["cause"]) == ("acknowledge", cause)
+    client = app.test_client()
+    assert client.get(f"/api/v1/log/{ack['id']}").get_json()["cause"] == cause
+    assert [entry["cause"] for entry in client.get("/api/v1/log").get_json()["items"]] == [cause, None]
+    assert cause in client.get(f"/log/{ack['id']}").get_data(as_text=True)
+    assert cause in client.get("/").get_data(as_text=True)
+    with app.app_context():
+        lines = log_table(log_entries(db.session, [db.session.get(IncidentLog, ack["id"])]), 400)
+    assert f"[{cause}] Shown" in lines[1]
+    printed = app.test_cli_runner().invoke(args=["relay", "log", "--json"])
+    assert json.loads(printed.output.splitlines()[0])["cause"] == cause
