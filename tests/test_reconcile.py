@@ -316,3 +316,20 @@ def test_the_cause_is_shown_in_the_api_the_cli_and_the_page(make_app):
     assert f"[{cause}] Shown" in lines[1]
     printed = app.test_cli_runner().invoke(args=["relay", "log", "--json"])
     assert json.loads(printed.output.splitlines()[0])["cause"] == cause
+
+
+def test_many_alerts_are_read_in_batches_and_only_open_ones_are_watched(make_app, monkeypatch):
+    monkeypatch.setattr(reconcile, "LATEST_BATCH", 7)
+    app = _app(make_app)
+    with alerts_api() as (url, am):
+        _post(app, url, *[_alert("Batch", f"{i:016x}", n=str(i)) for i in range(20)])
+        resolved = {**_alert("Batch", f"{0:016x}", n="0"), "status": "resolved", "endsAt": "2026-11-26T11:00:00Z"}
+        _post(app, url, resolved)  # resolved by its sender: not watched
+        for i in range(1, 20, 2):
+            am.alert(f"{i:016x}", {"alertname": "Batch", "n": str(i)})
+        _check(app)
+        with app.app_context():
+            assert db.session.execute(sa.select(sa.func.count()).select_from(ReconcileWatch)).scalar_one() == 19
+        assert len(_check(app).stored) == 9  # the even ones, but the one resolved already
+    assert sorted(row["dedup_key"] for row in _rows(app) if row["cause"]) == \
+        sorted(row["dedup_key"] for row in _rows(app)[2:20:2])

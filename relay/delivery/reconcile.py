@@ -30,6 +30,7 @@ NAME = "reconcile"  # the duty's lease
 SOURCES = ("alertmanager", "grafana")  # the sources with an alerts API to ask
 GONE_AFTER_CHECKS = 2  # a restarting Alertmanager has no alerts for a moment: absent once proves nothing
 SCAN_OVERLAP = timedelta(seconds=60)  # rows committed late (a slow transaction) are still scanned
+LATEST_BATCH = 1000  # alerts per latest-state query (PostgreSQL takes at most 65,535 parameters a statement)
 
 # What the source says of an alert.
 FIRING = "firing"
@@ -176,7 +177,7 @@ class Reconciler:
     def _open(self, conn):
         """Each watched alert still open (or muted by the reconciler), and the keys of those settled."""
         rows = watches.watched(conn)
-        latest = outbox.latest_states(conn, {(row.routing_key, row.dedup_key) for row in rows})
+        latest = _latest_states(conn, {(row.routing_key, row.dedup_key) for row in rows})
         findings, settled = [], []
         for row in rows:
             newest = latest.get((row.routing_key, row.dedup_key))
@@ -232,7 +233,7 @@ class Reconciler:
                 finding.problem = f"not asked: {report.unavailable.get(finding.endpoint.shown)}; nothing resolved"
             if finding.problem:
                 report.findings.append(finding)
-        latest = outbox.latest_states(conn, {(f.watch.routing_key, f.watch.dedup_key) for f in asked})
+        latest = _latest_states(conn, {(f.watch.routing_key, f.watch.dedup_key) for f in asked})
         budget = self.config["RELAY_RECONCILE_MAX_RESOLVES"]
         rows, misses, forget = [], {}, []
         for finding in asked:
@@ -284,6 +285,14 @@ class Reconciler:
                                 "dedup_key": watch.dedup_key})
         return outbox.row_values(event, source=watch.source, route=watch.route, alert=watch.alert,
                                  events_url=self.config["PAGERDUTY_EVENTS_URL"], cause=finding.cause)
+
+
+def _latest_states(conn, pairs: set) -> dict:
+    """outbox.latest_states in batches: a first check may watch more alerts than one statement takes parameters."""
+    ordered, latest = sorted(pairs), {}
+    for start in range(0, len(ordered), LATEST_BATCH):
+        latest.update(outbox.latest_states(conn, set(ordered[start:start + LATEST_BATCH])))
+    return latest
 
 
 def matching(alert: dict, alerts: list[SourceAlert]) -> SourceAlert | None:

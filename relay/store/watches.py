@@ -7,6 +7,7 @@ left to do for their alert (forget). Kept in the store, so "gone for two checks"
 from datetime import datetime
 
 from sqlalchemy import and_, delete, func, select, tuple_, update
+from sqlalchemy.orm import aliased
 
 from relay.store import outbox, states
 from relay.store.models import IncidentLog, ReconcileWatch
@@ -14,13 +15,18 @@ from relay.store.models import IncidentLog, ReconcileWatch
 TRIGGER = "trigger"
 
 
+_LATER = aliased(IncidentLog, name="later")
+
+
 def scan(conn, sources: tuple[str, ...], since: datetime | None) -> int:
-    """Watch every alert triggered from these sources since then (every one, without since), its watch moved on to
-    its newest trigger row; return how many rows were read. The caller commits."""
+    """Watch every alert triggered from these sources since then (without since: ever) whose trigger is still its
+    newest word, the watch moved on to that row; return how many alerts were found. The caller commits."""
     log = IncidentLog
     newest = conn.execute(select(func.max(log.id), log.routing_key, log.dedup_key).where(
         log.source.in_(sources), log.event_action == TRIGGER, log.dedup_key.is_not(None),
         log.status.in_(states.SETS_STATE), *([log.created_at >= since] if since is not None else []),
+        ~select(_LATER.id).where(_LATER.dedup_key == log.dedup_key, _LATER.routing_key == log.routing_key,
+                                 _LATER.id > log.id, _LATER.status.in_(states.HEARD)).exists(),
     ).group_by(log.routing_key, log.dedup_key)).all()
     watch = ReconcileWatch
     for log_id, routing_key, dedup_key in newest:
