@@ -200,16 +200,16 @@ class Reconciler:
         return Endpoint(row.source, url, settings.get("bearer_token", ""), settings.get("basic_user", ""),
                         settings.get("basic_password", ""))
 
-    def _ask(self, findings: list[Finding], report: Report) -> dict[Endpoint, tuple[list[SourceAlert], dict]]:
+    def _ask(self, findings: list[Finding], report: Report) -> dict[Endpoint, tuple["Listed", dict]]:
         """Read each endpoint's alerts once, with the silences that mute the watched ones (before any write lock is
         taken); an endpoint that cannot be read is counted, logged and left out."""
         answers = {}
         for endpoint in {finding.endpoint for finding in findings if finding.endpoint is not None}:
             api = AlertsAPI(endpoint, self.config["RELAY_RECONCILE_TIMEOUT_SECONDS"])
             try:
-                alerts = api.alerts()
+                alerts = Listed(api.alerts())
                 silence_ids = {silence_id for finding in findings if finding.endpoint == endpoint
-                               and (match := matching(finding.watch.alert or {}, alerts)) is not None
+                               and (match := alerts.find(finding.watch.alert or {})) is not None
                                for silence_id in match.silenced_by}
                 answers[endpoint] = (alerts, {silence_id: api.silence(silence_id) for silence_id in silence_ids})
             except SourceUnavailable as exc:
@@ -241,7 +241,7 @@ class Reconciler:
             if newest is None or newest.id != finding.latest_id:
                 continue  # a webhook wrote meanwhile: the next check sees it
             alerts, silences = answers[finding.endpoint]
-            match = matching(finding.watch.alert or {}, alerts)
+            match = alerts.find(finding.watch.alert or {})
             finding.seen = ABSENT if match is None else MUTED if match.muted else FIRING
             route = self.routing.named(finding.watch.route)
             on_muted, on_gone = (route.on_muted, route.on_gone) if route else (RECONCILE_KEEP, RECONCILE_RESOLVE)
@@ -295,25 +295,28 @@ def _latest_states(conn, pairs: set) -> dict:
     return latest
 
 
-def matching(alert: dict, alerts: list[SourceAlert]) -> SourceAlert | None:
-    """The source's alert that is this one: same fingerprint, else the same labels (Grafana's private __ labels
-    left out: its webhook drops them)."""
-    fingerprint = alert.get("fingerprint")
-    if fingerprint:
-        for candidate in alerts:
-            if candidate.fingerprint == fingerprint:
-                return candidate
-    labels = _public(alert.get("labels") or {})
-    if not labels:
-        return None
-    return next((candidate for candidate in alerts if _public(candidate.labels) == labels), None)
+class Listed:
+    """A source's alerts, looked up by fingerprint, else by labels (Grafana's private __ labels left out: its webhook
+    drops them)."""
+
+    def __init__(self, alerts: list[SourceAlert]):
+        self.by_fingerprint = {alert.fingerprint: alert for alert in alerts if alert.fingerprint}
+        self.by_labels = {_public(alert.labels): alert for alert in alerts}
+        self.alertnames = {alert.fingerprint: alert.labels.get("alertname") for alert in alerts}
+
+    def find(self, alert: dict) -> SourceAlert | None:
+        """The source's alert that is this stored one, or None when the source does not have it."""
+        found = self.by_fingerprint.get(alert.get("fingerprint") or "")
+        if found is None and alert.get("labels"):
+            found = self.by_labels.get(_public(alert["labels"]))
+        return found
 
 
-def _public(labels: dict) -> dict:
-    return {name: value for name, value in labels.items() if not name.startswith("__")}
+def _public(labels: dict) -> frozenset:
+    return frozenset((name, value) for name, value in labels.items() if not name.startswith("__"))
 
 
-def cause(finding: Finding, match: SourceAlert | None, alerts: list[SourceAlert], silences: dict) -> str:
+def cause(finding: Finding, match: SourceAlert | None, alerts: Listed, silences: dict) -> str:
     """Say why the reconciler sends its event: the silences (by id, creator and comment) or inhibiting alerts."""
     if finding.decision.action == "trigger":
         return UNMUTED_CAUSE
@@ -321,7 +324,7 @@ def cause(finding: Finding, match: SourceAlert | None, alerts: list[SourceAlert]
         return f"{CAUSE}gone from {finding.endpoint.shown}/alerts for {finding.decision.misses} checks"
     if match.silenced_by:
         return CAUSE + "silenced by " + "; ".join(_silence_text(sid, silences.get(sid)) for sid in match.silenced_by)
-    names = {alert.fingerprint: alert.labels.get("alertname") for alert in alerts}
+    names = alerts.alertnames
     return CAUSE + "inhibited by " + ", ".join(f"{fp} ({names[fp]})" if names.get(fp) else fp
                                                for fp in match.inhibited_by)
 

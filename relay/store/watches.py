@@ -29,11 +29,15 @@ def scan(conn, sources: tuple[str, ...], since: datetime | None) -> int:
                                  _LATER.id > log.id, _LATER.status.in_(states.HEARD)).exists(),
     ).group_by(log.routing_key, log.dedup_key)).all()
     watch = ReconcileWatch
+    known = {(digest, dedup_key): log_id for digest, dedup_key, log_id in conn.execute(
+        select(watch.routing_key_hash, watch.dedup_key, watch.log_id))}
     for log_id, routing_key, dedup_key in newest:
-        digest = outbox.key_hash(routing_key)
-        if not outbox.backend(conn).insert_if_absent(conn, watch.__table__, {
-                "routing_key_hash": digest, "dedup_key": dedup_key, "log_id": log_id, "misses": 0}):
-            conn.execute(update(watch).where(watch.routing_key_hash == digest, watch.dedup_key == dedup_key,
+        key = (outbox.key_hash(routing_key), dedup_key)
+        if key in known and known[key] >= log_id:
+            continue  # scanned before: the scans overlap, so a row committed late is not missed
+        if key in known or not outbox.backend(conn).insert_if_absent(conn, watch.__table__, {
+                "routing_key_hash": key[0], "dedup_key": dedup_key, "log_id": log_id, "misses": 0}):
+            conn.execute(update(watch).where(watch.routing_key_hash == key[0], watch.dedup_key == dedup_key,
                                              watch.log_id < log_id).values(log_id=log_id))
     return len(newest)
 
