@@ -29,6 +29,21 @@ def webhook_auth():
     return {source: _source_auth(source) for source in SOURCES}
 
 
+def alert_apis():
+    """Where the reconciler asks each source what became of its alerts: RELAY_<SOURCE>_URL (empty: the URL the
+    source sent as externalURL) and RELAY_<SOURCE>_API_TOKEN (bearer) or RELAY_<SOURCE>_API_USER/_API_PASSWORD."""
+    apis = {}
+    for source in ("alertmanager", "grafana"):
+        prefix = f"RELAY_{source.upper()}_"
+        apis[source] = {
+            "url": environment.url(prefix + "URL"),
+            "bearer_token": environment.text(prefix + "API_TOKEN"),
+            "basic_user": environment.text(prefix + "API_USER"),
+            "basic_password": environment.text(prefix + "API_PASSWORD"),
+        }
+    return apis
+
+
 class Config:
     """Settings read once at start-up; tests subclass or override them."""
 
@@ -72,6 +87,13 @@ class Config:
     RELAY_RATE_LIMIT_PER_MINUTE = environment.whole("RELAY_RATE_LIMIT_PER_MINUTE", 120)
     # Delivered rows older than this are deleted by the delivery worker (hourly); empty keeps them forever.
     RELAY_PRUNE_DELIVERED_AFTER = environment.duration("RELAY_PRUNE_DELIVERED_AFTER", timedelta(days=30))
+    # The reconciler (docs/reconciler.md): this often, the delivery process asks Alertmanager and Grafana what
+    # became of each alert the relay triggered and has not resolved; 0 turns it off. One check resolves (or
+    # acknowledges) at most RELAY_RECONCILE_MAX_RESOLVES alerts, so a wrong URL cannot close every incident.
+    RELAY_RECONCILE_INTERVAL_SECONDS = environment.seconds("RELAY_RECONCILE_INTERVAL_SECONDS", 60)
+    RELAY_RECONCILE_MAX_RESOLVES = environment.whole("RELAY_RECONCILE_MAX_RESOLVES", 100)
+    RELAY_RECONCILE_TIMEOUT_SECONDS = environment.seconds("RELAY_RECONCILE_TIMEOUT_SECONDS", 10)
+    RELAY_ALERT_APIS = alert_apis()
     # How long POST /api/v1/incidents and the CLI wait for PagerDuty before answering "queued".
     RELAY_SYNC_WAIT_SECONDS = environment.seconds("RELAY_SYNC_WAIT_SECONDS", 10)
 

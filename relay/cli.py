@@ -17,7 +17,7 @@ from flask_migrate.cli import db as db_commands
 from marshmallow import ValidationError
 
 from relay import accept, incidents
-from relay.delivery import worker
+from relay.delivery import reconcile, worker
 from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
 from relay.pagerduty.client import safe_url
@@ -150,13 +150,20 @@ def show_log(limit, status, source, route, since, dedup_key, as_json, log_id):
 def log_table(entries: list[dict], width: int) -> list[str]:
     """Lay log entries out as a table of LOG_COLUMNS and the summary, the summary cut to the terminal's width."""
     rows = [[_cell(entry["created_at"].replace("T", " ")[:19] if field == "created_at" else entry[field])
-             for _, field, _ in LOG_COLUMNS] + [_cell(entry["summary"])] for entry in entries]
+             for _, field, _ in LOG_COLUMNS] + [_cell(_summary_cell(entry))] for entry in entries]
     headings = [heading for heading, _, _ in LOG_COLUMNS] + ["SUMMARY"]
     sizes = [min(widest, max(len(row[i]) for row in [headings, *rows]))
              for i, (_, _, widest) in enumerate(LOG_COLUMNS)]
     summary_room = max(10, width - sum(sizes) - len(sizes))
     return [" ".join(_cut(text, size).ljust(size) for text, size in zip(row, sizes)) + " " + _cut(row[-1], summary_room)
             for row in [headings, *rows]]
+
+
+def _summary_cell(entry: dict) -> str:
+    """The summary, after the cause of an event the relay sent of its own accord (the reconciler's)."""
+    if entry.get("cause"):
+        return f"[{entry['cause']}] {entry['summary'] or ''}".strip()
+    return entry["summary"]
 
 
 def _cell(value) -> str:
@@ -287,6 +294,23 @@ def prune(older_than, statuses):
     db.session.remove()  # the prune writes through the engine; hold no session transaction meanwhile
     deleted = retention.prune(db.engine, before, statuses or retention.FINISHED)
     click.echo(json.dumps({"deleted": deleted, "before": before.isoformat()}))
+
+
+@relay_cli.command("reconcile")
+@click.option("--dry-run", is_flag=True, help="Print what a check would do now; nothing is sent.")
+def reconcile_now(dry_run):
+    """Ask Alertmanager and Grafana what became of each open alert and print, one JSON line each, what the
+    reconciler would do now (docs/reconciler.md); nothing is stored or sent. Exits 1 when a source cannot be read."""
+    if not dry_run:
+        raise click.UsageError("only --dry-run: the delivery process runs the checks (RELAY_RECONCILE_INTERVAL_SECONDS)")
+    db.session.remove()  # the check reads and rolls back through the engine; hold no session transaction meanwhile
+    report = reconcile.Reconciler(current_app.config).check(db.engine, models.utcnow(), dry_run=True)
+    for finding in report.findings:
+        click.echo(json.dumps(finding.line(), ensure_ascii=False))
+    for url, problem in report.unavailable.items():
+        click.echo(f"relay: cannot read {url}: {problem}", err=True)
+    if report.unavailable:
+        sys.exit(1)
 
 
 @relay_cli.command("prepare")

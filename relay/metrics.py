@@ -44,6 +44,11 @@ HELD = Counter("relay_storm_held_total",
 PD_DURATION = Histogram("relay_pagerduty_request_duration_seconds",
                         "How long each request to PagerDuty took, answered or not.",
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+RECONCILE_ERRORS = Counter("relay_reconcile_errors_total",
+                           "Reconciler checks that could not read a source's alerts (nothing was resolved), by source.",
+                           ["source"])
+RECONCILED = Counter("relay_reconciled_events_total",
+                     "Events the reconciler stored (resolve, acknowledge, trigger again), by event action.", ["action"])
 
 # Webhook answers by HTTP status; any other 4xx is "rejected", 5xx "error".
 WEBHOOK_OUTCOMES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "unknown_source",
@@ -111,3 +116,13 @@ def delivered(results, moves, now=None) -> None:
             RETRIES.inc()
         elif moved.status == states.DEAD:
             GIVEN_UP.inc()
+
+
+def reconcile_error(source: str) -> None:
+    """Count one check that could not read a source's alerts."""
+    RECONCILE_ERRORS.labels(source).inc()
+
+
+def reconciled(action: str) -> None:
+    """Count one event the reconciler stored."""
+    RECONCILED.labels(action).inc()

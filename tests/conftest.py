@@ -87,6 +87,7 @@ def app_config(database_url, events_url, **overrides):
         "RELAY_RETRY_MAX_SECONDS": 0.5,
         "RELAY_DELIVERY_POLL_SECONDS": 0.2,
         "RELAY_CLAIM_LEASE_SECONDS": 5.0,
+        "RELAY_RECONCILE_INTERVAL_SECONDS": 0,  # off unless a test turns it on: no test's alerts are asked about
         **overrides,
     }
 
@@ -152,6 +153,7 @@ def make_app(backend, database_urls, pd):
             db.session.execute(sa.text("DELETE FROM lease"))  # an earlier test's periodic duties
             db.session.execute(sa.text("DELETE FROM storm"))  # an earlier test's storms
             db.session.execute(sa.text("DELETE FROM storm_trigger"))
+            db.session.execute(sa.text("DELETE FROM reconcile_watch"))  # the alerts an earlier test's reconciler watched
             db.session.commit()
         made.append(app)
         return app

@@ -32,6 +32,13 @@ TESTS_SEND = "send"  # a sender's test notification pages at info and is resolve
 TESTS_DROP = "drop"  # it is not sent at all
 TEST_RESOLVE_AFTER_SECONDS = 300
 
+# What the reconciler (relay/delivery/reconcile.py) does with an open alert its source still fires but silences or
+# inhibits ("muted"), or no longer has ("gone").
+RECONCILE_RESOLVE = "resolve"
+RECONCILE_ACKNOWLEDGE = "acknowledge"
+RECONCILE_KEEP = "keep"
+RECONCILE_POLICIES = (RECONCILE_RESOLVE, RECONCILE_ACKNOWLEDGE, RECONCILE_KEEP)
+
 
 class ConfigError(ValueError):
     """A route that cannot work; the message names the route and the field."""
@@ -112,6 +119,8 @@ class RouteSchema(Schema):
                                                 validate=validate.Range(min=0, max=86400))
     send_flapping = fields.Boolean(load_default=False)
     storm = fields.Nested(StormSchema, allow_none=True, load_default=None)
+    on_muted = fields.String(load_default=RECONCILE_KEEP, validate=validate.OneOf(RECONCILE_POLICIES))
+    on_gone = fields.String(load_default=RECONCILE_RESOLVE, validate=validate.OneOf(RECONCILE_POLICIES))
 
     @validates_schema
     def one_routing_key(self, data, **kwargs):
@@ -147,6 +156,8 @@ class Route:
     test_notifications: str = TESTS_SEND
     test_resolve_after_seconds: int = TEST_RESOLVE_AFTER_SECONDS
     storm: Storm | None = None  # the storm valve; None: off
+    on_muted: str = RECONCILE_KEEP  # the reconciler's policy for an open alert its source silences or inhibits
+    on_gone: str = RECONCILE_RESOLVE  # … and for one its source no longer has (absent two checks in a row)
     severities: dict[str, str] = field(init=False, repr=False)  # every word the route knows → PagerDuty severity
 
     def __post_init__(self):
@@ -186,6 +197,10 @@ class Routing:
         if not chosen and self.default:
             chosen.append(self.default)
         return chosen
+
+    def named(self, route_name: str | None) -> Route | None:
+        """The route of that name (the default included), or None when the configuration no longer has it."""
+        return next((route for route in [*self.routes, self.default] if route and route.name == route_name), None)
 
     def sends_flapping(self, route_name: str | None) -> bool:
         """Tell whether the named route sends a trigger and its resolve that were both still unsent."""
@@ -278,6 +293,8 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         send_flapping=spec["send_flapping"],
         storm=Storm(spec["storm"]["max_triggers"], spec["storm"]["per"], spec["storm"].get("count_by"))
         if spec["storm"] else None,
+        on_muted=spec["on_muted"],
+        on_gone=spec["on_gone"],
     )
 
 

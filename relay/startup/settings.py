@@ -70,6 +70,16 @@ class Environment:
         """Read a duration such as 12h or 30d (a plain number is seconds); empty or 0 means none."""
         return self._read(name, default, _optional_duration, "a duration such as 12h, 30d or 2w, or 0 for none")
 
+    def url(self, name: str) -> str:
+        """Read an optional http(s) URL with a host (empty: none); the URL itself is never quoted, it may hold a
+        password."""
+        url = self.environ.get(name, "").strip()
+        parts = urlsplit(url)
+        if url and not (parts.scheme in ("http", "https") and parts.hostname):
+            self.problems.append(f"{name} must be an http(s) URL such as http://alertmanager:9093")
+            return ""
+        return url
+
     def database_url(self, name: str = "DATABASE_URL") -> str | None:
         """Read a database URL the relay has a driver for; plain postgres URLs get the psycopg 3 driver we ship."""
         url = self.environ.get(name, "").strip()

@@ -59,6 +59,7 @@ def log_entry(row: IncidentLog, with_attempts: bool = False, alert_summary: str 
         "events_url": safe_url(row.events_url) if row.events_url else None,
         "reason": redact(reason(row), row.routing_key),
         "superseded_by": row.superseded_by,
+        "cause": redact(row.cause, row.routing_key),
     }
     if with_attempts:
         entry["event"] = {"routing_key": row.routing_key_masked, **redact_value(row.event, row.routing_key)}

@@ -87,6 +87,8 @@ class IncidentLog(db.Model):
     error = db.Column(db.Text)
     # A superseded row: the row of its alert it was collapsed into (no foreign key: pruning may remove that first).
     superseded_by = db.Column(BigId)
+    # Why the relay itself sent the event, when no sender asked for it (the reconciler's "reconciled: gone").
+    cause = db.Column(db.Text)
 
     attempt_rows = db.relationship(
         "DeliveryAttempt", back_populates="log", order_by="DeliveryAttempt.id", lazy="select"
@@ -216,3 +218,14 @@ class StormTrigger(db.Model):
     counted_label = db.Column(db.Text)  # the value of the route's count_by label, when it has one
 
     __table_args__ = (db.Index("ix_storm_trigger_route", "route", "created_at"),)
+class ReconcileWatch(db.Model):
+    """An alert the reconciler (relay/delivery/reconcile.py) watches: triggered through a source it can ask, and how
+    many checks in a row found it gone from that source, shared by every instance and kept across restarts."""
+
+    __tablename__ = "reconcile_watch"
+
+    routing_key_hash = db.Column(db.String(64), primary_key=True)  # outbox.key_hash: the key lives elsewhere
+    dedup_key = db.Column(db.String(255), primary_key=True)
+    log_id = db.Column(BigId, nullable=False)  # the alert's newest trigger row seen: its key, route, alert, event
+    misses = db.Column(db.Integer, nullable=False, default=0)  # consecutive checks the source did not have it
+    checked_at = db.Column(UTCDateTime)

@@ -40,10 +40,10 @@ def backend(bind):
 
 def row_values(event: dict, source: str, route: str | None = None, alert: dict | None = None,
                status: str = states.PENDING, error: str | None = None, summary: str | None = None,
-               events_url: str | None = None) -> dict:
+               events_url: str | None = None, cause: str | None = None) -> dict:
     """The column values of a new row for a validated event (pending unless told otherwise); summary is shown
     when the event carries none; bound for events_url (None: whichever PAGERDUTY_EVENTS_URL the sending process
-    has)."""
+    has); cause says why the relay sent it of its own accord."""
     payload = event.get("payload") or {}
     now = models.utcnow()
     return {
@@ -53,7 +53,7 @@ def row_values(event: dict, source: str, route: str | None = None, alert: dict |
         "routing_key": event["routing_key"], "routing_key_masked": mask(event["routing_key"]),
         "event": {k: v for k, v in event.items() if k != "routing_key"}, "alert": alert, "status": status,
         "attempts": 0, "error": error, "created_at": now, "updated_at": now, "next_attempt_at": now,
-        "events_url": events_url, "superseded_by": None,
+        "events_url": events_url, "superseded_by": None, "cause": cause,
     }
 
 
@@ -340,7 +340,7 @@ def _latest_states_statement():
         log.routing_key.in_(bindparam("routing_keys", expanding=True)),
         log.status.in_(states.HEARD)).group_by(log.routing_key, log.dedup_key)
     return select(log.id, log.routing_key, log.dedup_key, log.event_action, log.status, log.alert, log.event,
-                  log.created_at, log.superseded_by, carrier.event_action.label("carrier_action"),
+                  log.cause, log.created_at, log.superseded_by, carrier.event_action.label("carrier_action"),
                   carrier.status.label("carrier_status"), carrier.created_at.label("carrier_created_at")) \
         .outerjoin(carrier, carrier.id == log.superseded_by).where(log.id.in_(newest))
 
@@ -349,7 +349,7 @@ _LATEST_STATES = _latest_states_statement()
 
 
 def latest_states(conn, pairs) -> dict[tuple[str, str], object]:
-    """The newest row each alert has had (id, event_action, status, alert, event, created_at, superseded_by, and
+    """The newest row each alert has had (id, event_action, status, alert, event, cause, created_at, superseded_by, and
     the carrier_action, carrier_status and carrier_created_at of the row superseding it), by (routing key, dedup
     key), its alert held against other writers until the transaction ends."""
     if not pairs:

@@ -82,6 +82,9 @@ class LogEntrySchema(Schema):
                        "last answer and the relay's error"})
     superseded_by = fields.Int(allow_none=True, metadata={
         "description": "a superseded row (never sent): the id of the row of its alert it was collapsed into"})
+    cause = fields.Str(allow_none=True, metadata={
+        "description": "why the relay sent the event of its own accord, e.g. the reconciler's",
+        "example": "reconciled: silenced by 5f0c… (ann: maintenance window)"})
 
 
 class AttemptSchema(Schema):

@@ -208,6 +208,7 @@ def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None
         "PAGERDUTY_READ_TIMEOUT": "2",
         "RELAY_BIND": "127.0.0.1:1",  # -b below must win
         "RELAY_ACCESS_LOG": "1",
+        "RELAY_RECONCILE_INTERVAL_SECONDS": "0",  # the reconciler's own tests turn it on (tests/e2e/test_reconcile.py)
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("RELAY_CONFIG", None)
@@ -277,14 +278,15 @@ def alertmanager_config(webhook_urls: list[str], bearer_token: str, receiver: st
 
 
 @contextmanager
-def alertmanager(tmp_path: Path, config: dict):
-    """Start Alertmanager on a free loopback port with clustering off; yield it; stop it on exit."""
+def alertmanager(tmp_path: Path, config: dict, port: int | None = None):
+    """Start Alertmanager on a free loopback port (or the given one, as a restart would) with clustering off and its
+    storage under tmp_path; yield it; stop it on exit."""
     require_binaries(ALERTMANAGER_BIN, AMTOOL_BIN)
     tmp_path.mkdir(parents=True, exist_ok=True)
     config_file = write_config(tmp_path / "alertmanager.yml", config)
     check = subprocess.run([AMTOOL_BIN, "check-config", config_file], capture_output=True, text=True, timeout=15)
     assert check.returncode == 0, f"amtool check-config:\n{check.stdout}{check.stderr}"
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     storage = tmp_path / "alertmanager-data"
     storage.mkdir(exist_ok=True)
