@@ -86,8 +86,9 @@ def test_the_valve_is_off_by_default_and_read_with_its_window():
     assert load_route({"name": "web", "routing_key": KEY}).storm is None
     valve = load_route({"name": "web", "routing_key": KEY, "storm": {"max_triggers": 50}}).storm
     assert (valve.max_triggers, valve.per_seconds, valve.count_by) == (50, 60.0, None)
-    assert duties.enabled({"ROUTES": [], "DEFAULT_ROUTE": {"name": "d", "routing_key": KEY}}) == []
-    (offered,) = duties.enabled(routes({"max_triggers": 5, "per": "20s"}))
+    no_reconciler = {"RELAY_RECONCILE_INTERVAL_SECONDS": 0}
+    assert duties.enabled({"ROUTES": [], "DEFAULT_ROUTE": {"name": "d", "routing_key": KEY}, **no_reconciler}) == []
+    (offered,) = duties.enabled({**routes({"max_triggers": 5, "per": "20s"}), **no_reconciler})
     assert (offered.name, offered.every) == ("storm-valve", 5.0)
 
 
