@@ -13,8 +13,10 @@ from relay.errors import BadInput, RelayError, validation_fields
 from relay.intake.alert import TRUNCATED
 from relay.intake.mapping import Planned, older_state, plan
 from relay.intake.payload import Limits
-from relay.intake.sources import SOURCES, get_source, meant_for
+from relay.intake.routing import PROXY
+from relay.intake.sources import SOURCES, get_source, meant_for, pagerduty
 from relay.masking import mask
+from relay.pagerduty.event import change_event_schema
 from relay.store import collapse, outbox, states
 from relay.store.models import db
 
@@ -66,6 +68,29 @@ def receive(source: ModuleType, payload) -> list[dict]:
     stored = store(source.NAME, planned)
     report_truncation(source.NAME, planned)
     return [describe(item, log_id, why, by) for item, (log_id, why, by) in zip(planned, stored)]
+
+
+CHANGE = "change"  # a change event's event_action in incident_log (the event itself carries none)
+
+
+def receive_change(event) -> int:
+    """Check a change event (PagerDuty's rules, the pagerduty source's allow-list), store it for PagerDuty's change
+    endpoint (PAGERDUTY_CHANGE_EVENTS_URL), wake delivery, and return its row's id. A change event has no dedup
+    key: no order, collapse or staleness applies to it."""
+    settings = current_app.extensions["relay.source_settings"].get(pagerduty.NAME)
+    loaded = change_event_schema.load(pagerduty.checked_change(event, settings))
+    row = outbox.row_values(loaded, source=pagerduty.NAME, route=PROXY, event_action=CHANGE,
+                            events_url=current_app.config["PAGERDUTY_CHANGE_EVENTS_URL"])
+    log_id, = outbox.store_rows(db.engine, [row])
+    worker.wake()
+    metrics.event_stored(pagerduty.NAME, CHANGE, PROXY)
+    return log_id
+
+
+def answer_dedup_key(events: list[dict]) -> str | None:
+    """The dedup key a drop-in sender is answered with: the one its first routed event takes to PagerDuty."""
+    routed = [event for event in events if event.get("status") != states.UNROUTED]
+    return (routed or events)[0]["dedup_key"] if events else None
 
 
 def preview(source: ModuleType, payload) -> list[dict]:

@@ -143,9 +143,9 @@ class EventSchema(Schema):
     def check_action_fields(self, data, **kwargs):
         """Require a payload on triggers and a dedup key on follow-ups."""
         if data["event_action"] == "trigger" and "payload" not in data:
-            raise ValidationError("a trigger needs a payload", "payload")
+            raise ValidationError("Is required for trigger events.", "payload")
         if data["event_action"] != "trigger" and not data.get("dedup_key"):
-            raise ValidationError(f"{data['event_action']} needs a dedup_key", "dedup_key")
+            raise ValidationError(f"Is required for {data['event_action']} events.", "dedup_key")
         if data["event_action"] != "trigger":
             data.pop("payload", None)  # PagerDuty reads payload on triggers only
         return fit_size(data)
@@ -293,3 +293,96 @@ event_schema = EventSchema()
 def load_event(data) -> dict:
     """Validate and trim an event; raise ValidationError naming each bad field."""
     return event_schema.load(data)
+
+
+# What PagerDuty refuses of an event sent to it as is (the drop-in endpoint answers with it), in PagerDuty's own
+# 400 shape: one "'<field>' <problem>" text per problem (01-Overview.md, api-schema openapiv3.json).
+MISSING = "is missing or blank"
+_PAGERDUTY_TEXTS = {
+    "Missing data for required field.": MISSING, "Shorter than minimum length 1.": MISSING,
+    "Field may not be null.": MISSING, "Not a valid string.": "must be a string",
+    "Invalid input type.": "must be an object", "Not a valid mapping type.": "must be an object",
+    "Not a valid list.": "must be an array", "Not a valid URL.": "must be an http(s) URL",
+}
+BLANK_CHECKED = (("routing_key",), ("dedup_key",), ("payload", "summary"), ("payload", "source"))
+
+
+class ChangePayloadSchema(Schema):
+    """A change event's payload (03-Change-Events.md): a summary, and optionally where and when."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    summary = fields.Str(required=True, validate=validate.Length(min=1))
+    source = fields.Str()
+    timestamp = fields.Str(validate=_iso8601)
+    custom_details = fields.Dict(validate=_string_keys)
+
+
+class ChangeEventSchema(Schema):
+    """A change event (a deploy, a configuration change): never opens an incident, has no dedup key."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    routing_key = fields.Str(required=True, validate=validate.Length(min=1))
+    payload = fields.Nested(ChangePayloadSchema, required=True)
+    links = fields.List(fields.Nested(LinkSchema))
+
+
+change_event_schema = ChangeEventSchema()
+
+
+def refusals(event, schema: Schema = event_schema) -> list[str]:
+    """Say what PagerDuty would refuse in an event (or, by change_event_schema, a change event) sent as is (empty
+    when it would take it): the schema's rules, and the limits the schema fits rather than refuses (key length,
+    summary length, https images, 512 KB)."""
+    if not isinstance(event, dict):
+        return ["Event must be a JSON object"]
+    try:
+        schema.load(event)
+        errors = []
+    except ValidationError as exc:
+        errors = [f"'{path}' {_PAGERDUTY_TEXTS.get(text, text[:1].lower() + text[1:].rstrip('.'))}"
+                  for path, text in _flat(exc.messages)]
+    return errors + [problem for problem in _over_limits(event) if problem.split("'")[1] not in _paths(errors)]
+
+
+def _flat(messages, path: str = ""):
+    """Yield (field path, message) for marshmallow's nested messages, as PagerDuty names fields: a.b, a[0].b."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            where = path if key == "_schema" else f"{path}[{key}]" if isinstance(key, int) else \
+                f"{path}.{key}" if path else str(key)
+            yield from _flat(value, where or "event")
+    else:
+        for text in messages if isinstance(messages, list) else [messages]:
+            yield path, str(text)
+
+
+def _paths(errors: list[str]) -> set[str]:
+    return {error.split("'")[1] for error in errors if error.count("'") >= 2}
+
+
+def _over_limits(event: dict) -> list[str]:
+    """The problems PagerDuty refuses that the schema, which fits events, lets through."""
+    problems = []
+    for path in BLANK_CHECKED:
+        value = event.get(path[0])
+        value = value.get(path[1]) if len(path) > 1 and isinstance(value, dict) else value if len(path) == 1 else None
+        if isinstance(value, str) and not value.strip():
+            problems.append(f"'{'.'.join(path)}' {MISSING}")
+    key = event.get("routing_key")
+    if isinstance(key, str) and key.strip() and len(key) != ROUTING_KEY_LENGTH:
+        problems.append(f"'routing_key' must be {ROUTING_KEY_LENGTH} characters long (got {len(key)})")
+    if event.get("event_action", "trigger") == "trigger":  # payload and images count on triggers (and changes)
+        summary = event.get("payload", {}).get("summary") if isinstance(event.get("payload"), dict) else None
+        if isinstance(summary, str) and len(summary) > SUMMARY_MAX:
+            problems.append(f"'payload.summary' must be at most {SUMMARY_MAX} characters (got {len(summary)})")
+        images = event.get("images") if isinstance(event.get("images"), list) else []
+        problems += [f"'images[{index}].src' must be an https URL" for index, image in enumerate(images)
+                     if not _is_https_image(image)]
+    size = event_size(event)
+    if size > EVENT_MAX_BYTES:
+        problems.append(f"'event' must be at most {EVENT_MAX_BYTES} bytes (512 KB) of JSON (got {size})")
+    return problems
