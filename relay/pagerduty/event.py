@@ -9,7 +9,7 @@ import functools
 import json
 
 import orjson
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from relay.timeutil import parse_iso8601
 
@@ -21,6 +21,9 @@ DEDUP_KEY_MAX = 255  # dedup_key: 255 characters
 # The whole event: "under 512 KB" (01-Overview.md), read the safe way, as Alertmanager's notifier does
 # (notify/pagerduty/pagerduty.go maxEventSize = 512000): at most this many bytes of compact JSON.
 EVENT_MAX_BYTES = 512_000
+# What a sender's own event may weigh before the drop-in endpoint refuses it as PagerDuty would: "512 KB" read the
+# generous way (KiB). Between the two the event is fitted to EVENT_MAX_BYTES, not refused.
+EVENT_REFUSED_BYTES = 512 * 1024
 ELLIPSIS = "…"
 TRIM_MARGIN = 64  # bytes kept free below the limit, for the ellipsis and JSON quoting
 # source, component, group, class, client, links[].text, images[].alt: no documented limit; bounded so the
@@ -139,13 +142,19 @@ class EventSchema(Schema):
             data["client"] = truncate(data["client"], FIELD_MAX)
         return _with_dropped(data, dropped) if dropped else data
 
-    @post_load
-    def check_action_fields(self, data, **kwargs):
-        """Require a payload on triggers and a dedup key on follow-ups."""
-        if data["event_action"] == "trigger" and "payload" not in data:
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def check_action_fields(self, data, original, **kwargs):
+        """Require a payload on triggers and a dedup key on follow-ups, whatever else is wrong (PagerDuty names
+        every problem at once)."""
+        action = original.get("event_action") if isinstance(original, dict) else None
+        if action == "trigger" and original.get("payload") is None:
             raise ValidationError("Is required for trigger events.", "payload")
-        if data["event_action"] != "trigger" and not data.get("dedup_key"):
-            raise ValidationError(f"Is required for {data['event_action']} events.", "dedup_key")
+        if action in ACTIONS and action != "trigger" and not original.get("dedup_key"):
+            raise ValidationError(f"Is required for {action} events.", "dedup_key")
+
+    @post_load
+    def trigger_fields(self, data, **kwargs):
+        """Keep the payload on triggers only, and fit the event to PagerDuty's size."""
         if data["event_action"] != "trigger":
             data.pop("payload", None)  # PagerDuty reads payload on triggers only
         return fit_size(data)
@@ -383,6 +392,6 @@ def _over_limits(event: dict) -> list[str]:
         problems += [f"'images[{index}].src' must be an https URL" for index, image in enumerate(images)
                      if not _is_https_image(image)]
     size = event_size(event)
-    if size > EVENT_MAX_BYTES:
-        problems.append(f"'event' must be at most {EVENT_MAX_BYTES} bytes (512 KB) of JSON (got {size})")
+    if size >= EVENT_REFUSED_BYTES:
+        problems.append(f"'event' must be smaller than 512 KB ({EVENT_REFUSED_BYTES} bytes of JSON; got {size})")
     return problems
