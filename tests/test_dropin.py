@@ -129,16 +129,18 @@ def test_a_trigger_reaches_pagerduty_as_sent_with_the_dedup_key_answered(client,
 
 
 def test_follow_ups_keep_the_senders_dedup_key_in_order(client, app, pd):
+    """A follow-up keeps its key; what PagerDuty ignores on it (a null payload, as Alertmanager sends) is dropped."""
     routing_key = key()
     answers = [client.post("/v2/enqueue", json=trigger(routing_key, dedup_key="db-1/lag")),
                client.post("/v2/enqueue", json={"routing_key": routing_key, "event_action": "acknowledge",
                                                 "dedup_key": "db-1/lag"}),
                client.post("/v2/enqueue", json={"routing_key": routing_key, "event_action": "resolve",
-                                                "dedup_key": "db-1/lag"})]
+                                                "dedup_key": "db-1/lag", "payload": None, "links": None})]
     assert [a.status_code for a in answers] == [202] * 3
     assert {a.get_json()["dedup_key"] for a in answers} == {"db-1/lag"}
     delivered(app, 3)
     assert [e["event_action"] for e in pd.accepted()] == ["trigger", "acknowledge", "resolve"]
+    assert pd.accepted()[2] == {"routing_key": routing_key, "event_action": "resolve", "dedup_key": "db-1/lag"}
     [alert] = pd.alerts()
     assert alert["status"] == "resolved" and alert["dedup_key"] == "db-1/lag"
 
@@ -165,6 +167,7 @@ def test_v1_events_are_translated_to_v2(client, app, pd):
     answer = client.post(V1_PATH, json=v1)
     assert answer.status_code == 200
     assert answer.get_json() == {"status": "success", "message": "Event processed", "incident_key": "srv-9/disk"}
+    delivered(app, 1)  # a resolve stored while its trigger is unsent would supersede both (nothing to page)
     resolved = client.post(V1_PATH, json={"service_key": routing_key, "event_type": "resolve",
                                           "incident_key": "srv-9/disk"})
     assert resolved.status_code == 200

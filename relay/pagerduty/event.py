@@ -313,6 +313,8 @@ _PAGERDUTY_TEXTS = {
     "Invalid input type.": "must be an object", "Not a valid mapping type.": "must be an object",
     "Not a valid list.": "must be an array", "Not a valid URL.": "must be an http(s) URL",
 }
+FOLLOW_UPS = ("acknowledge", "resolve")
+TRIGGER_ONLY = ("payload", "images", "links")  # what PagerDuty ignores on a follow-up (Alertmanager sends a payload)
 BLANK_CHECKED = (("routing_key",), ("dedup_key",), ("payload", "summary"), ("payload", "source"))
 
 
@@ -348,6 +350,8 @@ def refusals(event, schema: Schema = event_schema) -> list[str]:
     summary length, https images, 512 KB)."""
     if not isinstance(event, dict):
         return ["Event must be a JSON object"]
+    if event.get("event_action") in FOLLOW_UPS:
+        event = {name: value for name, value in event.items() if name not in TRIGGER_ONLY}
     try:
         schema.load(event)
         errors = []

@@ -12,7 +12,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from relay.errors import RelayError
 from relay.intake.alert import FIRING, RESOLVED, ROUTING_KEY_LABEL, Alert
-from relay.pagerduty.event import EventSchema, change_event_schema, refusals
+from relay.pagerduty.event import TRIGGER_ONLY, EventSchema, change_event_schema, refusals
 
 NAME = "pagerduty"
 CLIENT = "PagerDuty Events API"  # the sender's own client field, when it sends one, is passed on instead
@@ -87,9 +87,8 @@ def labels_of(event: dict) -> dict[str, str]:
 def to_alert(event: dict) -> Alert:
     """Map a checked event onto its alert, assigning a trigger without a dedup key one of its own."""
     dedup_key = event.get("dedup_key") or uuid.uuid4().hex  # PagerDuty's own keys are 32 hex digits too
-    passed = {name: value for name, value in event.items() if name != "routing_key"}
-    if event["event_action"] != "trigger":
-        passed.pop("payload", None)  # PagerDuty reads payload on triggers only
+    ignored = ("routing_key",) if event["event_action"] == "trigger" else ("routing_key", *TRIGGER_ONLY)
+    passed = {name: value for name, value in event.items() if name not in ignored}
     return Alert(
         source=NAME,
         status=RESOLVED if event["event_action"] == "resolve" else FIRING,
