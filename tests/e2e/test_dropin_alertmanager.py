@@ -7,8 +7,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from .harness import ALERTMANAGER_BIN, AMTOOL_BIN, alertmanager, alertmanager_config, relay_server, \
-    require_binaries, wait_for
+from .harness import (
+    ALERTMANAGER_BIN,
+    AMTOOL_BIN,
+    alertmanager,
+    alertmanager_config,
+    relay_server,
+    require_binaries,
+    wait_for,
+)
 
 ALERT = "RelayE2EDropIn"
 WAIT = 30
