@@ -1,16 +1,18 @@
 """Accepting alerts, the service every face shares (the webhook, the API's and the CLI's previews): a source and
 its parsed payload in; the planned events out, and for a webhook stored as incident_log rows with delivery woken."""
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from types import ModuleType, SimpleNamespace
 
 from flask import current_app
 from marshmallow import ValidationError
+from sqlalchemy import select
 
 from relay import metrics
 from relay.delivery import worker
 from relay.errors import BadInput, RelayError, validation_fields
-from relay.intake.alert import TRUNCATED
+from relay.intake.alert import ROUTING_KEY_LABEL, TRUNCATED, Alert
 from relay.intake.mapping import Planned, older_state, plan
 from relay.intake.payload import Limits
 from relay.intake.routing import PROXY
@@ -18,7 +20,7 @@ from relay.intake.sources import SOURCES, get_source, meant_for, pagerduty
 from relay.masking import mask
 from relay.pagerduty.event import change_event_schema
 from relay.store import collapse, outbox, states
-from relay.store.models import db
+from relay.store.models import IncidentLog, db
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,24 @@ def planned_events(source: ModuleType, payload) -> list[Planned]:
     except ValidationError as exc:
         raise with_hint(exc, source, payload) from None
     limits.check_alerts(alerts)
+    alerts = [with_trigger_labels(alert) for alert in alerts]
     return plan(alerts, current_app.extensions["relay.intake.routing"])
+
+
+def with_trigger_labels(alert: Alert) -> Alert:
+    """Give a drop-in follow-up (acknowledge, resolve: only a routing key and a dedup key) the labels of its alert's
+    latest trigger from the same sender, so that it takes the routes its trigger took."""
+    if alert.event is None or alert.event["event_action"] == "trigger":
+        return alert
+    sender = alert.labels[ROUTING_KEY_LABEL]
+    stored = db.session.execute(select(IncidentLog.alert).where(
+        IncidentLog.source == alert.source, IncidentLog.dedup_key == alert.dedup_key,
+        IncidentLog.event_action == "trigger").order_by(IncidentLog.id.desc()).limit(1)).scalar()
+    db.session.commit()  # end the read: the rows are written on a connection of their own
+    labels = (stored or {}).get("labels") or {}
+    if labels.get(ROUTING_KEY_LABEL) != mask(sender):  # another sender's alert, or none stored
+        return alert
+    return replace(alert, labels={**labels, ROUTING_KEY_LABEL: sender})  # stored masked: the key is the sender's
 
 
 def with_hint(exc: ValidationError, source: ModuleType, payload) -> ValidationError | BadInput:

@@ -212,6 +212,14 @@ def test_routes_re_key_re_map_severity_and_fan_out(delivering, pd):
     assert by_key[database]["payload"]["summary"] == trigger(sender)["payload"]["summary"]
     assert [row.route for row in rows(app)] == ["db", "audit", "proxy"]
 
+    # The resolve carries no payload, yet takes the routes its trigger took: the same two keys, not the sender's.
+    resolve = {"routing_key": sender, "event_action": "resolve", "dedup_key": answer.get_json()["dedup_key"]}
+    assert client.post("/v2/enqueue", json=resolve).status_code == 202
+    delivered(app, 5)
+    resolves = [event for event in pd.accepted() if event["event_action"] == "resolve"]
+    assert sorted(event["routing_key"] for event in resolves) == sorted([database, audit])
+    assert {alert["status"] for alert in pd.alerts() if alert["routing_key"] in (database, audit)} == {"resolved"}
+
 
 @pytest.mark.parametrize("path, body", [
     ("/v2/enqueue", lambda routing_key: trigger(routing_key)),
