@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from relay import accept
 from relay.errors import RelayError, retry_after_headers
 from relay.intake.sources import pagerduty
+from relay.web import schemas
 from relay.web.payloads import body_too_large, read_json
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def enqueue():
     """Accept an Events API v2 event: stored before the 202, which carries the dedup key PagerDuty will get."""
     events = accept.receive(pagerduty, read_json())
     _log_accepted("v2", events)
-    return jsonify({**ACCEPTED, "dedup_key": accept.answer_dedup_key(events)}), 202
+    return jsonify(schemas.dropin_accepted.dump({**ACCEPTED, "dedup_key": accept.answer_dedup_key(events)})), 202
 
 
 @bp.post(V1_PATH)
@@ -37,7 +38,7 @@ def create_event():
     except ValidationError as exc:
         raise ValidationError(pagerduty.v1_texts(_texts(exc))) from None
     _log_accepted("v1", events)
-    return jsonify({**ACCEPTED, "incident_key": accept.answer_dedup_key(events)}), 200
+    return jsonify(schemas.dropin_accepted.dump({**ACCEPTED, "incident_key": accept.answer_dedup_key(events)})), 200
 
 
 @bp.post("/v2/change/enqueue")
@@ -45,7 +46,7 @@ def change_enqueue():
     """Accept a change event: stored for PagerDuty's change endpoint before the 202."""
     log_id = accept.receive_change(read_json())
     log.info("change event accepted", extra={"source": pagerduty.NAME, "log_id": log_id})
-    return jsonify(CHANGE_ACCEPTED), 202
+    return jsonify(schemas.dropin_accepted.dump(CHANGE_ACCEPTED)), 202
 
 
 def _log_accepted(version: str, events: list[dict]) -> None:
