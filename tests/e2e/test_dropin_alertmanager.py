@@ -7,15 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from .harness import (
-    ALERTMANAGER_BIN,
-    AMTOOL_BIN,
-    alertmanager,
-    alertmanager_config,
-    relay_server,
-    require_binaries,
-    wait_for,
-)
+from .harness import alertmanager, alertmanager_config, relay_server, wait_for
 
 ALERT = "RelayE2EDropIn"
 WAIT = 30
@@ -24,7 +16,6 @@ WAIT = 30
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, simulator):
     """The relay (its allow-list holding the relayed key) and Alertmanager with a native and a relayed config."""
-    require_binaries(ALERTMANAGER_BIN, AMTOOL_BIN)
     simulator.reset()
     workdir = tmp_path_factory.mktemp("dropin")
     native_key, relayed_key = secrets.token_hex(16), secrets.token_hex(16)
