@@ -115,6 +115,12 @@ def test_refuses_an_event_over_512_kb_and_a_body_that_is_no_object(make_app, pd)
     assert answer.status_code == 415 and answer.get_json()["errors"]
 
 
+def test_an_event_sent_to_a_webhook_is_told_where_it_belongs(make_app):
+    answer = make_app().test_client().post("/webhooks/alertmanager", json=trigger(key()))
+    assert answer.status_code == 400
+    assert "looks meant for /webhooks/pagerduty" in answer.get_json()["error"]["message"]
+
+
 def test_a_trigger_reaches_pagerduty_as_sent_with_the_dedup_key_answered(client, app, pd):
     routing_key = key()
     event = trigger(routing_key)
@@ -260,6 +266,10 @@ def test_change_events_reach_the_change_endpoint_beside_alert_events(client, app
     [received] = [record for record in pd.received() if record["path"] == "/v2/change/enqueue"]
     assert received["status"] == 202 and received["body"] == change
     assert pd.alerts()[0]["routing_key"] == routing_key  # the change event opened nothing; the trigger did
+    shown = client.get(f"/api/v1/log/{change_row.id}").get_json()
+    assert shown["event_action"] == "change" and shown["status"] == "delivered"
+    page = client.get("/")
+    assert page.status_code == 200 and "Deployed api v2.3" in page.get_data(as_text=True)
 
 
 def test_change_events_are_checked_by_pagerdutys_rules(make_app, pd):

@@ -66,7 +66,7 @@ def test_the_unknown_source_message_lists_the_new_source(tiny_app):
     response = tiny_app.test_client().post("/webhooks/zabbix", json={})
     assert response.status_code == 404
     assert response.get_json()["error"]["message"] == \
-        "no source named 'zabbix'; known: alertmanager, grafana, generic, pagerduty, tiny"
+        "no source named 'zabbix'; known: alertmanager, grafana, pagerduty, generic, tiny"
 
 
 def test_auth_warns_about_the_new_source_without_a_credential(registered, make_app, caplog, monkeypatch):

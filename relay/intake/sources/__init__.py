@@ -18,8 +18,8 @@ from relay.intake.sources import alertmanager, generic, grafana, pagerduty
 SOURCES: dict[str, ModuleType] = {source.NAME: source for source in (
     alertmanager,
     grafana,
-    generic,
     pagerduty,
+    generic,  # last: it takes almost any object, so the others' guesses (meant_for) are tried first
 )}
 
 
