@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from relay.intake.routing import ConfigError
+from relay.startup.settings import Environment
 from relay.store.models import IncidentLog, db
 from tests.helpers import wait_until
 
@@ -239,6 +240,26 @@ def test_the_allow_list_admits_listed_keys_from_anywhere_and_refuses_others(make
     assert refused.status_code == 403
     assert refused.get_json()["status"] == "forbidden" and refused.get_json()["errors"]
     assert allowed not in refused.get_data(as_text=True)
+
+
+def test_drop_in_requests_are_counted_as_the_pagerduty_sources_webhooks(make_app):
+    client = make_app().test_client()
+
+    def counted(outcome):
+        found = re.search(rf'relay_webhooks_received_total{{outcome="{outcome}",source="pagerduty"}} (\S+)',
+                          client.get("/metrics").get_data(as_text=True))
+        return float(found[1]) if found else 0.0
+
+    before = counted("accepted"), counted("invalid")
+    assert client.post("/v2/enqueue", json=trigger(key())).status_code == 202
+    assert client.post("/v2/enqueue", json={"event_action": "trigger"}).status_code == 400
+    assert (counted("accepted"), counted("invalid")) == (before[0] + 1, before[1] + 1)
+
+
+def test_the_allow_list_is_read_from_the_environment():
+    assert Environment({"RELAY_PAGERDUTY_ROUTING_KEYS": " a1, b2 c3,"}).words("RELAY_PAGERDUTY_ROUTING_KEYS") == [
+        "a1", "b2", "c3"]
+    assert Environment({}).words("RELAY_PAGERDUTY_ROUTING_KEYS") == []
 
 
 def test_credentials_guard_the_endpoint_like_the_other_sources(make_app):

@@ -2,12 +2,13 @@
 and the legacy v1 /generic/2010-04-15/create_event.json take what PagerDuty takes and answer as PagerDuty does,
 once the event is stored; every error in PagerDuty's shape, so its clients show it."""
 import logging
+import time
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from relay import accept
+from relay import accept, metrics
 from relay.errors import RelayError, retry_after_headers
 from relay.intake.sources import pagerduty
 from relay.web import schemas
@@ -47,6 +48,19 @@ def change_enqueue():
     log_id = accept.receive_change(read_json())
     log.info("change event accepted", extra={"source": pagerduty.NAME, "log_id": log_id})
     return jsonify(schemas.dropin_accepted.dump(CHANGE_ACCEPTED)), 202
+
+
+@bp.url_value_preprocessor
+def start_clock(_endpoint, _values):
+    """Note when the relay began on this event (before the authentication check, so refusals are timed too)."""
+    g.dropin_started = time.perf_counter()
+
+
+@bp.after_request
+def count(response):
+    """Count every drop-in request as a webhook of the pagerduty source, by outcome."""
+    metrics.webhook(pagerduty.NAME, response.status_code, time.perf_counter() - g.dropin_started)
+    return response
 
 
 def _log_accepted(version: str, events: list[dict]) -> None:
