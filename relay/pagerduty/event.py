@@ -3,6 +3,8 @@
 Limits cite PagerDuty/developer-docs docs/events-API-v2/02-Trigger-Events.md and 01-Overview.md.
 An event is fitted, never refused for being long: a truncated page beats a lost one. Texts are cut with an
 ellipsis; a URL is never cut (a cut URL is a broken link): an over-long one is dropped, and custom_details says so.
+An event its sender made itself (the drop-in endpoint) is first held to PagerDuty's own rules (refusals): what
+PagerDuty would refuse is refused, in PagerDuty's words, before it is stored.
 """
 import copy
 import functools
