@@ -57,6 +57,8 @@ class Config:
 
     # PagerDuty Events API v2. EU accounts: https://events.eu.pagerduty.com/v2/enqueue
     PAGERDUTY_EVENTS_URL = environment.text("PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue")
+    # Where change events go; empty: /v2/change/enqueue on PAGERDUTY_EVENTS_URL's host.
+    PAGERDUTY_CHANGE_EVENTS_URL = environment.text("PAGERDUTY_CHANGE_EVENTS_URL", "")
     # A REST API key; the Events API does not use it. Kept for the seed job's settings and
     # for future REST calls (e.g. looking up services); never sent with events, never logged.
     PAGERDUTY_API_KEY = environment.text("PAGERDUTY_API_KEY", "")
@@ -141,3 +143,6 @@ class Config:
     )
     # Where the generic webhook finds each field: dotted paths, or lists of them tried in order.
     GENERIC_WEBHOOK = {}
+    # The drop-in PagerDuty endpoint (/v2/enqueue): the routing keys senders may name, comma-separated; empty: any.
+    # With a list, the key in the body is the credential: events are taken from anywhere, keys outside it refused.
+    PAGERDUTY_WEBHOOK = {"routing_keys": environment.words("RELAY_PAGERDUTY_ROUTING_KEYS")}

@@ -305,6 +305,16 @@ def alertmanager_template(alerts: int = 2, prefix: str = "Bench") -> bytes:
     return text.encode()
 
 
+def dropin_template(routing_key: str = "0123456789abcdef0123456789abcdef") -> bytes:
+    """An Events API v2 trigger for run_wrk's drop-in target (POST /v2/enqueue) in which @N@ gives every request
+    its own dedup key and summary, as a stream of different alerts would."""
+    event = {"routing_key": routing_key, "event_action": "trigger", "dedup_key": "bench-@N@",
+             "payload": {"summary": "Bench@N@ replica lag over 60 s", "source": "bench-host", "severity": "error",
+                         "custom_details": {"team": "db", "instance": "db-1:9100"}},
+             "links": [{"href": "https://prometheus.example/graph", "text": "Source"}], "client": "bench"}
+    return json.dumps(event).encode()
+
+
 # --- wrk -------------------------------------------------------------------------------------------------------
 
 _WRK_LUA = r"""

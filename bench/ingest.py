@@ -10,6 +10,8 @@ For each store (a fresh SQLite file, a fresh PostgreSQL database on BENCH_POSTGR
           2 committed incident_log rows. No credential: wrk comes from loopback. A Lua script gives every
           request its own alerts (own alertname and fingerprint, so own dedup keys); the bare endpoint gets the
           same bodies.
+  dropin  the same relay on a store of its own, wrk POSTing an Events API v2 trigger (its own dedup key each) to
+          the drop-in endpoint /v2/enqueue: every 202 means 1 committed row. Measured in the same rounds.
   bare    `gunicorn -c gunicorn.conf.py bench.bare_app:app`, the same config file and RELAY_DELIVERY=0 (no delivery
           process beside it either): POST /ingest inserts one row per request (SQLAlchemy Core, the relay's engine
           settings) into the same kind of store.
@@ -39,6 +41,7 @@ from common import (
     StealMeter,
     alertmanager_template,
     count_rows,
+    dropin_template,
     fresh_store,
     gunicorn,
     relay_env,
@@ -54,9 +57,10 @@ def run_store(kind: str, args, workdir: Path) -> dict:
     """Measure the relay and the bare endpoint in alternating rounds, then the relay with delivery if asked."""
     body = alertmanager_template(ALERTS_PER_WEBHOOK)  # every request its own alerts (see run_wrk)
     with ExitStack() as stack:
-        targets = {name: start_target(stack, name, kind, workdir) for name in ("relay", "bare")}
+        targets = {name: start_target(stack, name, kind, workdir) for name in ("relay", "dropin", "bare")}
         out = measure_rounds(targets, body, args, workdir, kind)
     out["ratio_relay_to_bare"] = round(out["relay"]["requests_per_s"] / out["bare"]["requests_per_s"], 3)
+    out["ratio_dropin_to_bare"] = round(out["dropin"]["requests_per_s"] / out["bare"]["requests_per_s"], 3)
     out["round_ratios"] = [round(relay["requests_per_s"] / bare["requests_per_s"], 3)
                            for relay, bare in zip(out["relay"]["rounds"], out["bare"]["rounds"])]
     if args.with_delivery:
@@ -80,7 +84,10 @@ def start_target(stack: ExitStack, name: str, kind: str, workdir: Path) -> dict:
     if name == "relay+delivery":
         events_url = stack.enter_context(simulator_process(0.0)) + "/v2/enqueue"
     env = relay_env(url, events_url, delivery=name == "relay+delivery", rate_limit=0)
-    server = stack.enter_context(gunicorn("wsgi:app", env, workdir, f"relay-{kind}"))
+    server = stack.enter_context(gunicorn("wsgi:app", env, workdir, f"{name}-{kind}"))
+    if name == "dropin":
+        return {"server": server, "path": "/v2/enqueue", "store": url, "table": "incident_log", "per_request": 1,
+                "body": dropin_template()}
     return {"server": server, "path": "/webhooks/alertmanager", "store": url, "table": "incident_log",
             "per_request": ALERTS_PER_WEBHOOK}
 
@@ -90,8 +97,8 @@ def measure_rounds(targets: dict, body: bytes, args, workdir: Path, kind: str) -
     minute to minute here, and alternating keeps the drift out of the ratio."""
     for target in targets.values():
         if args.warmup:
-            run_wrk(target["server"].url + target["path"], body, workdir, args.warmup, args.threads,
-                    args.connections)
+            run_wrk(target["server"].url + target["path"], target.get("body", body), workdir, args.warmup,
+                    args.threads, args.connections)
     rounds = {name: [] for name in targets}
     for _ in range(args.rounds):
         for name, target in targets.items():
@@ -124,7 +131,7 @@ def measure_with(target: dict, body: bytes, args, workdir: Path, duration: float
         return count_rows(target["store"], target["table"])
     time.sleep(0.5)
     before, steal = count(), StealMeter()
-    result = run_wrk(target["server"].url + target["path"], body, workdir, duration, args.threads,
+    result = run_wrk(target["server"].url + target["path"], target.get("body", body), workdir, duration, args.threads,
                      args.connections)
     result["steal_pct"] = steal.percent()
     time.sleep(1.0)  # let requests wrk abandoned at the end finish
@@ -165,7 +172,9 @@ def main():
         parts.append(f"{kind}: relay {r['relay']['requests_per_s']}/s ({2 * r['relay']['requests_per_s']:.0f} "
                      f"events/s) vs bare {r['bare']['requests_per_s']}/s = {r['ratio_relay_to_bare']}x "
                      f"({verdict} 0.6; rounds {', '.join(str(x) for x in r['round_ratios'])}), "
-                     f"relay p99 {r['relay']['latency_ms']['p99']} ms, rows {r['relay']['rows_check']}")
+                     f"relay p99 {r['relay']['latency_ms']['p99']} ms, rows {r['relay']['rows_check']}; "
+                     f"/v2/enqueue {r['dropin']['requests_per_s']} events/s = {r['ratio_dropin_to_bare']}x bare, "
+                     f"p99 {r['dropin']['latency_ms']['p99']} ms, rows {r['dropin']['rows_check']}")
     print("ingest: " + "; ".join(parts))
 
 

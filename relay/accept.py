@@ -1,23 +1,27 @@
 """Accepting alerts, the service every face shares (the webhook, the API's and the CLI's previews): a source and
 its parsed payload in; the planned events out, and for a webhook stored as incident_log rows with delivery woken."""
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from types import ModuleType, SimpleNamespace
 
 from flask import current_app
 from marshmallow import ValidationError
+from sqlalchemy import select
 
 from relay import metrics
 from relay.delivery import storm as storm_summary
 from relay.delivery import worker
 from relay.errors import BadInput, RelayError, validation_fields
-from relay.intake.alert import TRUNCATED
+from relay.intake.alert import ROUTING_KEY_LABEL, TRUNCATED, Alert
 from relay.intake.mapping import Planned, older_state, plan
 from relay.intake.payload import Limits
-from relay.intake.sources import SOURCES, get_source, meant_for
+from relay.intake.routing import PROXY
+from relay.intake.sources import SOURCES, get_source, meant_for, pagerduty
 from relay.masking import mask
+from relay.pagerduty.event import change_event_schema
 from relay.store import collapse, outbox, states, storm
-from relay.store.models import db
+from relay.store.models import IncidentLog, db
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,24 @@ def planned_events(source: ModuleType, payload) -> list[Planned]:
     except ValidationError as exc:
         raise with_hint(exc, source, payload) from None
     limits.check_alerts(alerts)
+    alerts = [with_trigger_labels(alert) for alert in alerts]
     return plan(alerts, current_app.extensions["relay.intake.routing"])
+
+
+def with_trigger_labels(alert: Alert) -> Alert:
+    """Give a drop-in follow-up (acknowledge, resolve: only a routing key and a dedup key) the labels of its alert's
+    latest trigger from the same sender, so that it takes the routes its trigger took."""
+    if alert.event is None or alert.event["event_action"] == "trigger":
+        return alert
+    sender = alert.labels[ROUTING_KEY_LABEL]
+    stored = db.session.execute(select(IncidentLog.alert).where(
+        IncidentLog.source == alert.source, IncidentLog.dedup_key == alert.dedup_key,
+        IncidentLog.event_action == "trigger").order_by(IncidentLog.id.desc()).limit(1)).scalar()
+    db.session.commit()  # end the read: the rows are written on a connection of their own
+    labels = (stored or {}).get("labels") or {}
+    if labels.get(ROUTING_KEY_LABEL) != mask(sender):  # another sender's alert, or none stored
+        return alert
+    return replace(alert, labels={**labels, ROUTING_KEY_LABEL: sender})  # stored masked: the key is the sender's
 
 
 def with_hint(exc: ValidationError, source: ModuleType, payload) -> ValidationError | BadInput:
@@ -67,6 +88,29 @@ def receive(source: ModuleType, payload) -> list[dict]:
     stored = store(source.NAME, planned)
     report_truncation(source.NAME, planned)
     return [describe(item, *stored_as) for item, stored_as in zip(planned, stored)]
+
+
+CHANGE = "change"  # a change event's event_action in incident_log (the event itself carries none)
+
+
+def receive_change(event) -> int:
+    """Check a change event (PagerDuty's rules, the pagerduty source's allow-list), store it for PagerDuty's change
+    endpoint (PAGERDUTY_CHANGE_EVENTS_URL), wake delivery, and return its row's id. A change event has no dedup
+    key: no order, collapse or staleness applies to it."""
+    settings = current_app.extensions["relay.source_settings"].get(pagerduty.NAME)
+    loaded = change_event_schema.load(pagerduty.checked_change(event, settings))
+    row = outbox.row_values(loaded, source=pagerduty.NAME, route=PROXY, event_action=CHANGE,
+                            events_url=current_app.config["PAGERDUTY_CHANGE_EVENTS_URL"])
+    log_id, = outbox.store_rows(db.engine, [row])
+    worker.wake()
+    metrics.event_stored(pagerduty.NAME, CHANGE, PROXY)
+    return log_id
+
+
+def answer_dedup_key(events: list[dict]) -> str | None:
+    """The dedup key a drop-in sender is answered with: the one its first routed event takes to PagerDuty."""
+    routed = [event for event in events if event.get("status") != states.UNROUTED]
+    return (routed or events)[0]["dedup_key"] if events else None
 
 
 def preview(source: ModuleType, payload) -> list[dict]:

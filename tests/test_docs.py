@@ -10,7 +10,7 @@ from conftest import app_config
 
 from relay import create_app
 from relay.cli import relay_cli
-from relay.intake.sources import SOURCES
+from relay.intake.sources import SOURCES, settings_key
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -55,7 +55,8 @@ def settings_read() -> set[str]:
         suffixes.update(SOURCE_SUFFIX.findall(text))
     per_source = {f"RELAY_{source.upper()}_{suffix}" for source in SOURCES for suffix in suffixes}
     placeholders = {f"RELAY_<SOURCE>_{suffix}" for suffix in suffixes}
-    return names | per_source | placeholders
+    source_settings = {settings_key(source) for source in SOURCES.values()}  # PAGERDUTY_WEBHOOK, in RELAY_CONFIG
+    return names | per_source | placeholders | source_settings
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=doc_id)

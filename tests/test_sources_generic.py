@@ -20,7 +20,7 @@ CUSTOM = generic.SETTINGS_SCHEMA.load({
 
 def test_registry_lists_every_source_and_nothing_else():
     assert get_source("generic") is generic
-    assert set(SOURCES) == {"alertmanager", "grafana", "generic"}
+    assert set(SOURCES) == {"alertmanager", "grafana", "generic", "pagerduty"}
     assert all(module.NAME == name for name, module in SOURCES.items())
     assert get_source("nagios") is None
     assert list(inspect.signature(generic.to_alerts).parameters) == ["payload", "settings"]

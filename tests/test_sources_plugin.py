@@ -36,7 +36,7 @@ def post(client, source, body, token=None):
 
 
 def test_config_reads_credentials_for_every_registered_source(registered):
-    assert set(config.webhook_auth()) == {"alertmanager", "grafana", "generic", "tiny"}
+    assert set(config.webhook_auth()) == {"alertmanager", "grafana", "generic", "pagerduty", "tiny"}
     assert config.webhook_auth()["tiny"]["bearer_token"] == TOKEN
 
 
@@ -66,7 +66,7 @@ def test_the_unknown_source_message_lists_the_new_source(tiny_app):
     response = tiny_app.test_client().post("/webhooks/zabbix", json={})
     assert response.status_code == 404
     assert response.get_json()["error"]["message"] == \
-        "no source named 'zabbix'; known: alertmanager, grafana, generic, tiny"
+        "no source named 'zabbix'; known: alertmanager, grafana, pagerduty, generic, tiny"
 
 
 def test_auth_warns_about_the_new_source_without_a_credential(registered, make_app, caplog, monkeypatch):

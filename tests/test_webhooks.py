@@ -159,7 +159,7 @@ def test_unknown_source_is_404_in_the_error_shape(relay, http):
     assert response.status_code == 404
     assert response.get_json() == {"error": {"code": "unknown_source",
                                              "message": "no source named 'zabbix'; known: alertmanager, grafana, "
-                                                        "generic"}}
+                                                        "pagerduty, generic"}}
     assert log_rows(relay) == []
 
 

@@ -31,6 +31,7 @@ EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")  # developer-docs 02-Trigg
 SEVERITIES = ("critical", "error", "warning", "info")  # lower case only: api-schema openapiv3.json
 
 EVENTS_PATH = "/v2/enqueue"
+CHANGE_PATH = "/v2/change/enqueue"  # change events: developer-docs 03-Change-Events.md
 OUTAGE_MODES = ("503", "refuse")
 REFUSE = "refuse"  # a scripted "answer" that closes the connection instead of answering
 
@@ -176,7 +177,27 @@ def validate_event(event) -> list[str]:
     return errors
 
 
-def parse_event(raw: bytes) -> tuple[object, list[str]]:
+def validate_change_event(event) -> list[str]:
+    """Return PagerDuty-style error strings for a change event: routing_key, payload.summary, links."""
+    if not isinstance(event, dict):
+        return ["Event must be a JSON object"]
+    errors: list[str] = []
+    _check_routing_key(event, errors)
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        errors.append("'payload' is missing or blank" if payload is None else "'payload' must be an object")
+        return errors
+    summary = _check_string(payload, "summary", "payload.summary", errors)
+    if summary is not None and len(summary) > MAX_SUMMARY_LENGTH:
+        errors.append(f"'payload.summary' must be at most {MAX_SUMMARY_LENGTH} characters (got {len(summary)})")
+    _check_timestamp(payload, errors)
+    for index, link in _check_items(event, "links", errors):
+        if _is_blank(link.get("href")) or not isinstance(link.get("href"), str):
+            errors.append(f"'links[{index}].href' is missing or blank")
+    return errors
+
+
+def parse_event(raw: bytes, validate=validate_event) -> tuple[object, list[str]]:
     """Parse a raw body; return (parsed body or raw text, errors)."""
     errors = []
     if len(raw) >= MAX_EVENT_BYTES:
@@ -185,7 +206,7 @@ def parse_event(raw: bytes) -> tuple[object, list[str]]:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         return raw.decode("utf-8", "replace"), errors + [f"Request body is not valid JSON: {exc}"]
-    return body, errors + validate_event(body)
+    return body, errors + validate(body)
 
 
 def invalid_event_body(errors: list[str]) -> dict:
@@ -328,6 +349,19 @@ class SimulatorState:
             self._records.append(record)
             return status, answer
 
+    def apply_change(self, event: dict, record: dict) -> tuple[int, dict]:
+        """Record a valid change event (it opens no alert) and return (status, answer body)."""
+        with self._lock:
+            if self._routing_keys and event["routing_key"] not in self._routing_keys:
+                status, outcome, answer = 400, REJECTED, invalid_event_body(["Invalid routing key"])
+            else:
+                status, outcome, answer = 202, ACCEPTED, {"status": "success", "message": "Change event processed"}
+            if record.pop("generation", self._generation) == self._generation:
+                record.update(status=status, outcome=outcome, errors=answer.get("errors", []),
+                              index=len(self._records))
+                self._records.append(record)
+            return status, answer
+
     def _transition(self, event: dict, dedup_key: str, now: float) -> str:
         """Move the alert for (routing_key, dedup_key); return the outcome (caller holds the lock)."""
         key = (event["routing_key"], dedup_key)
@@ -452,9 +486,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             record["body"] = _parse_quietly(raw)
             answer = self._fault_answer(state, record, *fault)
-        elif path != EVENTS_PATH or self.command != "POST":
+        elif path not in (EVENTS_PATH, CHANGE_PATH) or self.command != "POST":
             record["body"] = _parse_quietly(raw)
-            status = 404 if path != EVENTS_PATH else 405
+            status = 404 if path not in (EVENTS_PATH, CHANGE_PATH) else 405
             record.update(status=status, outcome=REJECTED)
             state.record(record)
             answer = (status, {"status": "error", "message": HTTPStatus(status).phrase}, None)
@@ -477,13 +511,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event_answer(self, state: SimulatorState, record: dict, raw: bytes):
         """Validate an event and apply it; return PagerDuty's answer."""
-        body, errors = parse_event(raw)
+        change = record["path"] == CHANGE_PATH
+        body, errors = parse_event(raw, validate_change_event if change else validate_event)
         record["body"] = body
         if errors:
             record.update(status=400, outcome=REJECTED, errors=errors)
             state.record(record)
             return 400, invalid_event_body(errors), None
-        status, answer = state.apply_event(body, record)
+        status, answer = state.apply_change(body, record) if change else state.apply_event(body, record)
         return status, answer, None
 
     # control side

@@ -11,6 +11,7 @@ RESOLVED = "resolved"
 # compat.go: the rule's own name moves to the rulename label), and what that state means.
 DATASOURCE_STATES = {"DatasourceNoData": "no data", "DatasourceError": "query failed"}
 SOURCE_LINK = "Source"  # the text of the link to the alert's rule (a generatorURL)
+ROUTING_KEY_LABEL = "routing_key"  # the label of the key a drop-in event names (never shown: it is masked)
 TRUNCATED = "truncatedAlerts"  # the details key of how many alerts the sender left out of the notification
 
 
@@ -42,6 +43,9 @@ class Alert:
     dedup_key: str | None = None  # a dedup key the sender chose itself (generic source), None otherwise
     identity: str | None = None  # what tells apart an alert without labels of its own (generic: its summary)
     route_labels: dict[str, str] = field(default_factory=dict)  # Alertmanager's routeLabels: the matching route's
+    # An Events API v2 event its sender made itself (the drop-in endpoint), without its routing key (a label):
+    # passed on as sent, re-keyed by the routes; None for the alerts the relay makes events of.
+    event: dict | None = None
 
     def as_dict(self) -> dict:
         """The alert as plain JSON-ready data; nested values are shared, not copied."""

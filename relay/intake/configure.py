@@ -7,7 +7,7 @@ from relay.intake.routing import ConfigError, Routing, load_routing
 from relay.intake.sources import SOURCES, settings_key
 from relay.masking import mask
 from relay.startup.process import warn
-from relay.startup.settings import events_url_problem
+from relay.startup.settings import change_events_url, events_url_problem
 from relay.timeutil import duration_text
 
 
@@ -40,8 +40,14 @@ def check_nice(config) -> None:
 
 
 def check_events_url(config) -> None:
-    """Refuse an Events API URL without scheme, host or path: PagerDuty would answer every event 404."""
+    """Refuse an Events API URL without scheme, host or path: PagerDuty would answer every event 404. Derive the
+    change events URL from it when none is set."""
     problem = events_url_problem("PAGERDUTY_EVENTS_URL", config["PAGERDUTY_EVENTS_URL"])
+    if problem:
+        raise ConfigError(problem)
+    if not config.get("PAGERDUTY_CHANGE_EVENTS_URL"):
+        config["PAGERDUTY_CHANGE_EVENTS_URL"] = change_events_url(config["PAGERDUTY_EVENTS_URL"])
+    problem = events_url_problem("PAGERDUTY_CHANGE_EVENTS_URL", config["PAGERDUTY_CHANGE_EVENTS_URL"])
     if problem:
         raise ConfigError(problem)
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from marshmallow import ValidationError
 
-from relay.intake.alert import TRUNCATED, Alert, Link, is_http_url
+from relay.intake.alert import ROUTING_KEY_LABEL, TRUNCATED, Alert, Link, is_http_url
 from relay.intake.render import DEFAULTS, alert_context, render, render_macros
 from relay.intake.routing import DEDUP_GROUP, TEMPLATED_FIELDS, TESTS_DROP, Route, Routing
 from relay.intake.sources import client_name, is_test_notification
@@ -195,7 +195,10 @@ def _masked_alert(alert: Alert, secrets: list[str]) -> Alert:
 def _masked(items: list[Planned]) -> list[Planned]:
     """Mask the keys the alert's routing key templates rendered in every event it produced, whichever route
     (a `continue` route sends the same labels, key included, on another route's event)."""
-    secrets = sorted({item.secret for item in items if item.secret}, key=len, reverse=True)
+    secrets = {item.secret for item in items if item.secret}
+    if items and items[0].alert.event is not None:  # a drop-in event's own key, a label, whatever key it went to
+        secrets.add(items[0].alert.labels.get(ROUTING_KEY_LABEL))
+    secrets = sorted(filter(None, secrets), key=len, reverse=True)
     if not secrets:
         return items
     alert = _masked_alert(items[0].alert, secrets)
@@ -220,6 +223,9 @@ def event_for(alert: Alert, route: Route, distinguishing: dict | None = None, te
         dedup_key = sha256_hex(alert.group_key)
     else:
         dedup_key = dedup_key_for(route, alert, context)
+    if alert.event is not None:
+        return Planned(alert, route.name, _validated(dropin_event(alert, route, routing_key, dedup_key)),
+                       secret=routing_key if route.routing_key_template else None)
     summary = None
     if alert.firing:
         event = trigger_event(alert, route, routing_key, dedup_key, context, test)
@@ -229,6 +235,15 @@ def event_for(alert: Alert, route: Route, distinguishing: dict | None = None, te
     event = _validated(event)
     return Planned(alert, route.name, event, secret=routing_key if route.routing_key_template else None,
                    summary=summary)
+
+
+def dropin_event(alert: Alert, route: Route, routing_key: str, dedup_key: str) -> dict:
+    """The event a drop-in sender made, on the route's routing key and dedup key, with its severity as the route
+    maps it (the event's own on the proxy); its texts, details, links and images pass as sent."""
+    event = {**alert.event, "routing_key": routing_key, "dedup_key": dedup_key}
+    if isinstance(event.get("payload"), dict):
+        event["payload"] = {**event["payload"], "severity": route.severity(alert)}
+    return event
 
 
 def unrouted(alert: Alert, problem: str, secret: str | None = None, distinguishing: dict | None = None) -> Planned:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from relay.intake.alert import Alert, datasource_state
+from relay.intake.alert import ROUTING_KEY_LABEL, Alert, datasource_state
 from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
 from relay.intake.render import TemplateConfigError, compile_template
 from relay.pagerduty.event import ROUTING_KEY_LENGTH, SEVERITIES
@@ -27,6 +27,8 @@ SEVERITY_WORDS = {
 }
 BUILTIN_SEVERITIES = {word: severity for severity, words in SEVERITY_WORDS.items() for word in words}
 PAGERDUTY_SEVERITIES = {severity: severity for severity in SEVERITIES}  # pass through on every route
+
+PROXY = "proxy"  # the route of a drop-in event no route takes: to the routing key its sender named
 
 TESTS_SEND = "send"  # a sender's test notification pages at info and is resolved after test_resolve_after_seconds
 TESTS_DROP = "drop"  # it is not sent at all
@@ -185,17 +187,20 @@ class Routing:
 
     routes: list[Route]
     default: Route | None
+    proxy: Route = field(default_factory=lambda: proxy_route())
 
     def routes_for(self, alert: Alert) -> list[Route]:
-        """Return the routes the alert goes to: matches in order until one without continue."""
+        """Return the routes the alert goes to: matches in order until one without continue; else the default
+        route, or for a drop-in event the proxy (the key it names)."""
         chosen = []
         for route in self.routes:
             if route.matches(alert):
                 chosen.append(route)
                 if not route.continue_:
                     break
-        if not chosen and self.default:
-            chosen.append(self.default)
+        fallback = self.proxy if alert.event is not None else self.default
+        if not chosen and fallback:
+            chosen.append(fallback)
         return chosen
 
     def named(self, route_name: str | None) -> Route | None:
@@ -209,6 +214,14 @@ class Routing:
     def storms(self) -> dict[str, Storm]:
         """The storm valve of each route that has one, by route name."""
         return {route.name: route.storm for route in [*self.routes, self.default] if route and route.storm}
+
+
+def proxy_route() -> Route:
+    """The route of drop-in events no route takes: to the routing key the sender named, severity as sent."""
+    return Route(name=PROXY, matchers=[], routing_key=None,
+                 routing_key_template=compile_template(f"{{{{ labels.{ROUTING_KEY_LABEL} }}}}"),
+                 severity_labels=("severity",), severity_map={}, default_severity="error", dedup=DEDUP_ALERT,
+                 dedup_template=None)
 
 
 def _problem(name, field_name, message):

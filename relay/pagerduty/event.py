@@ -3,13 +3,15 @@
 Limits cite PagerDuty/developer-docs docs/events-API-v2/02-Trigger-Events.md and 01-Overview.md.
 An event is fitted, never refused for being long: a truncated page beats a lost one. Texts are cut with an
 ellipsis; a URL is never cut (a cut URL is a broken link): an over-long one is dropped, and custom_details says so.
+An event its sender made itself (the drop-in endpoint) is first held to PagerDuty's own rules (refusals): what
+PagerDuty would refuse is refused, in PagerDuty's words, before it is stored.
 """
 import copy
 import functools
 import json
 
 import orjson
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from relay.timeutil import parse_iso8601
 
@@ -21,6 +23,9 @@ DEDUP_KEY_MAX = 255  # dedup_key: 255 characters
 # The whole event: "under 512 KB" (01-Overview.md), read the safe way, as Alertmanager's notifier does
 # (notify/pagerduty/pagerduty.go maxEventSize = 512000): at most this many bytes of compact JSON.
 EVENT_MAX_BYTES = 512_000
+# What a sender's own event may weigh before the drop-in endpoint refuses it as PagerDuty would: "512 KB" read the
+# generous way (KiB). Between the two the event is fitted to EVENT_MAX_BYTES, not refused.
+EVENT_REFUSED_BYTES = 512 * 1024
 ELLIPSIS = "…"
 TRIM_MARGIN = 64  # bytes kept free below the limit, for the ellipsis and JSON quoting
 # source, component, group, class, client, links[].text, images[].alt: no documented limit; bounded so the
@@ -139,13 +144,19 @@ class EventSchema(Schema):
             data["client"] = truncate(data["client"], FIELD_MAX)
         return _with_dropped(data, dropped) if dropped else data
 
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def check_action_fields(self, data, original, **kwargs):
+        """Require a payload on triggers and a dedup key on follow-ups, whatever else is wrong (PagerDuty names
+        every problem at once)."""
+        action = original.get("event_action") if isinstance(original, dict) else None
+        if action == "trigger" and original.get("payload") is None:
+            raise ValidationError("Is required for trigger events.", "payload")
+        if action in ACTIONS and action != "trigger" and not original.get("dedup_key"):
+            raise ValidationError(f"Is required for {action} events.", "dedup_key")
+
     @post_load
-    def check_action_fields(self, data, **kwargs):
-        """Require a payload on triggers and a dedup key on follow-ups."""
-        if data["event_action"] == "trigger" and "payload" not in data:
-            raise ValidationError("a trigger needs a payload", "payload")
-        if data["event_action"] != "trigger" and not data.get("dedup_key"):
-            raise ValidationError(f"{data['event_action']} needs a dedup_key", "dedup_key")
+    def trigger_fields(self, data, **kwargs):
+        """Keep the payload on triggers only, and fit the event to PagerDuty's size."""
         if data["event_action"] != "trigger":
             data.pop("payload", None)  # PagerDuty reads payload on triggers only
         return fit_size(data)
@@ -293,3 +304,100 @@ event_schema = EventSchema()
 def load_event(data) -> dict:
     """Validate and trim an event; raise ValidationError naming each bad field."""
     return event_schema.load(data)
+
+
+# What PagerDuty refuses of an event sent to it as is (the drop-in endpoint answers with it), in PagerDuty's own
+# 400 shape: one "'<field>' <problem>" text per problem (01-Overview.md, api-schema openapiv3.json).
+MISSING = "is missing or blank"
+_PAGERDUTY_TEXTS = {
+    "Missing data for required field.": MISSING, "Shorter than minimum length 1.": MISSING,
+    "Field may not be null.": MISSING, "Not a valid string.": "must be a string",
+    "Invalid input type.": "must be an object", "Not a valid mapping type.": "must be an object",
+    "Not a valid list.": "must be an array", "Not a valid URL.": "must be an http(s) URL",
+}
+FOLLOW_UPS = ("acknowledge", "resolve")
+TRIGGER_ONLY = ("payload", "images", "links")  # what PagerDuty ignores on a follow-up (Alertmanager sends a payload)
+BLANK_CHECKED = (("routing_key",), ("dedup_key",), ("payload", "summary"), ("payload", "source"))
+
+
+class ChangePayloadSchema(Schema):
+    """A change event's payload (03-Change-Events.md): a summary, and optionally where and when."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    summary = fields.Str(required=True, validate=validate.Length(min=1))
+    source = fields.Str()
+    timestamp = fields.Str(validate=_iso8601)
+    custom_details = fields.Dict(validate=_string_keys)
+
+
+class ChangeEventSchema(Schema):
+    """A change event (a deploy, a configuration change): never opens an incident, has no dedup key."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    routing_key = fields.Str(required=True, validate=validate.Length(min=1))
+    payload = fields.Nested(ChangePayloadSchema, required=True)
+    links = fields.List(fields.Nested(LinkSchema))
+
+
+change_event_schema = ChangeEventSchema()
+
+
+def refusals(event, schema: Schema = event_schema) -> list[str]:
+    """Say what PagerDuty would refuse in an event (or, by change_event_schema, a change event) sent as is (empty
+    when it would take it): the schema's rules, and the limits the schema fits rather than refuses (key length,
+    summary length, https images, 512 KB)."""
+    if not isinstance(event, dict):
+        return ["Event must be a JSON object"]
+    if event.get("event_action") in FOLLOW_UPS:
+        event = {name: value for name, value in event.items() if name not in TRIGGER_ONLY}
+    try:
+        schema.load(event)
+        errors = []
+    except ValidationError as exc:
+        errors = [f"'{path}' {_PAGERDUTY_TEXTS.get(text, text[:1].lower() + text[1:].rstrip('.'))}"
+                  for path, text in _flat(exc.messages)]
+    return errors + [problem for problem in _over_limits(event) if problem.split("'")[1] not in _paths(errors)]
+
+
+def _flat(messages, path: str = ""):
+    """Yield (field path, message) for marshmallow's nested messages, as PagerDuty names fields: a.b, a[0].b."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            where = path if key == "_schema" else f"{path}[{key}]" if isinstance(key, int) else \
+                f"{path}.{key}" if path else str(key)
+            yield from _flat(value, where or "event")
+    else:
+        for text in messages if isinstance(messages, list) else [messages]:
+            yield path, str(text)
+
+
+def _paths(errors: list[str]) -> set[str]:
+    return {error.split("'")[1] for error in errors if error.count("'") >= 2}
+
+
+def _over_limits(event: dict) -> list[str]:
+    """The problems PagerDuty refuses that the schema, which fits events, lets through."""
+    problems = []
+    for path in BLANK_CHECKED:
+        value = event.get(path[0])
+        value = value.get(path[1]) if len(path) > 1 and isinstance(value, dict) else value if len(path) == 1 else None
+        if isinstance(value, str) and not value.strip():
+            problems.append(f"'{'.'.join(path)}' {MISSING}")
+    key = event.get("routing_key")
+    if isinstance(key, str) and key.strip() and len(key) != ROUTING_KEY_LENGTH:
+        problems.append(f"'routing_key' must be {ROUTING_KEY_LENGTH} characters long (got {len(key)})")
+    if event.get("event_action", "trigger") == "trigger":  # payload and images count on triggers (and changes)
+        summary = event.get("payload", {}).get("summary") if isinstance(event.get("payload"), dict) else None
+        if isinstance(summary, str) and len(summary) > SUMMARY_MAX:
+            problems.append(f"'payload.summary' must be at most {SUMMARY_MAX} characters (got {len(summary)})")
+        images = event.get("images") if isinstance(event.get("images"), list) else []
+        problems += [f"'images[{index}].src' must be an https URL" for index, image in enumerate(images)
+                     if not _is_https_image(image)]
+    size = event_size(event)
+    if size >= EVENT_REFUSED_BYTES:
+        problems.append(f"'event' must be smaller than 512 KB ({EVENT_REFUSED_BYTES} bytes of JSON; got {size})")
+    return problems

@@ -7,7 +7,7 @@ while the relay package is still being imported.
 import difflib
 import os
 from datetime import timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from relay.timeutil import parse_seconds
 
@@ -19,6 +19,7 @@ DATABASE_URL_FORMS = "postgresql://USER:PASSWORD@HOST:5432/DATABASE or sqlite://
 LIBRARY_SETTINGS = {"SQLALCHEMY_BINDS", "SQLALCHEMY_ECHO", "SQLALCHEMY_RECORD_QUERIES",
                     "SQLALCHEMY_TRACK_MODIFICATIONS"}
 EVENTS_URL_FORM = "https://events.pagerduty.com/v2/enqueue"
+CHANGE_EVENTS_PATH = "/v2/change/enqueue"  # PagerDuty developer-docs events-API-v2/03-Change-Events.md
 
 
 class Environment:
@@ -31,6 +32,10 @@ class Environment:
     def text(self, name: str, default: str = "") -> str:
         """Read a string."""
         return self.environ.get(name, default)
+
+    def words(self, name: str) -> list[str]:
+        """Read a list of words separated by commas or white space (unset or empty: none)."""
+        return self.environ.get(name, "").replace(",", " ").split()
 
     def flag(self, name: str, default: bool = False) -> bool:
         """Read an on/off switch: 1 or 0 (empty: the default)."""
@@ -108,6 +113,12 @@ def events_url_problem(name: str, url) -> str | None:
     if parts and parts.scheme in ("http", "https") and parts.hostname and parts.path not in ("", "/"):
         return None
     return f"{name} must be a full URL such as {EVENTS_URL_FORM}, not {url!r}"
+
+
+def change_events_url(events_url: str) -> str:
+    """PagerDuty's change events URL on the host of an Events API URL: /v2/change/enqueue."""
+    parts = urlsplit(events_url)
+    return urlunsplit((parts.scheme, parts.netloc, CHANGE_EVENTS_PATH, "", ""))
 
 
 def read_config_file(path: str, known: set[str]) -> tuple[dict, list[str]]:

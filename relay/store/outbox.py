@@ -40,14 +40,15 @@ def backend(bind):
 
 def row_values(event: dict, source: str, route: str | None = None, alert: dict | None = None,
                status: str = states.PENDING, error: str | None = None, summary: str | None = None,
-               events_url: str | None = None, cause: str | None = None) -> dict:
+               events_url: str | None = None, cause: str | None = None, event_action: str | None = None) -> dict:
     """The column values of a new row for a validated event (pending unless told otherwise); summary is shown
     when the event carries none; bound for events_url (None: whichever PAGERDUTY_EVENTS_URL the sending process
-    has); cause says why the relay sent it of its own accord."""
+    has); cause says why the relay sent it of its own accord; event_action names what an event without one is (a
+    change event)."""
     payload = event.get("payload") or {}
     now = models.utcnow()
     return {
-        "source": source, "route": route, "event_action": event["event_action"],
+        "source": source, "route": route, "event_action": event_action or event["event_action"],
         "dedup_key": event.get("dedup_key"), "summary": payload.get("summary") or summary,
         "severity": payload.get("severity"),
         "routing_key": event["routing_key"], "routing_key_masked": mask(event["routing_key"]),

@@ -13,7 +13,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from relay.errors import RelayError
 from relay.intake.routing import ConfigError
-from relay.intake.sources import SOURCES
+from relay.intake.sources import SOURCES, pagerduty
 from relay.startup.process import warn
 from relay.store import signatures
 from relay.store.models import db
@@ -157,13 +157,20 @@ def check_webhook(source_name: str) -> None:
     """Let a webhook in, or raise Unauthorized / LoopbackOnly."""
     auth = current_app.extensions["relay.webhook_auth"].get(source_name, SourceAuth())
     if not auth.configured:
-        if current_app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"]:
+        if current_app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] or keys_listed(source_name):
             return
         _require_loopback("no credential is configured for this source, so it accepts webhooks from loopback "
                           "only; see the README's Security section")
         return
     if not (bearer_ok(auth) or basic_ok(auth) or hmac_ok(auth, time.time(), source_name)):
         raise Unauthorized("missing or invalid credentials")
+
+
+def keys_listed(source_name: str) -> bool:
+    """Tell whether the source admits events by the routing key in their body (the pagerduty source's allow-list,
+    checked as each event is read): PagerDuty's clients send no credential of their own."""
+    settings = current_app.extensions["relay.source_settings"].get(source_name)
+    return source_name == pagerduty.NAME and bool(pagerduty.allow_list(settings))
 
 
 def check_api(browser: bool = False) -> None:
@@ -201,6 +208,8 @@ def _guard():
         raise CrossOrigin("a request from another site's page is refused; call the relay directly")
     if request.blueprint == "webhooks":
         check_webhook((request.view_args or {}).get("source_name", ""))
+    elif request.blueprint == "dropin":
+        check_webhook(pagerduty.NAME)
     elif request.blueprint in ("api", "ui"):
         check_api(browser=request.blueprint == "ui")
 
@@ -237,6 +246,8 @@ def init_app(app):
     trust_proxies(app)
     app.before_request(_guard)
     for source in SOURCES:
+        if source == pagerduty.NAME and pagerduty.allow_list(app.extensions["relay.source_settings"].get(source)):
+            continue  # the allow-list admits events by their routing key
         if not app.extensions["relay.webhook_auth"].get(source, SourceAuth()).configured:
             scope = "from anywhere (RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1)" \
                 if app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] else "from loopback only"

@@ -5,6 +5,7 @@ from flask import Blueprint, jsonify
 
 from relay.incidents import OUTCOMES, IncidentInputSchema, ServiceKeySchema
 from relay.intake.sources import SOURCES, webhook_methods
+from relay.pagerduty.event import ChangeEventSchema, EventSchema
 from relay.store.logquery import NO_NUL, LogFilterSchema, Moment
 from relay.web import schemas
 
@@ -19,6 +20,7 @@ def _json(schema, description="", status=None):
 
 ERRORS = {"400": _json("Error", "invalid input, named per field"), "401": _json("Error", "missing or bad token"),
           "403": _json("Error", "no token configured and the caller is not on loopback")}
+KEY_REFUSED = "a routing key outside the allow-list, or no credential configured and the caller not on loopback"
 TOO_LARGE = {"413": _json("Error", "body over RELAY_MAX_BODY_BYTES, more alerts than RELAY_MAX_ALERTS_PER_REQUEST, or "
                                    "an alert of more labels or annotations than RELAY_MAX_LABELS_PER_ALERT")}
 
@@ -31,6 +33,17 @@ def _webhook(source, body_schema, methods):
         "responses": {"202": _json("WebhookAccepted", "stored"), **ERRORS, **TOO_LARGE,
                       "409": _json("Error", "a signed request whose signature was accepted before (a replay)")}}
         for method in methods}
+
+
+def _dropin(summary, body_schema, status, errors_meaning):
+    answers = {status: _json("DropInAccepted", "stored"),
+               "400": _json("PagerDutyAnswer", "refused as PagerDuty would: status \"invalid event\", errors"),
+               "401": _json("PagerDutyAnswer", "missing or bad credentials"),
+               "403": _json("PagerDutyAnswer", errors_meaning), "413": _json("PagerDutyAnswer", "body too large")}
+    return {"post": {"summary": summary, "tags": ["drop-in"],
+                     "security": [{"webhook_bearer": []}, {"webhook_basic": []}, {}],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}},
+                     "responses": answers}}
 
 
 def _preview(source, body_schema):
@@ -83,6 +96,13 @@ def _paths():
         **{f"/api/v1/preview/{name}": _preview(name, source.BODY_SCHEMA) for name, source in SOURCES.items()},
         **{f"/webhooks/{name}": _webhook(name, source.BODY_SCHEMA, webhook_methods(source))
            for name, source in SOURCES.items()},
+        "/v2/enqueue": _dropin("PagerDuty's Events API v2: stored, then delivered; the 202 carries the dedup key "
+                               "PagerDuty gets.", EventSchema, "202", KEY_REFUSED),
+        "/v2/change/enqueue": _dropin("PagerDuty's change events: stored, then delivered to its change endpoint.",
+                                      ChangeEventSchema, "202", KEY_REFUSED),
+        "/generic/2010-04-15/create_event.json": _dropin(
+            "PagerDuty's legacy Events API v1, translated to v2; answered 200 with incident_key.",
+            {"type": "object"}, "200", KEY_REFUSED),
         "/healthz": {"get": {"tags": ["health"], "summary": "The process is up.",
                              "responses": {"200": {"description": "up"}}}},
         "/readyz": {"get": {"tags": ["health"],
@@ -109,7 +129,7 @@ def build_spec() -> dict:
                    info={"description": "An alert relay between monitoring and PagerDuty's Events API v2."})
     plugin.map_to_openapi_type(Moment, "string", "date-time")  # durations such as 2h are accepted too
     for name in ("Error", "JobResult", "PagerDutyError", "LogPage", "LogDetail", "WebhookAccepted", "Preview",
-                 "Retry"):
+                 "Retry", "DropInAccepted"):  # PagerDutyAnswer comes with LogDetail
         spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
     spec.components.security_scheme("api_token", {"type": "http", "scheme": "bearer",
                                                   "description": "RELAY_API_TOKEN"})

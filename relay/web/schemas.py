@@ -53,6 +53,16 @@ class PagerDutyAnswerSchema(Schema):
     errors = fields.List(fields.Str())
 
 
+class DropInAcceptedSchema(Schema):
+    """The drop-in endpoint's answer once an event is stored, as PagerDuty gives it: v2 with the dedup key PagerDuty
+    gets, v1 with it as incident_key, a change event with neither."""
+
+    status = fields.Str(required=True, metadata={"example": "success"})
+    message = fields.Str(required=True, metadata={"example": "Event processed"})
+    dedup_key = fields.Str()
+    incident_key = fields.Str()
+
+
 class LogEntrySchema(Schema):
     """One incident_log row; the routing key is masked."""
 
@@ -160,3 +170,4 @@ log_detail = LogDetailSchema()
 webhook_accepted = WebhookAcceptedSchema()
 preview = PreviewSchema()
 retried = RetrySchema()
+dropin_accepted = DropInAcceptedSchema()

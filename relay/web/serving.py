@@ -86,7 +86,11 @@ class ArrivedRequestWorker(SyncWorker):
     threads = 4  # for the requests that wait (WAITING_PATHS); set by gunicorn.conf.py
 
     def run(self):
-        """Read every connection as its bytes come; handle each request once it is whole."""
+        """Read every connection as its bytes come; handle each request once it is whole. Served over TLS
+        (gunicorn's --certfile), gunicorn's own sync loop runs instead: the selector reads raw bytes, which a TLS
+        handshake needs answered first (a TLS proxy in front keeps this worker's protection from slow clients)."""
+        if self.cfg.is_ssl:
+            return super().run()
         self.selector = selectors.DefaultSelector()
         for listener in self.sockets:
             listener.setblocking(False)

@@ -102,11 +102,12 @@ class Process:
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
 
-    def wait_http_ok(self, url: str, timeout: float = START_TIMEOUT) -> None:
-        """Wait until url answers 200, failing early if the process died."""
+    def wait_http_ok(self, url: str, timeout: float = START_TIMEOUT, verify=True) -> None:
+        """Wait until url answers 200, failing early if the process died; verify as requests takes it (a CA file
+        for a test certificate)."""
         def ready():
             self.check_alive()
-            return http.get(url, timeout=1).status_code == 200
+            return http.get(url, timeout=1, verify=verify).status_code == 200
         try:
             wait_for(ready, timeout, message=f"{self.name} at {url}")
         except AssertionError as exc:
@@ -139,10 +140,10 @@ class Process:
 
 
 @contextmanager
-def running(process: Process, health_url: str):
+def running(process: Process, health_url: str, verify=True):
     """Wait for a started process to be healthy, yield it, and stop it however the block ends."""
     try:
-        process.wait_http_ok(health_url)
+        process.wait_http_ok(health_url, verify=verify)
         yield process
     finally:
         process.stop()
@@ -189,11 +190,13 @@ def migrate_store(env: dict) -> None:
 
 @contextmanager
 def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None, extra_env: dict | None = None,
-                 database_url: str | None = None, name: str = "relay", migrate: bool = True):
+                 database_url: str | None = None, name: str = "relay", migrate: bool = True,
+                 tls: tuple[Path, Path] | None = None):
     """Migrate the store with the CLI, serve it with gunicorn, yield a Relay; stop it on exit.
 
     The store is tmp_path/relay.sqlite3 unless database_url names another. A store already migrated (a restart,
     a second instance) may skip that (migrate=False). name tells instances apart in tmp_path/<name>.log.
+    tls=(certificate, key) serves HTTPS with gunicorn's --certfile and --keyfile.
     """
     routing_key = routing_key or secrets.token_hex(16)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -216,12 +219,13 @@ def relay_server(tmp_path: Path, events_url: str, routing_key: str | None = None
     if migrate:
         migrate_store(env)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    certificate = ["--certfile", tls[0], "--keyfile", tls[1]] if tls else []
     # No control socket: relays running side by side must not share (and remove) ~/.gunicorn/gunicorn.ctl.
     process = Process(f"{name} (gunicorn)", [VENV_BIN / "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket",
-                                             "-b", f"127.0.0.1:{port}", "wsgi:app"],
+                                             "-b", f"127.0.0.1:{port}", *certificate, "wsgi:app"],
                       tmp_path / f"{name}.log", env=env, cwd=ROOT)
-    with running(process, url + "/readyz"):  # the delivery process is up too
+    with running(process, url + "/readyz", verify=str(tls[0]) if tls else True):  # the delivery process is up too
         yield Relay(url, db_path, process, routing_key, database_url)
 
 

@@ -13,12 +13,13 @@ A new source is one module and one line below.
 """
 from types import ModuleType
 
-from relay.intake.sources import alertmanager, generic, grafana
+from relay.intake.sources import alertmanager, generic, grafana, pagerduty
 
 SOURCES: dict[str, ModuleType] = {source.NAME: source for source in (
     alertmanager,
     grafana,
-    generic,
+    pagerduty,
+    generic,  # last: it takes almost any object, so the others' guesses (meant_for) are tried first
 )}
 
 
