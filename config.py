@@ -23,10 +23,10 @@ def _source_auth(source):
 
 
 def webhook_auth():
-    """Webhook credentials for every registered source."""
+    """Webhook credentials for every registered source, and for jobs' heartbeat check-ins (RELAY_HEARTBEATS_…)."""
     from relay.intake.sources import SOURCES
 
-    return {source: _source_auth(source) for source in SOURCES}
+    return {source: _source_auth(source) for source in (*SOURCES, "heartbeats")}
 
 
 class Config:
@@ -102,7 +102,8 @@ class Config:
     # Routes, tried in order: the first whose matchers all hold takes the alert ("continue": True goes on
     # to the next). Each route: name, matchers (Alertmanager syntax), one of routing_key /
     # routing_key_env / routing_key_template, severity_label, severity_map, builtin_severities, default_severity,
-    # no_data_severity, dedup ("alert", "group" or a template), templates, custom_details, continue. See
+    # no_data_severity, dedup ("alert", "group" or a template), templates, custom_details, continue, heartbeat
+    # ({"within": "5m"}: its alerts are heartbeats, docs/heartbeats.md). See
     # docs/routing.md.
     ROUTES = [
         # {
@@ -117,5 +118,12 @@ class Config:
         {"name": "default", "routing_key_env": "PAGERDUTY_ROUTING_KEY"}
         if environment.text("PAGERDUTY_ROUTING_KEY") else None
     )
+    # Jobs that must check in (POST /heartbeats/<name>), each: name, every ("1h") or cron (with tz), grace,
+    # routing_key or routing_key_env, severity, summary. See docs/heartbeats.md.
+    HEARTBEATS = []
+    # How often heartbeats are judged (in one delivery process at a time), and how long a route's heartbeat that
+    # stopped arriving is watched before it is forgotten (empty or 0: never).
+    RELAY_HEARTBEAT_CHECK_SECONDS = environment.seconds("RELAY_HEARTBEAT_CHECK_SECONDS", 15)
+    RELAY_HEARTBEAT_FORGET_AFTER = environment.duration("RELAY_HEARTBEAT_FORGET_AFTER", timedelta(days=7))
     # Where the generic webhook finds each field: dotted paths, or lists of them tried in order.
     GENERIC_WEBHOOK = {}

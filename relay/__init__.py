@@ -12,7 +12,7 @@ from relay.intake.sources import SOURCES, settings_key
 from relay.startup import settings
 from relay.store import postgres, sqlite
 from relay.store.models import db
-from relay.web import api, auth, health, openapi, page, payloads, scrape, webhooks
+from relay.web import api, auth, checkins, health, openapi, page, payloads, scrape, webhooks
 
 __version__ = "0.1.0"
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
@@ -51,6 +51,7 @@ def create_app(test_config=None):
     app.register_blueprint(scrape.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
+    checkins.init_app(app)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(page.bp)  # the log page at /
     cli.init_app(app)

@@ -150,6 +150,7 @@ def make_app(backend, database_urls, pd):
             db.session.execute(sa.text("DELETE FROM endpoint_state"))  # an earlier test's outage
             db.session.execute(sa.text("DELETE FROM key_hold"))
             db.session.execute(sa.text("DELETE FROM lease"))  # an earlier test's periodic duties
+            db.session.execute(sa.text("DELETE FROM heartbeat"))  # an earlier test's heartbeats
             db.session.commit()
         made.append(app)
         return app

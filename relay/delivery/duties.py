@@ -34,7 +34,9 @@ class Duty:
 
 def enabled(config) -> list[Duty]:
     """The duties this configuration turns on; each capability's module offers its own (None while it is off)."""
-    offers = ()
+    from relay.delivery import heartbeats  # each capability imports duties for Duty
+
+    offers = (heartbeats.duty,)
     return [duty for offer in offers if (duty := offer(config)) is not None]
 
 

@@ -8,6 +8,7 @@ from relay.intake.alert import Alert, datasource_state
 from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
 from relay.intake.render import TemplateConfigError, compile_template
 from relay.pagerduty.event import ROUTING_KEY_LENGTH, SEVERITIES
+from relay.timeutil import parse_seconds
 
 DEDUP_ALERT = "alert"  # one PagerDuty alert per alert (default)
 DEDUP_GROUP = "group"  # one per notification group: sha256(groupKey), as Alertmanager's and Grafana's own
@@ -49,6 +50,33 @@ class LabelNames(fields.Field):
         return tuple(names)
 
 
+class Seconds(fields.Field):
+    """A duration as people write it (30s, 5m, 1h) or a number of seconds, loaded as seconds above zero."""
+
+    default_error_messages = {"invalid": "Must be a duration such as 30s, 5m or 1h, above zero."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        """Return the duration in seconds."""
+        try:
+            seconds = parse_seconds(str(value)) if isinstance(value, (str, int, float)) else 0
+        except ValueError:
+            seconds = 0
+        if not seconds > 0 or isinstance(value, bool):
+            raise self.make_error("invalid")
+        return seconds
+
+
+class HeartbeatOptionSchema(Schema):
+    """A route's `heartbeat` option: {"within": "5m", "per": ["cluster"], "severity": "critical"}."""
+
+    class Meta:
+        unknown = RAISE
+
+    within = Seconds(required=True)
+    per = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+    severity = fields.String(load_default="critical", validate=validate.OneOf(SEVERITIES))
+
+
 class RouteSchema(Schema):
     """One route as written in config.py."""
 
@@ -75,6 +103,7 @@ class RouteSchema(Schema):
     test_resolve_after_seconds = fields.Integer(load_default=TEST_RESOLVE_AFTER_SECONDS, strict=True,
                                                 validate=validate.Range(min=0, max=86400))
     send_flapping = fields.Boolean(load_default=False)
+    heartbeat = fields.Nested(HeartbeatOptionSchema, load_default=None)
 
     @validates_schema
     def one_routing_key(self, data, **kwargs):
@@ -86,6 +115,16 @@ class RouteSchema(Schema):
 
 
 route_schema = RouteSchema()
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    """A route's heartbeat option: its alerts are heartbeats, one per sender (or per label set) within `within`
+    seconds, and only their absence pages (relay/delivery/heartbeats.py)."""
+
+    within: float
+    per: tuple[str, ...] = ()  # label names that tell heartbeats apart; none: one per sender (its externalURL)
+    severity: str = "critical"
 
 
 @dataclass
@@ -109,6 +148,7 @@ class Route:
     no_data_severity: str | None = "warning"  # for Grafana's DatasourceNoData/DatasourceError; None: as others
     test_notifications: str = TESTS_SEND
     test_resolve_after_seconds: int = TEST_RESOLVE_AFTER_SECONDS
+    heartbeat: "Watchdog | None" = None  # its alerts are heartbeats, not incidents
     severities: dict[str, str] = field(init=False, repr=False)  # every word the route knows → PagerDuty severity
 
     def __post_init__(self):
@@ -152,6 +192,11 @@ class Routing:
     def sends_flapping(self, route_name: str | None) -> bool:
         """Tell whether the named route sends a trigger and its resolve that were both still unsent."""
         return any(route.send_flapping for route in [*self.routes, self.default] if route and route.name == route_name)
+
+    def heartbeat_of(self, route_name: str | None) -> "Watchdog | None":
+        """The named route's heartbeat option, None when its alerts are incidents."""
+        return next((route.heartbeat for route in [*self.routes, self.default]
+                     if route and route.name == route_name and route.heartbeat), None)
 
 
 def _problem(name, field_name, message):
@@ -234,6 +279,8 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         test_notifications=spec["test_notifications"],
         test_resolve_after_seconds=spec["test_resolve_after_seconds"],
         send_flapping=spec["send_flapping"],
+        heartbeat=Watchdog(spec["heartbeat"]["within"], tuple(spec["heartbeat"]["per"]), spec["heartbeat"]["severity"])
+        if spec["heartbeat"] else None,
     )
 
 

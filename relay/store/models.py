@@ -186,3 +186,29 @@ class Lease(db.Model):
     name = db.Column(db.String(64), primary_key=True)
     holder = db.Column(db.String(255), nullable=False)  # a delivery process's id, as in delivery_process.id
     until = db.Column(UTCDateTime, nullable=False)
+
+
+class Heartbeat(db.Model):
+    """A heartbeat the relay watches (relay/delivery/heartbeats.py): a route's watchdog per sender or label set, or
+    a job from HEARTBEATS; its state and the incident opened while it is down."""
+
+    __tablename__ = "heartbeat"
+
+    key = db.Column(db.String(64), primary_key=True)  # SHA-256 of its kind, name and identity
+    kind = db.Column(db.String(16), nullable=False)  # watchdog or job
+    name = db.Column(db.String(1024), nullable=False)  # what people and metrics call it
+    route = db.Column(db.String(128))  # a watchdog's route
+    subject = db.Column(db.Text)  # a watchdog's sender ("Alertmanager at …") or label set
+    # The full key is needed to page; only a mask is ever shown.
+    routing_key = db.Column(db.String(255), nullable=False)
+    severity = db.Column(db.String(16), nullable=False)
+    within_seconds = db.Column(db.Float)  # a watchdog's window
+    state = db.Column(db.String(16), nullable=False)
+    watched_since = db.Column(UTCDateTime, nullable=False)  # first known, or the relay's return from a pause
+    last_seen = db.Column(UTCDateTime)
+    last_start = db.Column(UTCDateTime)
+    last_message = db.Column(db.Text)  # the last check-in's body
+    next_expected = db.Column(UTCDateTime)  # late after this
+    checked_at = db.Column(UTCDateTime)  # its last evaluation
+    changed_at = db.Column(UTCDateTime, nullable=False)  # its state's last change
+    dedup_key = db.Column(db.String(255), nullable=False)  # its incident's

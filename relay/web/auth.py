@@ -201,6 +201,8 @@ def _guard():
         raise CrossOrigin("a request from another site's page is refused; call the relay directly")
     if request.blueprint == "webhooks":
         check_webhook((request.view_args or {}).get("source_name", ""))
+    elif request.blueprint == "heartbeats":
+        check_webhook("heartbeats")
     elif request.blueprint in ("api", "ui"):
         check_api(browser=request.blueprint == "ui")
 
@@ -241,5 +243,9 @@ def init_app(app):
             scope = "from anywhere (RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1)" \
                 if app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] else "from loopback only"
             warn(app, f"webhooks for {source} have no credential configured: accepted {scope}")
+    check_ins = app.extensions["relay.webhook_auth"].get("heartbeats", SourceAuth())
+    if app.config.get("HEARTBEATS") and not check_ins.configured:
+        warn(app, "heartbeat check-ins have no credential configured (RELAY_HEARTBEATS_TOKEN): accepted from "
+                  + ("anywhere" if app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] else "loopback only"))
     if not app.config["RELAY_API_TOKEN"]:
         warn(app, "RELAY_API_TOKEN is not set: the API and the log page answer loopback only")
