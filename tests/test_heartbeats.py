@@ -4,6 +4,7 @@ also with two instances; state in the API, CLI, metrics and page."""
 import json
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -279,9 +280,11 @@ def test_check_ins_over_http_keep_the_body_and_are_authenticated_like_webhooks(m
     auth = {"Authorization": "Bearer beat-token"}
     response = client.post("/heartbeats/backup/start", headers=auth, data="begin")
     assert response.status_code == 200 and response.get_json()["last_start"]
-    response = client.post("/heartbeats/backup", headers=auth, data="12 GB in 4 min", content_type="text/plain")
+    # curl --data-binary sends a form's content type: the body is still kept as it came
+    response = client.post("/heartbeats/backup", headers=auth, data="12 GB in 4 min&more=1",
+                           content_type="application/x-www-form-urlencoded")
     answer = response.get_json()
-    assert response.status_code == 200 and answer["state"] == "up" and answer["last_message"] == "12 GB in 4 min"
+    assert response.status_code == 200 and answer["state"] == "up" and answer["last_message"] == "12 GB in 4 min&more=1"
     assert answer["routing_key"] == "…3210" and JOB_KEY not in response.get_data(as_text=True)
     response = client.post("/heartbeats/restore", headers=auth)
     assert response.status_code == 404
@@ -391,3 +394,14 @@ def test_a_page_and_its_resolve_reach_pagerduty_through_the_delivery_worker(deli
     wait_until(lambda: [e["event_action"] for e in pd.accepted()] == ["trigger", "resolve"],
                message="the resolve sent")
     assert pd.accepted()[1]["dedup_key"] == trigger["dedup_key"]
+
+
+def test_the_example_configuration_loads_and_watches_as_documented(make_app, monkeypatch):
+    monkeypatch.setenv("RELAY_CONFIG", str(Path(__file__).resolve().parents[1] / "examples" / "heartbeats.py"))
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", KEY)
+    app = make_app()
+    assert sorted(app.extensions["relay.heartbeats"]) == ["nightly-backup", "sync-invoices"]
+    send_watchdog(app.test_client())
+    with app.app_context(), db.engine.connect() as conn:
+        assert [(b["name"], b["state"]) for b in heartbeats.overview(conn)] == [
+            ("watchdog http://am-1:9093", "up")]
