@@ -201,6 +201,8 @@ def check_config():
     routing, _ = configure.load(current_app.config)
     for line in configure.describe(routing):
         click.echo(line)
+    for job in current_app.extensions["relay.heartbeats"].values():
+        click.echo(heartbeats.describe_job(job))
     if routing.default is None:
         click.echo("warning: no default route: alerts matching no route are logged as unrouted, not sent")
     click.echo(f"configuration OK: {len(routing.routes)} route(s)"

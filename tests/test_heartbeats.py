@@ -3,6 +3,7 @@ absence pages, on both stores, judged by the evaluation duty run with a driven c
 also with two instances; state in the API, CLI, metrics and page."""
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def send_watchdog(client, external_url="http://am-1:9093", **labels):
     response = client.post("/webhooks/alertmanager", json={**body, "externalURL": external_url})
     assert response.status_code == 202, response.get_json()
     return response.get_json()
+
+
+def beating(app, external_url="http://am-1:9093", **labels):
+    """Start the evaluation, then send one heartbeat; return when the evaluation started."""
+    start = utcnow()
+    evaluate(app, start)
+    send_watchdog(app.test_client(), external_url, **labels)
+    return start
 
 
 def evaluate(app, now):
@@ -103,9 +112,7 @@ def test_a_watchdog_alert_is_a_heartbeat_not_an_incident_and_its_silence_pages_o
 def test_each_alertmanager_replica_is_its_own_heartbeat(make_app):
     app = watchdog_app(make_app)
     client = app.test_client()
-    start = utcnow()
-    evaluate(app, start)
-    send_watchdog(client, "http://am-1:9093")
+    start = beating(app, "http://am-1:9093")
     send_watchdog(client, "http://am-2:9093")
     evaluate(app, start + timedelta(minutes=5, seconds=10))
     rows = log_rows(app)
@@ -117,9 +124,7 @@ def test_each_alertmanager_replica_is_its_own_heartbeat(make_app):
 def test_heartbeats_per_label_set(make_app):
     app = watchdog_app(make_app, per=["cluster"], severity="error")
     client = app.test_client()
-    start = utcnow()
-    evaluate(app, start)
-    send_watchdog(client, cluster="eu1")
+    start = beating(app, cluster="eu1")
     send_watchdog(client, "http://am-2:9093", cluster="eu1")  # another replica: the same heartbeat
     send_watchdog(client, cluster="us1")
     assert set(states(app)) == {"watchdog cluster=eu1", "watchdog cluster=us1"}
@@ -131,9 +136,7 @@ def test_heartbeats_per_label_set(make_app):
 
 def test_a_relay_back_from_a_pause_gives_every_heartbeat_a_window_before_paging(make_app, caplog):
     app = watchdog_app(make_app)
-    start = utcnow()
-    evaluate(app, start)
-    send_watchdog(app.test_client())
+    start = beating(app)
     evaluate(app, start + timedelta(seconds=15))
     back = start + HOUR  # the relay was stopped for an hour: the sender had no chance to check in
     evaluate(app, back)
@@ -336,9 +339,7 @@ def test_state_in_the_api_the_cli_the_metrics_and_the_page(make_app):
 def test_two_instances_evaluating_one_store_open_one_incident(make_app):
     app = watchdog_app(make_app)
     other = watchdog_app(make_app)
-    start = utcnow()
-    evaluate(app, start)
-    send_watchdog(app.test_client())
+    start = beating(app)
     late = start + timedelta(minutes=5, seconds=1)
     barrier = threading.Barrier(4)
 
@@ -381,17 +382,19 @@ def _counting(app, name, runs):
     return run
 
 
-def test_a_page_and_its_resolve_reach_pagerduty_through_the_delivery_worker(delivering, pd):
-    app = watchdog_app(delivering)
-    start = utcnow()
-    evaluate(app, start)
+def test_the_delivery_process_judges_and_pages_through_the_simulator(delivering, pd):
+    # The delivery worker runs the duty itself, on the real clock: a 1 s window, judged every 0.2 s.
+    app = delivering(ROUTES=[{**WATCHDOG_ROUTE, "heartbeat": {"within": "1s"}}], RELAY_HEARTBEAT_CHECK_SECONDS=0.2)
     send_watchdog(app.test_client())
-    evaluate(app, start + timedelta(minutes=6))
+    sent = time.monotonic()
     wait_until(lambda: [e["event_action"] for e in pd.accepted()] == ["trigger"], message="the trigger sent")
+    assert 1 <= time.monotonic() - sent < 5
     trigger = pd.accepted()[0]
     assert trigger["routing_key"] == KEY and trigger["payload"]["source"] == "relay"
+    assert trigger["payload"]["summary"].startswith("No heartbeat from Prometheus Alertmanager at http://am-1:9093 "
+                                                    "for 1s; last seen ")
     send_watchdog(app.test_client())
-    wait_until(lambda: [e["event_action"] for e in pd.accepted()] == ["trigger", "resolve"],
+    wait_until(lambda: [e["event_action"] for e in pd.accepted()][:2] == ["trigger", "resolve"],
                message="the resolve sent")
     assert pd.accepted()[1]["dedup_key"] == trigger["dedup_key"]
 
@@ -405,3 +408,16 @@ def test_the_example_configuration_loads_and_watches_as_documented(make_app, mon
     with app.app_context(), db.engine.connect() as conn:
         assert [(b["name"], b["state"]) for b in heartbeats.overview(conn)] == [
             ("watchdog http://am-1:9093", "up")]
+
+
+def test_check_config_lists_the_heartbeats_keys_masked(make_app):
+    app = make_app(ROUTES=[WATCHDOG_ROUTE], HEARTBEATS=[
+        {"name": "backup", "cron": "0 3 * * *", "tz": "Europe/Berlin", "grace": "30m", "routing_key": JOB_KEY},
+        {"name": "sync", "every": "1h", "routing_key": JOB_KEY}])
+    result = app.test_cli_runner().invoke(args=["relay", "check-config"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert 'watchdog: alertname="Watchdog" → key …cdef, dedup alert, heartbeat within 300 s' in lines
+    assert "heartbeat backup: cron '0 3 * * *' in Europe/Berlin, grace 30m → key …3210" in lines
+    assert "heartbeat sync: every 1h, grace 5m → key …3210" in lines
+    assert JOB_KEY not in result.output and KEY not in result.output

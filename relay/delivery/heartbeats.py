@@ -101,6 +101,12 @@ class Job:
         return next(CronSim(self.cron, moment.astimezone(ZoneInfo(self.tz)))).astimezone(timezone.utc)
 
 
+def describe_job(job: Job) -> str:
+    """One line per job heartbeat, for people checking their configuration."""
+    schedule = f"every {_duration(job.every)}" if job.every is not None else f"cron {job.cron!r} in {job.tz}"
+    return f"heartbeat {job.name}: {schedule}, grace {_duration(job.grace)} → key {mask(job.routing_key)}"
+
+
 def load_jobs(raw, environ=os.environ) -> dict[str, Job]:
     """Check HEARTBEATS from config; raise ConfigError naming the job and field of the first problem."""
     if not raw:

@@ -63,7 +63,8 @@ def describe(routing: Routing) -> list[str]:
         key = "templated" if route.routing_key_template else mask(route.routing_key)
         matchers = ", ".join(map(str, route.matchers)) or "(everything)"
         lines.append(f"{route.name}: {matchers} → key {key}, dedup {route.dedup}"
-                     f"{', continue' if route.continue_ else ''}")
+                     f"{', continue' if route.continue_ else ''}"
+                     f"{f', heartbeat within {route.heartbeat.within:g} s' if route.heartbeat else ''}")
     return lines
 
 
