@@ -23,10 +23,10 @@ def _source_auth(source):
 
 
 def webhook_auth():
-    """Webhook credentials for every registered source, and for jobs' heartbeat check-ins (RELAY_HEARTBEATS_…)."""
+    """Webhook credentials for every registered source."""
     from relay.intake.sources import SOURCES
 
-    return {source: _source_auth(source) for source in (*SOURCES, "heartbeats")}
+    return {source: _source_auth(source) for source in SOURCES}
 
 
 class Config:
@@ -78,6 +78,8 @@ class Config:
     # Inbound authentication. A source with no credential accepts webhooks from loopback only, unless
     # RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1; without RELAY_API_TOKEN the API and page answer loopback only.
     WEBHOOK_AUTH = webhook_auth()
+    # Jobs' heartbeat check-ins (POST /heartbeats/<name>) take credentials as a source does: RELAY_HEARTBEATS_TOKEN…
+    HEARTBEATS_AUTH = _source_auth("heartbeats")
     RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS = environment.flag("RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS")
     RELAY_API_TOKEN = environment.text("RELAY_API_TOKEN", "")
     # How many proxies in front of the relay set X-Forwarded-For and X-Forwarded-Proto; 0 (default) trusts none,

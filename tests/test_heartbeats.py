@@ -275,9 +275,8 @@ def test_a_bad_job_stops_start_up_naming_it(make_app, change, problem):
 
 
 def test_check_ins_over_http_keep_the_body_and_are_authenticated_like_webhooks(make_app):
-    app = job_app(make_app, **{})
-    app.extensions["relay.webhook_auth"]["heartbeats"] = type(
-        app.extensions["relay.webhook_auth"]["alertmanager"])(bearer_token="beat-token")
+    app = make_app(HEARTBEATS=[{"name": "backup", "every": "1h", "routing_key": JOB_KEY}],
+                   HEARTBEATS_AUTH={"bearer_token": "beat-token"})
     client = app.test_client()
     assert client.post("/heartbeats/backup").status_code == 401
     auth = {"Authorization": "Bearer beat-token"}
@@ -297,6 +296,8 @@ def test_check_ins_over_http_keep_the_body_and_are_authenticated_like_webhooks(m
     response = client.post("/heartbeats/backup/fail", headers=auth, data="exit 2")
     assert response.get_json()["state"] == "down"
     assert [r.event_action for r in log_rows(app)] == ["trigger"]
+    with pytest.raises(ConfigError, match=r"^HEARTBEATS_AUTH: basic_user is set without basic_password"):
+        make_app(HEARTBEATS_AUTH={"basic_user": "cron"})
 
 
 # --- where operators look ----------------------------------------------------------------------------

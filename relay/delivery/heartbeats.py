@@ -249,7 +249,7 @@ def _fail(conn, key, fixed, job: Job, message: str | None, now: datetime, events
         return []
     reason = (message or "").strip().splitlines()[0] if (message or "").strip() else "no message"
     log.warning("heartbeat %s reported a failure", row.name, extra={"heartbeat": row.name})
-    return [_trigger(row, job.summary or f"Job {job.name} reported a failure: {reason}", now, events_url,
+    return [_trigger(_locked(conn, key), job.summary or f"Job {job.name} reported a failure: {reason}", now, events_url,
                      last_message=message)]
 
 

@@ -208,18 +208,22 @@ def _guard():
 
 
 def load(config) -> dict[str, SourceAuth]:
-    """Read WEBHOOK_AUTH from config into checked SourceAuth values."""
-    known = {f.name for f in fields(SourceAuth)}
-    loaded = {}
-    for source, settings in (config.get("WEBHOOK_AUTH") or {}).items():
-        unknown = set(settings) - known
-        if unknown:
-            raise ConfigError(f"WEBHOOK_AUTH[{source!r}]: unknown setting(s) {', '.join(sorted(unknown))}")
-        loaded[source] = SourceAuth(**settings)
-        if loaded[source].basic_user and not loaded[source].basic_password:
-            raise ConfigError(f"WEBHOOK_AUTH[{source!r}]: basic_user is set without basic_password; set both "
-                              "(RELAY_<SOURCE>_BASIC_USER and RELAY_<SOURCE>_BASIC_PASSWORD)")
-    return loaded
+    """Read WEBHOOK_AUTH (and HEARTBEATS_AUTH, for jobs' check-ins) from config into checked SourceAuth values."""
+    given = {**(config.get("WEBHOOK_AUTH") or {}), "heartbeats": config.get("HEARTBEATS_AUTH") or {}}
+    return {source: _checked(source, settings) for source, settings in given.items()}
+
+
+def _checked(source: str, settings: dict) -> SourceAuth:
+    """One source's credentials, or ConfigError naming the source and the problem."""
+    where = "HEARTBEATS_AUTH" if source == "heartbeats" else f"WEBHOOK_AUTH[{source!r}]"
+    unknown = set(settings) - {f.name for f in fields(SourceAuth)}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    auth = SourceAuth(**settings)
+    if auth.basic_user and not auth.basic_password:
+        raise ConfigError(f"{where}: basic_user is set without basic_password; set both "
+                          "(RELAY_<SOURCE>_BASIC_USER and RELAY_<SOURCE>_BASIC_PASSWORD)")
+    return auth
 
 
 def trust_proxies(app) -> None:
