@@ -422,3 +422,16 @@ def test_check_config_lists_the_heartbeats_keys_masked(make_app):
     assert "heartbeat backup: cron '0 3 * * *' in Europe/Berlin, grace 30m → key …3210" in lines
     assert "heartbeat sync: every 1h, grace 5m → key …3210" in lines
     assert JOB_KEY not in result.output and KEY not in result.output
+
+
+def test_a_job_taken_out_of_the_configuration_is_forgotten_and_its_incident_resolved(make_app, caplog):
+    app = job_app(make_app)
+    start = utcnow()
+    evaluate(app, start)
+    check_in(app, heartbeats.FAIL, start, "exit 1")
+    app.config["HEARTBEATS"] = []  # the next deploy no longer has it
+    app.config["ROUTES"] = [WATCHDOG_ROUTE]  # (something still declares heartbeats, so the duty runs)
+    evaluate(app, start + timedelta(seconds=15))
+    assert states(app) == {}
+    assert [r.event_action for r in log_rows(app)] == ["trigger", "resolve"]
+    assert "heartbeat backup forgotten" in caplog.text

@@ -141,6 +141,11 @@ def _job_key(spec: dict, environ) -> str:
     return key
 
 
+def declared(config) -> bool:
+    """Tell whether the configuration declares any heartbeat (a route's option, or HEARTBEATS)."""
+    return bool(config.get("HEARTBEATS") or watched_routes(config))
+
+
 def watched_routes(config) -> set[str]:
     """The names of the routes in config whose alerts are heartbeats."""
     routes = [*(config.get("ROUTES") or []), config.get("DEFAULT_ROUTE") or {}]

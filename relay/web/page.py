@@ -108,7 +108,9 @@ def index():
                 older=url_for(".index", **kept, before_id=next_before_id) if next_before_id else None,
                 newest=url_for(".index", **kept) if "before_id" in given else None,
                 routing_keys=[row.routing_key for row in rows],
-                unreachable=unreachable_endpoints(), heartbeats=heartbeats.overview(db.session.connection()))
+                unreachable=unreachable_endpoints(),
+                heartbeats=heartbeats.overview(db.session.connection()) if heartbeats.declared(current_app.config)
+                else [])
 
 
 def unreachable_endpoints() -> list[dict]:
