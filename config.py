@@ -102,6 +102,8 @@ class Config:
     # Inbound authentication. A source with no credential accepts webhooks from loopback only, unless
     # RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1; without RELAY_API_TOKEN the API and page answer loopback only.
     WEBHOOK_AUTH = webhook_auth()
+    # Jobs' heartbeat check-ins (POST /heartbeats/<name>) take credentials as a source does: RELAY_HEARTBEATS_TOKEN…
+    HEARTBEATS_AUTH = _source_auth("heartbeats")
     RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS = environment.flag("RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS")
     RELAY_API_TOKEN = environment.text("RELAY_API_TOKEN", "")
     # How many proxies in front of the relay set X-Forwarded-For and X-Forwarded-Proto; 0 (default) trusts none,
@@ -126,7 +128,8 @@ class Config:
     # Routes, tried in order: the first whose matchers all hold takes the alert ("continue": True goes on
     # to the next). Each route: name, matchers (Alertmanager syntax), one of routing_key /
     # routing_key_env / routing_key_template, severity_label, severity_map, builtin_severities, default_severity,
-    # no_data_severity, dedup ("alert", "group" or a template), templates, custom_details, continue. See
+    # no_data_severity, dedup ("alert", "group" or a template), templates, custom_details, continue, heartbeat
+    # ({"within": "5m"}: its alerts are heartbeats, docs/heartbeats.md). See
     # docs/routing.md.
     ROUTES = [
         # {
@@ -141,6 +144,13 @@ class Config:
         {"name": "default", "routing_key_env": "PAGERDUTY_ROUTING_KEY"}
         if environment.text("PAGERDUTY_ROUTING_KEY") else None
     )
+    # Jobs that must check in (POST /heartbeats/<name>), each: name, every ("1h") or cron (with tz), grace,
+    # routing_key or routing_key_env, severity, summary. See docs/heartbeats.md.
+    HEARTBEATS = []
+    # How often heartbeats are judged (in one delivery process at a time), and how long a route's heartbeat that
+    # stopped arriving is watched before it is forgotten (empty or 0: never).
+    RELAY_HEARTBEAT_CHECK_SECONDS = environment.seconds("RELAY_HEARTBEAT_CHECK_SECONDS", 15)
+    RELAY_HEARTBEAT_FORGET_AFTER = environment.duration("RELAY_HEARTBEAT_FORGET_AFTER", timedelta(days=7))
     # Where the generic webhook finds each field: dotted paths, or lists of them tried in order.
     GENERIC_WEBHOOK = {}
     # The drop-in PagerDuty endpoint (/v2/enqueue): the routing keys senders may name, comma-separated; empty: any.

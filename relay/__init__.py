@@ -12,7 +12,7 @@ from relay.intake.sources import SOURCES, settings_key
 from relay.startup import settings
 from relay.store import postgres, sqlite
 from relay.store.models import db
-from relay.web import api, auth, dropin, health, openapi, page, payloads, scrape, webhooks
+from relay.web import api, auth, checkins, dropin, health, openapi, page, payloads, scrape, webhooks
 
 __version__ = "0.1.0"
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
@@ -52,6 +52,7 @@ def create_app(test_config=None):
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(dropin.bp)  # PagerDuty's own Events API paths, for tools that speak it
+    checkins.init_app(app)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(page.bp)  # the log page at /
     cli.init_app(app)

@@ -10,8 +10,8 @@ from marshmallow import ValidationError
 from sqlalchemy import select
 
 from relay import metrics
+from relay.delivery import heartbeats, worker
 from relay.delivery import storm as storm_summary
-from relay.delivery import worker
 from relay.errors import BadInput, RelayError, validation_fields
 from relay.intake.alert import ROUTING_KEY_LABEL, TRUNCATED, Alert
 from relay.intake.mapping import Planned, older_state, plan
@@ -21,7 +21,7 @@ from relay.intake.sources import SOURCES, get_source, meant_for, pagerduty
 from relay.masking import mask
 from relay.pagerduty.event import change_event_schema
 from relay.store import collapse, outbox, states, storm
-from relay.store.models import IncidentLog, db
+from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,14 @@ def with_hint(exc: ValidationError, source: ModuleType, payload) -> ValidationEr
 
 def receive(source: ModuleType, payload) -> list[dict]:
     """Plan a notification's events, store them together, wake delivery, and describe each stored event."""
-    planned = planned_events(source, payload)
+    planned, beats = without_heartbeats(planned_events(source, payload))
+    if beats:
+        heartbeats.record_beats(db.engine, beats, current_app.extensions["relay.intake.routing"], utcnow(),
+                                current_app.config["PAGERDUTY_EVENTS_URL"])
     stored = store(source.NAME, planned)
     report_truncation(source.NAME, planned)
-    return [describe(item, *stored_as) for item, stored_as in zip(planned, stored)]
+    return [*(describe(item, *stored_as) for item, stored_as in zip(planned, stored)),
+            *({**describe(item), "status": HEARTBEAT} for item in beats)]
 
 
 CHANGE = "change"  # a change event's event_action in incident_log (the event itself carries none)
@@ -115,7 +119,19 @@ def answer_dedup_key(events: list[dict]) -> str | None:
 
 def preview(source: ModuleType, payload) -> list[dict]:
     """Describe in full the events a payload would produce, storing and sending nothing."""
-    return [preview_entry(item) for item in planned_events(source, payload)]
+    planned, beats = without_heartbeats(planned_events(source, payload))
+    return [*map(preview_entry, planned), *({**preview_entry(item), "status": HEARTBEAT} for item in beats)]
+
+
+HEARTBEAT = "heartbeat"  # an alert of a heartbeat route: recorded as a beat, never sent as an incident
+
+
+def without_heartbeats(planned: list[Planned]) -> tuple[list[Planned], list[Planned]]:
+    """Split the events to store from the alerts of heartbeat routes (relay/delivery/heartbeats.py)."""
+    routing = current_app.extensions["relay.intake.routing"]
+    beats = [routing.heartbeat_of(item.route) is not None for item in planned]
+    return ([item for item, beat in zip(planned, beats) if not beat],
+            [item for item, beat in zip(planned, beats) if beat])
 
 
 def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | None, str | None, int | None]]:

@@ -17,7 +17,7 @@ from flask_migrate.cli import db as db_commands
 from marshmallow import ValidationError
 
 from relay import accept, incidents
-from relay.delivery import reconcile, worker
+from relay.delivery import heartbeats, reconcile, worker
 from relay.errors import RelayError, error_body
 from relay.intake import configure, payload
 from relay.pagerduty.client import safe_url
@@ -176,12 +176,40 @@ def _cut(text: str, size: int) -> str:
     return text if len(text) <= size else text[:size - 1] + "…"
 
 
+HEARTBEAT_COLUMNS = ("name", "kind", "state", "last_seen", "next_expected")
+
+
+@relay_cli.command("heartbeats")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines even on a terminal (the default elsewhere).")
+def show_heartbeats(as_json):
+    """Print every heartbeat's state (up, late, down), last arrival and next expected one."""
+    with db.engine.connect() as conn:
+        entries = heartbeats.overview(conn)
+    if as_json or not sys.stdout.isatty():
+        for entry in entries:
+            click.echo(json.dumps(entry, ensure_ascii=False, default=lambda moment: moment.isoformat()))
+        return
+    for line in heartbeat_table(entries):
+        click.echo(line)
+
+
+def heartbeat_table(entries: list[dict]) -> list[str]:
+    """Lay heartbeats out as a table of HEARTBEAT_COLUMNS, times in UTC."""
+    rows = [[_cell(f"{entry[name]:%Y-%m-%d %H:%M:%S}" if name in ("last_seen", "next_expected") and entry[name]
+                   else entry[name] or "—") for name in HEARTBEAT_COLUMNS] for entry in entries]
+    headings = [name.replace("_", " ").upper() for name in HEARTBEAT_COLUMNS]
+    sizes = [max(len(row[i]) for row in [headings, *rows]) for i in range(len(headings))]
+    return [" ".join(text.ljust(size) for text, size in zip(row, sizes)).rstrip() for row in [headings, *rows]]
+
+
 @relay_cli.command("check-config")
 def check_config():
     """Check config.py's routes and source settings (the app refuses to start when they are bad)."""
     routing, _ = configure.load(current_app.config)
     for line in configure.describe(routing):
         click.echo(line)
+    for job in current_app.extensions["relay.heartbeats"].values():
+        click.echo(heartbeats.describe_job(job))
     if routing.default is None:
         click.echo("warning: no default route: alerts matching no route are logged as unrouted, not sent")
     click.echo(f"configuration OK: {len(routing.routes)} route(s)"

@@ -109,7 +109,7 @@ def sane_request_id(value: str | None) -> str | None:
 def secrets_of(config) -> list[str]:
     """Every secret the configuration holds: webhook credentials, the API token, routes' routing keys."""
     found = [config.get("RELAY_API_TOKEN"), config.get("PAGERDUTY_API_KEY")]
-    for auth in (config.get("WEBHOOK_AUTH") or {}).values():
+    for auth in [*(config.get("WEBHOOK_AUTH") or {}).values(), config.get("HEARTBEATS_AUTH") or {}]:
         found += [auth.get("bearer_token"), auth.get("basic_password"), auth.get("hmac_secret")]
     return [secret for secret in found if secret]
 

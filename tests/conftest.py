@@ -154,6 +154,7 @@ def make_app(backend, database_urls, pd):
             db.session.execute(sa.text("DELETE FROM storm"))  # an earlier test's storms
             db.session.execute(sa.text("DELETE FROM storm_trigger"))
             db.session.execute(sa.text("DELETE FROM reconcile_watch"))  # the alerts an earlier test's reconciler watched
+            db.session.execute(sa.text("DELETE FROM heartbeat"))  # an earlier test's heartbeats
             db.session.commit()
         made.append(app)
         return app

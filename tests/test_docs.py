@@ -53,7 +53,7 @@ def settings_read() -> set[str]:
         text = path.read_text()
         names.update(READ_SETTING.findall(text))
         suffixes.update(SOURCE_SUFFIX.findall(text))
-    per_source = {f"RELAY_{source.upper()}_{suffix}" for source in SOURCES for suffix in suffixes}
+    per_source = {f"RELAY_{source.upper()}_{suffix}" for source in (*SOURCES, "heartbeats") for suffix in suffixes}
     placeholders = {f"RELAY_<SOURCE>_{suffix}" for suffix in suffixes}
     source_settings = {settings_key(source) for source in SOURCES.values()}  # PAGERDUTY_WEBHOOK, in RELAY_CONFIG
     return names | per_source | placeholders | source_settings

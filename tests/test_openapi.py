@@ -20,13 +20,15 @@ def openapi_paths(rule: str) -> set[str]:
         return {path.replace("{source_name}", name) for name in ("alertmanager", "grafana", "generic")}
     if path.endswith("/{action}"):
         return {path.replace("{action}", action) for action in ("acknowledge", "resolve")}
+    if path.endswith("/{signal}"):
+        return {path.replace("{signal}", signal) for signal in ("start", "fail")}
     return {path}
 
 
 def test_document_is_openapi_3_with_every_api_route(app, spec):
     assert spec["openapi"].startswith("3.0") and spec["info"]["title"] == "relay"
     served = set().union(*(openapi_paths(rule.rule) for rule in app.url_map.iter_rules()
-                           if rule.rule.startswith(("/api/v1", "/webhooks"))))
+                           if rule.rule.startswith(("/api/v1", "/webhooks", "/heartbeats"))))
     assert served - set(spec["paths"]) == set()
     assert "/api/v1/log/{log_id}/retry" in served
 

@@ -34,9 +34,9 @@ class Duty:
 
 def enabled(config) -> list[Duty]:
     """The duties this configuration turns on; each capability's module offers its own (None while it is off)."""
-    from relay.delivery import reconcile, storm  # each imports Duty from here
+    from relay.delivery import heartbeats, reconcile, storm  # each imports Duty from here
 
-    offers = (reconcile.duty, storm.duty)
+    offers = (heartbeats.duty, reconcile.duty, storm.duty)
     return [duty for offer in offers if (duty := offer(config)) is not None]
 
 

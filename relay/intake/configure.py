@@ -72,7 +72,8 @@ def describe(routing: Routing) -> list[str]:
         storm = route.storm and (f", storm valve {route.storm.max_triggers} new alerts per "
                                  f"{duration_text(route.storm.per_seconds)}")
         lines.append(f"{route.name}: {matchers} → key {key}, dedup {route.dedup}"
-                     f"{', continue' if route.continue_ else ''}{storm or ''}")
+                     f"{', continue' if route.continue_ else ''}{storm or ''}"
+                     f"{f', heartbeat within {route.heartbeat.within:g} s' if route.heartbeat else ''}")
     return lines
 
 

@@ -8,7 +8,7 @@ from relay.intake.alert import ROUTING_KEY_LABEL, Alert, datasource_state
 from relay.intake.matchers import Matcher, MatcherError, matches_all, parse_matchers
 from relay.intake.render import TemplateConfigError, compile_template
 from relay.pagerduty.event import ROUTING_KEY_LENGTH, SEVERITIES
-from relay.timeutil import parse_duration
+from relay.timeutil import parse_seconds
 
 DEDUP_ALERT = "alert"  # one PagerDuty alert per alert (default)
 DEDUP_GROUP = "group"  # one per notification group: sha256(groupKey), as Alertmanager's and Grafana's own
@@ -60,14 +60,16 @@ class LabelNames(fields.Field):
 
 
 class Duration(fields.Field):
-    """A duration such as 90s, 1m or 2h, loaded as seconds."""
+    """A duration as people write it (30s, 5m, 1h) or a number of seconds, loaded as seconds above zero."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        """Return the duration in seconds; refuse anything but a positive duration with its unit."""
+        """Return the duration in seconds; refuse anything else, and zero."""
         try:
-            seconds = parse_duration(value if isinstance(value, str) else "").total_seconds()
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ValueError
+            seconds = parse_seconds(str(value))
         except ValueError:
-            raise ValidationError(f"{value!r} is not a duration such as 30s, 1m or 1h") from None
+            raise ValidationError(f"{value!r} is not a duration such as 30s, 5m or 1h") from None
         if seconds <= 0:
             raise ValidationError("must be longer than 0s")
         return seconds
@@ -92,6 +94,17 @@ class StormSchema(Schema):
     max_triggers = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     per = Duration(load_default=60.0)  # seconds: a default is not deserialized
     count_by = fields.String(validate=validate.Length(min=1, max=255))
+
+
+class HeartbeatOptionSchema(Schema):
+    """A route's `heartbeat` option: {"within": "5m", "per": ["cluster"], "severity": "critical"}."""
+
+    class Meta:
+        unknown = RAISE
+
+    within = Duration(required=True)
+    per = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+    severity = fields.String(load_default="critical", validate=validate.OneOf(SEVERITIES))
 
 
 class RouteSchema(Schema):
@@ -123,6 +136,7 @@ class RouteSchema(Schema):
     storm = fields.Nested(StormSchema, allow_none=True, load_default=None)
     on_muted = fields.String(load_default=RECONCILE_KEEP, validate=validate.OneOf(RECONCILE_POLICIES))
     on_gone = fields.String(load_default=RECONCILE_RESOLVE, validate=validate.OneOf(RECONCILE_POLICIES))
+    heartbeat = fields.Nested(HeartbeatOptionSchema, load_default=None)
 
     @validates_schema
     def one_routing_key(self, data, **kwargs):
@@ -134,6 +148,16 @@ class RouteSchema(Schema):
 
 
 route_schema = RouteSchema()
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    """A route's heartbeat option: its alerts are heartbeats, one per sender (or per label set) within `within`
+    seconds, and only their absence pages (relay/delivery/heartbeats.py)."""
+
+    within: float
+    per: tuple[str, ...] = ()  # label names that tell heartbeats apart; none: one per sender (its externalURL)
+    severity: str = "critical"
 
 
 @dataclass
@@ -160,6 +184,7 @@ class Route:
     storm: Storm | None = None  # the storm valve; None: off
     on_muted: str = RECONCILE_KEEP  # the reconciler's policy for an open alert its source silences or inhibits
     on_gone: str = RECONCILE_RESOLVE  # … and for one its source no longer has (absent two checks in a row)
+    heartbeat: "Watchdog | None" = None  # its alerts are heartbeats, not incidents
     severities: dict[str, str] = field(init=False, repr=False)  # every word the route knows → PagerDuty severity
 
     def __post_init__(self):
@@ -222,6 +247,10 @@ def proxy_route() -> Route:
                  routing_key_template=compile_template(f"{{{{ labels.{ROUTING_KEY_LABEL} }}}}"),
                  severity_labels=("severity",), severity_map={}, default_severity="error", dedup=DEDUP_ALERT,
                  dedup_template=None)
+    def heartbeat_of(self, route_name: str | None) -> "Watchdog | None":
+        """The named route's heartbeat option, None when its alerts are incidents."""
+        return next((route.heartbeat for route in [*self.routes, self.default]
+                     if route and route.name == route_name and route.heartbeat), None)
 
 
 def _problem(name, field_name, message):
@@ -308,6 +337,8 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         if spec["storm"] else None,
         on_muted=spec["on_muted"],
         on_gone=spec["on_gone"],
+        heartbeat=Watchdog(spec["heartbeat"]["within"], tuple(spec["heartbeat"]["per"]), spec["heartbeat"]["severity"])
+        if spec["heartbeat"] else None,
     )
 
 

@@ -218,6 +218,8 @@ class StormTrigger(db.Model):
     counted_label = db.Column(db.Text)  # the value of the route's count_by label, when it has one
 
     __table_args__ = (db.Index("ix_storm_trigger_route", "route", "created_at"),)
+
+
 class ReconcileWatch(db.Model):
     """An alert the reconciler (relay/delivery/reconcile.py) watches: triggered through a source it can ask, and how
     many checks in a row found it gone from that source, shared by every instance and kept across restarts."""
@@ -229,3 +231,29 @@ class ReconcileWatch(db.Model):
     log_id = db.Column(BigId, nullable=False)  # the alert's newest trigger row seen: its key, route, alert, event
     misses = db.Column(db.Integer, nullable=False, default=0)  # consecutive checks the source did not have it
     checked_at = db.Column(UTCDateTime)
+
+
+class Heartbeat(db.Model):
+    """A heartbeat the relay watches (relay/delivery/heartbeats.py): a route's watchdog per sender or label set, or
+    a job from HEARTBEATS; its state and the incident opened while it is down."""
+
+    __tablename__ = "heartbeat"
+
+    key = db.Column(db.String(64), primary_key=True)  # SHA-256 of its kind, name and identity
+    kind = db.Column(db.String(16), nullable=False)  # watchdog or job
+    name = db.Column(db.String(1024), nullable=False)  # what people and metrics call it
+    route = db.Column(db.String(128))  # a watchdog's route
+    subject = db.Column(db.Text)  # a watchdog's sender ("Alertmanager at …") or label set
+    # The full key is needed to page; only a mask is ever shown.
+    routing_key = db.Column(db.String(255), nullable=False)
+    severity = db.Column(db.String(16), nullable=False)
+    within_seconds = db.Column(db.Float)  # a watchdog's window
+    state = db.Column(db.String(16), nullable=False)
+    watched_since = db.Column(UTCDateTime, nullable=False)  # first known, or the relay's return from a pause
+    last_seen = db.Column(UTCDateTime)
+    last_start = db.Column(UTCDateTime)
+    last_message = db.Column(db.Text)  # the last check-in's body
+    next_expected = db.Column(UTCDateTime)  # late after this
+    checked_at = db.Column(UTCDateTime)  # its last evaluation
+    changed_at = db.Column(UTCDateTime, nullable=False)  # its state's last change
+    dedup_key = db.Column(db.String(255), nullable=False)  # its incident's

@@ -3,6 +3,7 @@ from flask import Blueprint, abort, jsonify, request
 from werkzeug.routing import PathConverter
 
 from relay import accept, incidents
+from relay.delivery import heartbeats
 from relay.store import logquery, states
 from relay.store.entry import log_entries
 from relay.store.models import IncidentLog, db
@@ -66,3 +67,10 @@ def preview(source_name):
     """Show the events a payload would produce, without storing or sending anything."""
     source = accept.source_named(source_name)
     return jsonify(schemas.preview.dump({"events": accept.preview(source, read_json(allow_array=True))}))
+
+
+@bp.get("/heartbeats")
+def list_heartbeats():
+    """Every heartbeat's state: up, late or down, last seen, next expected."""
+    with db.engine.connect() as conn:
+        return jsonify(schemas.heartbeat_list.dump({"items": heartbeats.overview(conn)}))

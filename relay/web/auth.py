@@ -210,23 +210,29 @@ def _guard():
         check_webhook((request.view_args or {}).get("source_name", ""))
     elif request.blueprint == "dropin":
         check_webhook(pagerduty.NAME)
+    elif request.blueprint == "heartbeats":
+        check_webhook("heartbeats")
     elif request.blueprint in ("api", "ui"):
         check_api(browser=request.blueprint == "ui")
 
 
 def load(config) -> dict[str, SourceAuth]:
-    """Read WEBHOOK_AUTH from config into checked SourceAuth values."""
-    known = {f.name for f in fields(SourceAuth)}
-    loaded = {}
-    for source, settings in (config.get("WEBHOOK_AUTH") or {}).items():
-        unknown = set(settings) - known
-        if unknown:
-            raise ConfigError(f"WEBHOOK_AUTH[{source!r}]: unknown setting(s) {', '.join(sorted(unknown))}")
-        loaded[source] = SourceAuth(**settings)
-        if loaded[source].basic_user and not loaded[source].basic_password:
-            raise ConfigError(f"WEBHOOK_AUTH[{source!r}]: basic_user is set without basic_password; set both "
-                              "(RELAY_<SOURCE>_BASIC_USER and RELAY_<SOURCE>_BASIC_PASSWORD)")
-    return loaded
+    """Read WEBHOOK_AUTH (and HEARTBEATS_AUTH, for jobs' check-ins) from config into checked SourceAuth values."""
+    given = {**(config.get("WEBHOOK_AUTH") or {}), "heartbeats": config.get("HEARTBEATS_AUTH") or {}}
+    return {source: _checked(source, settings) for source, settings in given.items()}
+
+
+def _checked(source: str, settings: dict) -> SourceAuth:
+    """One source's credentials, or ConfigError naming the source and the problem."""
+    where = "HEARTBEATS_AUTH" if source == "heartbeats" else f"WEBHOOK_AUTH[{source!r}]"
+    unknown = set(settings) - {f.name for f in fields(SourceAuth)}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    auth = SourceAuth(**settings)
+    if auth.basic_user and not auth.basic_password:
+        raise ConfigError(f"{where}: basic_user is set without basic_password; set both "
+                          "(RELAY_<SOURCE>_BASIC_USER and RELAY_<SOURCE>_BASIC_PASSWORD)")
+    return auth
 
 
 def trust_proxies(app) -> None:
@@ -252,5 +258,9 @@ def init_app(app):
             scope = "from anywhere (RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS=1)" \
                 if app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] else "from loopback only"
             warn(app, f"webhooks for {source} have no credential configured: accepted {scope}")
+    check_ins = app.extensions["relay.webhook_auth"].get("heartbeats", SourceAuth())
+    if app.config.get("HEARTBEATS") and not check_ins.configured:
+        warn(app, "heartbeat check-ins have no credential configured (RELAY_HEARTBEATS_TOKEN): accepted from "
+                  + ("anywhere" if app.config["RELAY_ALLOW_UNAUTHENTICATED_WEBHOOKS"] else "loopback only"))
     if not app.config["RELAY_API_TOKEN"]:
         warn(app, "RELAY_API_TOKEN is not set: the API and the log page answer loopback only")

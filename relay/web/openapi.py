@@ -62,6 +62,18 @@ def _job_responses():
     return {**ERRORS, **outcomes, "413": _json("Error", "body over RELAY_MAX_BODY_BYTES")}
 
 
+def _check_ins():
+    """POST /heartbeats/{name}, /start and /fail: a job of HEARTBEATS checks in."""
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    what = {"": "a success (resolves its incident)", "/start": "a start", "/fail": "a failure (pages at once)"}
+    return {f"/heartbeats/{{name}}{suffix}": {"post": {
+        "summary": f"A job checks in: {meaning}; the body is kept as its last message.",
+        "tags": ["heartbeats"], "security": [{"webhook_bearer": []}, {"webhook_basic": []}, {}], "parameters": [name],
+        "requestBody": {"required": False, "content": {"text/plain": {"schema": {"type": "string"}}}},
+        "responses": {"200": _json("Heartbeat", "recorded"), "404": _json("Error", "no job of that name"),
+                      **ERRORS}}} for suffix, meaning in what.items()}
+
+
 def _paths():
     log_id = {"name": "log_id", "in": "path", "required": True,
               "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
@@ -93,6 +105,10 @@ def _paths():
             "responses": {"202": _json("Retry", "back in the outbox"), "404": _json("Error", "no such row"),
                           "409": _json("Error", "not failed or dead, or a newer row of its alert supersedes it"),
                           **ERRORS}}},
+        "/api/v1/heartbeats": {"get": {**api, "summary": "Every heartbeat's state: up, late or down, last seen, "
+                                                         "next expected.",
+                                       "responses": {"200": _json("HeartbeatList"), **ERRORS}}},
+        **_check_ins(),
         **{f"/api/v1/preview/{name}": _preview(name, source.BODY_SCHEMA) for name, source in SOURCES.items()},
         **{f"/webhooks/{name}": _webhook(name, source.BODY_SCHEMA, webhook_methods(source))
            for name, source in SOURCES.items()},
@@ -129,7 +145,7 @@ def build_spec() -> dict:
                    info={"description": "An alert relay between monitoring and PagerDuty's Events API v2."})
     plugin.map_to_openapi_type(Moment, "string", "date-time")  # durations such as 2h are accepted too
     for name in ("Error", "JobResult", "PagerDutyError", "LogPage", "LogDetail", "WebhookAccepted", "Preview",
-                 "Retry", "DropInAccepted"):  # PagerDutyAnswer comes with LogDetail
+                 "Retry", "DropInAccepted", "Heartbeat", "HeartbeatList"):  # PagerDutyAnswer comes with LogDetail
         spec.components.schema(name, schema=getattr(schemas, f"{name}Schema"))
     spec.components.security_scheme("api_token", {"type": "http", "scheme": "bearer",
                                                   "description": "RELAY_API_TOKEN"})

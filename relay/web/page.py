@@ -18,6 +18,7 @@ from sqlalchemy.orm import defer
 from werkzeug.exceptions import HTTPException
 
 from relay import incidents
+from relay.delivery import heartbeats
 from relay.errors import RelayError, retry_after_headers, store_unavailable
 from relay.intake.alert import is_http_url
 from relay.masking import redact
@@ -107,7 +108,9 @@ def index():
                 older=url_for(".index", **kept, before_id=next_before_id) if next_before_id else None,
                 newest=url_for(".index", **kept) if "before_id" in given else None,
                 routing_keys=[row.routing_key for row in rows],
-                unreachable=unreachable_endpoints())
+                unreachable=unreachable_endpoints(),
+                heartbeats=heartbeats.overview(db.session.connection()) if heartbeats.declared(current_app.config)
+                else [])
 
 
 def unreachable_endpoints() -> list[dict]:

@@ -131,7 +131,8 @@ class PlannedEventSchema(Schema):
     dedup_key = fields.Str(allow_none=True)
     routing_key = fields.Str(required=True)
     status = fields.Str(metadata={"description": "unrouted, stale, superseded or held (its route's storm valve) when "
-                                                "the event is never sent; absent when it will be"})
+                                                "the event is never sent, heartbeat for an alert of a heartbeat "
+                                                "route; absent when it will be"})
     problem = fields.Str()
     send_after_seconds = fields.Int()  # held back so long after it was stored (a test notification's resolve)
     superseded_by = fields.Int(metadata={"description": "a superseded event: the row of its alert that carries it"})
@@ -163,6 +164,31 @@ class RetrySchema(Schema):
     status = fields.Str(required=True)
 
 
+class HeartbeatSchema(Schema):
+    """One heartbeat the relay watches (docs/heartbeats.md); the routing key is masked."""
+
+    name = fields.Str(required=True)
+    kind = fields.Str(required=True, metadata={"description": "watchdog (a route's alerts) or job (HEARTBEATS)"})
+    route = fields.Str(allow_none=True)
+    subject = fields.Str(allow_none=True, metadata={"description": "a watchdog's sender or label set"})
+    state = fields.Str(required=True, metadata={"description": "starting, up, late or down (paged)"})
+    up = fields.Bool(required=True)
+    last_seen = IsoDateTime(allow_none=True)
+    last_start = IsoDateTime(allow_none=True)
+    next_expected = IsoDateTime(allow_none=True)
+    watched_since = IsoDateTime(required=True)
+    changed_at = IsoDateTime(required=True)
+    last_message = fields.Str(allow_none=True)
+    dedup_key = fields.Str(required=True, metadata={"description": "the dedup key of its incident"})
+    routing_key = fields.Str(required=True, metadata={"example": "…cdef"})
+
+
+class HeartbeatListSchema(Schema):
+    """Every heartbeat, jobs then watchdogs, by name."""
+
+    items = fields.List(fields.Nested(HeartbeatSchema), required=True)
+
+
 job_result = JobResultSchema()
 pagerduty_error = PagerDutyErrorSchema()
 log_page = LogPageSchema()
@@ -171,3 +197,5 @@ webhook_accepted = WebhookAcceptedSchema()
 preview = PreviewSchema()
 retried = RetrySchema()
 dropin_accepted = DropInAcceptedSchema()
+heartbeat = HeartbeatSchema()
+heartbeat_list = HeartbeatListSchema()

@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from relay.delivery import heartbeats
 from relay.pagerduty.client import safe_url
 from relay.store import endpoints, failures, storm
 from relay.store.backlog import outbox_backlog
@@ -85,6 +86,28 @@ def _endpoint_gauges(known):
     yield from (up, since, waiting)
 
 
+class HeartbeatCollector:
+    """Each heartbeat's last arrival and whether it is up, read from the store when scraped."""
+
+    def collect(self):
+        """Yield relay_heartbeat_last_seen_timestamp_seconds and relay_heartbeat_up per heartbeat."""
+        try:
+            with db.engine.connect() as conn:
+                known = heartbeats.overview(conn)
+        except Exception:  # noqa: BLE001 - the outbox gauges already said the store is down (relay_store_up)
+            return
+        seen = GaugeMetricFamily("relay_heartbeat_last_seen_timestamp_seconds",
+                                 "Unix time of the heartbeat's last arrival (absent until it first arrives).",
+                                 labels=["heartbeat"])
+        up = GaugeMetricFamily("relay_heartbeat_up", "1 unless the heartbeat is down (its incident triggered).",
+                               labels=["heartbeat"])
+        for beat in known:
+            if beat["last_seen"] is not None:
+                seen.add_metric([beat["name"]], beat["last_seen"].timestamp())
+            up.add_metric([beat["name"]], 1 if beat["up"] else 0)
+        yield from (seen, up)
+
+
 class _Scrape:
     """The collectors one scrape reads, in order."""
 
@@ -105,4 +128,4 @@ def scrape():
     else:
         counters = REGISTRY  # one process: the flask CLI, tests
     encode, content_type = choose_encoder(request.headers.get("Accept"))
-    return Response(encode(_Scrape(counters, OutboxCollector())), content_type=content_type)
+    return Response(encode(_Scrape(counters, OutboxCollector(), HeartbeatCollector())), content_type=content_type)
