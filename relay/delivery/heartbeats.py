@@ -20,7 +20,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from sqlalchemy import delete, select, update
 
 from relay.delivery.duties import Duty
-from relay.intake.routing import ConfigError, Seconds, Watchdog
+from relay.intake.routing import ConfigError, Duration, Watchdog
 from relay.intake.sources import client_name
 from relay.masking import mask
 from relay.pagerduty.event import ROUTING_KEY_LENGTH, SEVERITIES, SUMMARY_MAX, load_event, truncate
@@ -50,10 +50,10 @@ class JobSchema(Schema):
 
     name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", error=(
         "Must be 1 to 128 letters, digits, '.', '_' or '-' (it is a URL path segment).")))
-    every = Seconds()
+    every = Duration()
     cron = fields.String(validate=validate.Length(min=1))
     tz = fields.String(load_default="UTC")
-    grace = Seconds(load_default=DEFAULT_GRACE_SECONDS)
+    grace = Duration(load_default=DEFAULT_GRACE_SECONDS)
     routing_key = fields.String(validate=validate.Length(min=1))
     routing_key_env = fields.String(validate=validate.Length(min=1))
     severity = fields.String(load_default="critical", validate=validate.OneOf(SEVERITIES))

@@ -240,6 +240,11 @@ class Routing:
         """The storm valve of each route that has one, by route name."""
         return {route.name: route.storm for route in [*self.routes, self.default] if route and route.storm}
 
+    def heartbeat_of(self, route_name: str | None) -> "Watchdog | None":
+        """The named route's heartbeat option, None when its alerts are incidents."""
+        return next((route.heartbeat for route in [*self.routes, self.default]
+                     if route and route.name == route_name and route.heartbeat), None)
+
 
 def proxy_route() -> Route:
     """The route of drop-in events no route takes: to the routing key the sender named, severity as sent."""
@@ -247,10 +252,6 @@ def proxy_route() -> Route:
                  routing_key_template=compile_template(f"{{{{ labels.{ROUTING_KEY_LABEL} }}}}"),
                  severity_labels=("severity",), severity_map={}, default_severity="error", dedup=DEDUP_ALERT,
                  dedup_template=None)
-    def heartbeat_of(self, route_name: str | None) -> "Watchdog | None":
-        """The named route's heartbeat option, None when its alerts are incidents."""
-        return next((route.heartbeat for route in [*self.routes, self.default]
-                     if route and route.name == route_name and route.heartbeat), None)
 
 
 def _problem(name, field_name, message):
