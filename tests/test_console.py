@@ -116,5 +116,5 @@ def test_help_needs_no_configuration(relay_command, elsewhere):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     commands = {line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.strip()}
-    assert commands == {"acknowledge", "check-config", "db", "log", "prepare", "preview", "prune", "replay", "resolve",
-                        "run-job", "trigger", "worker"}
+    assert commands == {"acknowledge", "check-config", "db", "heartbeats", "log", "prepare", "preview", "prune",
+                        "reconcile", "replay", "resolve", "run-job", "trigger", "worker"}

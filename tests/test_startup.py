@@ -168,6 +168,7 @@ def test_prepare_migrates_a_fresh_store_and_says_what_the_relay_will_do(env, tmp
             started["sources_with_credentials"]) == (env["DATABASE_URL"], pd.events_url, 0, True, ["grafana"])
     assert [line["message"] for line in lines if line["level"] == "WARNING"] == [
         "webhooks for alertmanager have no credential configured: accepted from loopback only",
+        "webhooks for pagerduty have no credential configured: accepted from loopback only",
         "webhooks for generic have no credential configured: accepted from loopback only",
         "RELAY_API_TOKEN is not set: the API and the log page answer loopback only"]
     assert KEY not in done.stderr and "grafana-token-1234" not in done.stderr
