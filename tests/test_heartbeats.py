@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from relay.cli import heartbeat_table
+from relay.cli.duties import heartbeat_table
 from relay.delivery import duties, heartbeats
 from relay.intake.routing import ConfigError
 from relay.store.models import Heartbeat, IncidentLog, db, utcnow

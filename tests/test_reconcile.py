@@ -8,7 +8,7 @@ import secrets
 import pytest
 import sqlalchemy as sa
 
-from relay.cli import log_table
+from relay.cli.incident_log import log_table
 from relay.delivery import reconcile
 from relay.delivery.reconcile import ABSENT, ACKNOWLEDGED, FIRING, MUTED, MUTED_RESOLVED, OPEN, Decision, decide
 from relay.intake.routing import ConfigError, load_route
