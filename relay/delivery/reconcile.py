@@ -144,6 +144,7 @@ class Reconciler:
     def __init__(self, config, routing=None):
         self.config, self._routing = config, routing
         self.scanned_until = None  # None: scan every row once, on this process's first check
+        self.unreadable: dict[str, str] = {}  # endpoints that could not be read, with why: said once, not every check
 
     @property
     def routing(self):
@@ -213,13 +214,19 @@ class Reconciler:
                                and (match := alerts.find(finding.watch.alert or {})) is not None
                                for silence_id in match.silenced_by}
                 answers[endpoint] = (alerts, {silence_id: api.silence(silence_id) for silence_id in silence_ids})
+                if self.unreadable.pop(endpoint.shown, None) is not None:
+                    log.info("reconciler: the alerts of %s can be read again", endpoint.source,
+                             extra={"source": endpoint.source})
             except SourceUnavailable as exc:
                 problem = describe_problem(endpoint, exc)
                 report.unavailable[endpoint.shown] = problem
                 metrics.reconcile_error(endpoint.source)
                 waiting = sum(finding.endpoint == endpoint for finding in findings)
-                log.warning("reconciler: cannot read the alerts of %s (%s); nothing resolved for its %d open alert(s)",
-                            endpoint.source, problem, waiting, extra={"source": endpoint.source})
+                said_before = self.unreadable.get(endpoint.shown) == problem
+                self.unreadable[endpoint.shown] = problem
+                (log.debug if said_before else log.warning)(
+                    "reconciler: cannot read the alerts of %s (%s); nothing resolved for its %d open alert(s)",
+                    endpoint.source, problem, waiting, extra={"source": endpoint.source})
             finally:
                 api.close()
         return answers

@@ -137,7 +137,7 @@ def test_unreachable_resolves_nothing_and_an_emptied_restart_resolves_after_two_
     log_before = relay.process.log_tail(1_000_000).count("cannot read the alerts of alertmanager")
     time.sleep(3 * INTERVAL + 1)  # Alertmanager is down: three checks or more
     assert _sent(simulator, "Forgotten", relay) == ["trigger"]
-    assert relay.process.log_tail(1_000_000).count("cannot read the alerts of alertmanager") >= log_before + 3
+    assert relay.process.log_tail(1_000_000).count("cannot read the alerts of alertmanager") == log_before + 1  # once
     assert _misses(relay) == [0]
 
     with alertmanager(tmp_path / "after", _am_config(relay), port=port):  # same URL, empty storage
