@@ -208,6 +208,20 @@ def test_the_summary_is_triggered_updated_at_most_once_a_minute_and_resolved(rel
     assert len(rows(relay, source="storm")) == 3
 
 
+def test_a_burst_over_within_the_minute_still_tells_pagerduty_its_final_counts(relay, http):
+    for n in range(8):  # Alertmanager sends a burst one group per webhook: the storm begins with one held alert
+        post(http, alert(n, name="Down" if n % 2 else "Slow"))
+    (first,) = rows(relay, source="storm")
+    assert first.summary == "storm on route web: 1 alert held, top alertnames Down (1)"
+    last_held = current_storm(relay).last_held_at
+    assert run_duty(relay, last_held + timedelta(seconds=60))  # over before a minute allowed an update
+    final, resolve = rows(relay, source="storm")[1:]
+    assert (final.event_action, final.dedup_key) == ("trigger", "relay-storm-web")
+    assert final.summary == "storm on route web: 5 alerts held, top alertnames Down (3), Slow (2)"
+    assert final.event["payload"]["custom_details"]["held_alerts"] == 5
+    assert (resolve.event_action, resolve.dedup_key, resolve.id > final.id) == ("resolve", "relay-storm-web", True)
+
+
 def test_counts_past_their_window_are_forgotten_but_a_running_storm_keeps_its_tally(relay, http):
     post(http, *(alert(n) for n in range(5)))
     later = utcnow() + timedelta(minutes=5)
@@ -255,18 +269,21 @@ def test_a_burst_pages_max_triggers_and_one_storm_incident_and_no_held_resolve(d
 
     wait_until(lambda: of_storm(sent("resolve")), timeout=30, message="the storm incident resolved")
     triggers = sent("trigger")
-    assert len(triggers) == 20 + 1  # the alerts paged before the valve closed, and the storm incident
-    (storm_trigger,) = of_storm(triggers)
-    # sent at once by the first webhook past the valve: its 30 held alerts; at most once a minute after that
+    assert len(triggers) == 20 + 2  # the alerts paged before the valve closed, and the storm incident twice:
+    storm_trigger, final = of_storm(triggers)
+    # sent at once by the first webhook past the valve: its 30 held alerts; at most once a minute after that, and
+    # with the final counts as it ends (4 s later here)
     assert storm_trigger["payload"]["summary"] == ("storm on route web: 30 alerts held, top alertnames "
                                                   "Down0 (8), Down1 (8), Down2 (7) …")
+    assert final["payload"]["summary"] == ("storm on route web: 180 alerts held, top alertnames "
+                                           "Down0 (45), Down1 (45), Down2 (45) …")
 
     for start in range(0, 200, 50):
         post(client, *(entry | {"status": "resolved", "endsAt": "2026-11-26T10:05:00Z"}
                        for entry in burst[start:start + 50]))
     wait_until(lambda: not rows(app, status="pending"), timeout=20, message="every resolve sent")
     assert len(sent("resolve")) == 1 + 20  # the storm's, and those of the alerts that were paged
-    assert len(sent("trigger")) == 21
+    assert len(sent("trigger")) == 22
     assert len(rows(app, status="held")) == 180 + 180  # every held alert's trigger and resolve, kept in the log
 
 

@@ -4,7 +4,9 @@ the alerts its valve holds (relay/store/storm.py decides which, at intake).
 Triggered on the route's routing keys (those of its held alerts) with the dedup key relay-storm-<route> as the
 storm begins, by the webhook that begins it; triggered again with the new counts at most once a minute while it grows;
 resolved once a whole window (the valve's `per`) has passed without a held new alert, which also means the route's
-rate is back under max_triggers. Held alerts are not sent later: the incident's details counted them, the log
+rate is back under max_triggers, and triggered with the final counts just before if they changed since (a burst
+that Alertmanager sends one group per webhook begins the storm with one held alert and may be over within the
+minute). Held alerts are not sent later: the incident's details counted them, the log
 keeps each one.
 """
 import logging
@@ -72,9 +74,11 @@ def _turn(conn, route: str, valve, now: datetime) -> list[dict]:
     tally = storm.tally(conn, route, current.started_at)
     if valve is None or now - current.last_held_at >= timedelta(seconds=valve.per_seconds):
         storm.end(conn, route)
-        log.info("storm on route %s is over: %d alerts held", route, tally.held,
+        log.info("storm on route %s is over: %s held", route, _alerts(tally.held),
                  extra={"route": route, "held": tally.held})
-        return [_row(route, _resolve(route, key)) for key in tally.routing_keys]
+        final = [] if valve is None or current.summary_at is None or tally.held == current.summary_held else [
+            _row(route, _trigger(route, key, valve, tally, current.started_at)) for key in tally.routing_keys]
+        return final + [_row(route, _resolve(route, key)) for key in tally.routing_keys]
     if current.summary_at is not None and (now - current.summary_at < UPDATE_EVERY
                                            or tally.held == current.summary_held):
         return []
@@ -115,9 +119,13 @@ def _trigger(route: str, routing_key: str, valve, tally: storm.Tally, started_at
     if valve.count_by:
         details[f"by_{valve.count_by}"] = _listed(tally.by_label)
     return {"routing_key": routing_key, "event_action": "trigger", "dedup_key": dedup_key(route), "client": "relay",
-            "payload": {"summary": f"storm on route {route}: {tally.held} alerts held, top alertnames {top}{more}",
+            "payload": {"summary": f"storm on route {route}: {_alerts(tally.held)} held, top alertnames {top}{more}",
                         "source": "relay", "severity": tally.severity, "class": "storm", "group": route,
                         "custom_details": details}}
+
+
+def _alerts(count: int) -> str:
+    return f"{count} alert" if count == 1 else f"{count} alerts"
 
 
 def _largest(counts) -> list[tuple[str, int]]:
