@@ -242,6 +242,24 @@ def test_the_allow_list_admits_listed_keys_from_anywhere_and_refuses_others(make
     assert allowed not in refused.get_data(as_text=True)
 
 
+def test_a_v1_event_outside_the_allow_list_is_told_so_in_v1_words(make_app):
+    client = make_app(PAGERDUTY_WEBHOOK={"routing_keys": [key()]}).test_client()
+    refused = client.post(V1_PATH, json={"service_key": key(), "event_type": "trigger", "description": "disk full"},
+                          environ_base=REMOTE)
+    assert refused.status_code == 403
+    assert refused.get_json()["errors"] == [
+        "'service_key' is not one this relay accepts (RELAY_PAGERDUTY_ROUTING_KEYS)"]
+
+
+def test_an_allow_list_entry_that_is_no_routing_key_stops_start_up_without_echoing_it(make_app):
+    typo = key()[:31]  # one character lost in copying: it would refuse every event
+    with pytest.raises(ConfigError) as refused:
+        make_app(PAGERDUTY_WEBHOOK={"routing_keys": [key(), typo]})
+    assert str(refused.value) == ("PAGERDUTY_WEBHOOK: routing_keys: 1: not a routing key: a PagerDuty routing key "
+                                  "has 32 characters (RELAY_PAGERDUTY_ROUTING_KEYS, counted from 0)")
+    assert typo not in str(refused.value)
+
+
 def test_drop_in_requests_are_counted_as_the_pagerduty_sources_webhooks(make_app):
     client = make_app().test_client()
 

@@ -490,7 +490,7 @@ def test_check_config_warns_without_default_route(tmp_path):
     (GOOD_CONFIG.replace("labels.pd_key }}", "labels.pd_key }"), {"PD_DB_KEY": DB_KEY},
      "route 'by-label', field 'routing_key_template': invalid template"),
     (GOOD_CONFIG + 'GENERIC_WEBHOOK = {"summry": "title"}\n', {"PD_DB_KEY": DB_KEY},
-     "GENERIC_WEBHOOK: {'summry': ['Unknown field.']}"),
+     "GENERIC_WEBHOOK: summry: Unknown field."),
 ])
 def test_check_config_names_route_and_field(tmp_path, config_text, env, message):
     result = check_config(tmp_path, config_text, **env)

@@ -20,7 +20,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from sqlalchemy import delete, select, update
 
 from relay.delivery.duties import Duty
-from relay.intake.routing import ConfigError, Duration, Watchdog
+from relay.intake.routing import ConfigError, Duration, Watchdog, problem_text
 from relay.intake.sources import client_name
 from relay.masking import mask
 from relay.pagerduty.event import ROUTING_KEY_LENGTH, SEVERITIES, SUMMARY_MAX, load_event, truncate
@@ -120,7 +120,7 @@ def load_jobs(raw, environ=os.environ) -> dict[str, Job]:
             spec = job_schema.load(item if isinstance(item, dict) else {})
         except ValidationError as exc:
             field_name, messages = next(iter(exc.messages.items()))
-            raise ConfigError(f"HEARTBEATS {name!r}, field {field_name!r}: {messages}") from None
+            raise ConfigError(f"HEARTBEATS {name!r}, field {field_name!r}: {problem_text(messages)}") from None
         if spec["name"] in jobs:
             raise ConfigError(f"HEARTBEATS: the name {spec['name']!r} is used more than once")
         spec["routing_key"] = _job_key(spec, environ)

@@ -3,7 +3,7 @@ import os
 
 from marshmallow import ValidationError
 
-from relay.intake.routing import ConfigError, Routing, load_routing
+from relay.intake.routing import ConfigError, Routing, load_routing, problem_text
 from relay.intake.sources import SOURCES, settings_key
 from relay.masking import mask
 from relay.startup.process import warn
@@ -21,7 +21,7 @@ def load_source_settings(config) -> dict:
         try:
             loaded[name] = source.SETTINGS_SCHEMA.load(config.get(key) or {})
         except ValidationError as exc:
-            raise ConfigError(f"{key}: {exc.messages}") from None
+            raise ConfigError(f"{key}: {problem_text(exc.messages)}") from None
     return loaded
 
 

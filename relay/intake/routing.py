@@ -308,7 +308,7 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         spec = route_schema.load(raw)
     except ValidationError as exc:
         field_name, messages = next(iter(exc.messages.items()))
-        raise _problem(name, field_name, "; ".join(map(str, _flatten(messages)))) from None
+        raise _problem(name, field_name, problem_text(messages)) from None
     try:
         matchers = parse_matchers(spec["matchers"])
     except MatcherError as exc:
@@ -341,6 +341,11 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
         heartbeat=Watchdog(spec["heartbeat"]["within"], tuple(spec["heartbeat"]["per"]), spec["heartbeat"]["severity"])
         if spec["heartbeat"] else None,
     )
+
+
+def problem_text(messages) -> str:
+    """A marshmallow error's messages as one line of text ("per: Not a valid list."), not a Python repr."""
+    return "; ".join(map(str, _flatten(messages)))
 
 
 def _flatten(messages):

@@ -38,6 +38,8 @@ def create_event():
         events = accept.receive(pagerduty, pagerduty.from_v1(read_json()))
     except ValidationError as exc:
         raise ValidationError(pagerduty.v1_texts(_texts(exc))) from None
+    except pagerduty.KeyNotAllowed as exc:
+        raise pagerduty.KeyNotAllowed(pagerduty.v1_texts([exc.message])[0]) from None
     _log_accepted("v1", events)
     return jsonify(schemas.dropin_accepted.dump({**ACCEPTED, "incident_key": accept.answer_dedup_key(events)})), 200
 

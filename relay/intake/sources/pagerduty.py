@@ -12,7 +12,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from relay.errors import RelayError
 from relay.intake.alert import FIRING, RESOLVED, ROUTING_KEY_LABEL, Alert
-from relay.pagerduty.event import TRIGGER_ONLY, EventSchema, change_event_schema, refusals
+from relay.pagerduty.event import ROUTING_KEY_LENGTH, TRIGGER_ONLY, EventSchema, change_event_schema, refusals
 
 NAME = "pagerduty"
 CLIENT = "PagerDuty Events API"  # the sender's own client field, when it sends one, is passed on instead
@@ -32,7 +32,11 @@ class SettingsSchema(Schema):
     class Meta:
         unknown = RAISE  # a misspelt setting must fail at start-up, not leave the endpoint open
 
-    routing_keys = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+    # A key of another length never matches an event (PagerDuty's have 32 characters): a typo would refuse them all.
+    # The error names the entry's position, never the key.
+    routing_keys = fields.List(fields.String(validate=validate.Length(equal=ROUTING_KEY_LENGTH, error=(
+        f"not a routing key: a PagerDuty routing key has {ROUTING_KEY_LENGTH} characters "
+        "(RELAY_PAGERDUTY_ROUTING_KEYS, counted from 0)"))), load_default=list)
 
 
 class KeyNotAllowed(RelayError):
@@ -55,7 +59,7 @@ def check_key(routing_key: str, settings: dict | None) -> None:
     """Refuse a routing key outside the allow-list, comparing in constant time and naming no key."""
     allowed = allow_list(settings)
     if allowed and not any([hmac.compare_digest(routing_key.encode(), key.encode()) for key in allowed]):
-        raise KeyNotAllowed("routing_key is not one this relay accepts (PAGERDUTY_WEBHOOK routing_keys)")
+        raise KeyNotAllowed("'routing_key' is not one this relay accepts (RELAY_PAGERDUTY_ROUTING_KEYS)")
 
 
 def checked(event, settings: dict | None, schema=None) -> dict:
