@@ -302,6 +302,12 @@ def test_check_ins_over_http_keep_the_body_and_are_authenticated_like_webhooks(m
 
 # --- where operators look ----------------------------------------------------------------------------
 
+def test_the_cli_says_when_no_heartbeat_is_watched(make_app):
+    result = make_app().test_cli_runner().invoke(args=["relay", "heartbeats", "--json"])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr.startswith("relay: no heartbeat is watched: HEARTBEATS jobs and routes with a heartbeat")
+
+
 def test_state_in_the_api_the_cli_the_metrics_and_the_page(make_app):
     app = make_app(ROUTES=[WATCHDOG_ROUTE], HEARTBEATS=[{"name": "backup", "every": "1h", "routing_key": JOB_KEY}])
     client = app.test_client()

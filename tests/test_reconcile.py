@@ -269,7 +269,17 @@ def test_dry_run_prints_what_a_check_would_do_and_changes_nothing(make_app):
         am.fault = 500
         failed = app.test_cli_runner().invoke(args=["relay", "reconcile", "--dry-run"])
         assert failed.exit_code == 1 and "answered HTTP 500" in failed.output
+        (said,) = [line for line in failed.stderr.splitlines() if line.startswith("relay:")]
+        assert said == ("relay: source not read, nothing would be resolved for its alerts: "
+                        f"{url}/api/v2/alerts answered HTTP 500")
     assert app.test_cli_runner().invoke(args=["relay", "reconcile"]).exit_code == 2  # only --dry-run
+
+
+def test_a_dry_run_with_nothing_to_reconcile_says_so(make_app):
+    result = _app(make_app).test_cli_runner().invoke(args=["relay", "reconcile", "--dry-run"])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr == ("relay: no open alert to reconcile: none the relay triggered through Alertmanager or "
+                             "Grafana is unresolved\n")
 
 
 def test_grafana_is_asked_through_its_alertmanager_api_with_a_service_account_token(make_app):

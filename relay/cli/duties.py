@@ -20,6 +20,9 @@ def show_heartbeats(as_json):
     """Print every heartbeat's state (up, late, down), last arrival and next expected one."""
     with db.engine.connect() as conn:
         entries = heartbeats.overview(conn)
+    if not entries:  # said on stderr: the JSON lines on stdout stay JSON lines (none)
+        click.echo("relay: no heartbeat is watched: HEARTBEATS jobs and routes with a heartbeat option are watched "
+                   "once the delivery process runs (docs/heartbeats.md)", err=True)
     echo_entries(entries, as_json, heartbeat_table)
 
 
@@ -41,9 +44,12 @@ def reconcile_now(dry_run):
         raise click.UsageError("only --dry-run: the delivery process runs the checks (RELAY_RECONCILE_INTERVAL_SECONDS)")
     db.session.remove()  # the check reads and rolls back through the engine; hold no session transaction meanwhile
     report = reconcile.Reconciler(current_app.config).check(db.engine, models.utcnow(), dry_run=True)
+    if not report.findings:
+        click.echo("relay: no open alert to reconcile: none the relay triggered through Alertmanager or Grafana is "
+                   "unresolved", err=True)
     for finding in report.findings:
         click.echo(json.dumps(finding.line(), ensure_ascii=False))
-    for url, problem in report.unavailable.items():
-        click.echo(f"relay: cannot read {url}: {problem}", err=True)
+    for problem in report.unavailable.values():  # each problem names its URL
+        click.echo(f"relay: source not read, nothing would be resolved for its alerts: {problem}", err=True)
     if report.unavailable:
         sys.exit(1)
