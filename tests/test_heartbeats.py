@@ -424,7 +424,7 @@ def test_check_config_lists_the_heartbeats_keys_masked(make_app):
     result = app.test_cli_runner().invoke(args=["relay", "check-config"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert 'watchdog: alertname="Watchdog" → key …cdef, dedup alert, heartbeat within 300 s' in lines
+    assert 'watchdog: alertname="Watchdog" → key …cdef, dedup alert, heartbeat within 5m' in lines
     assert "heartbeat backup: cron '0 3 * * *' in Europe/Berlin, grace 30m → key …3210" in lines
     assert "heartbeat sync: every 1h, grace 5m → key …3210" in lines
     assert JOB_KEY not in result.output and KEY not in result.output

@@ -66,6 +66,14 @@ def test_a_bad_policy_names_the_route_and_the_option():
         load_route({"name": "db", "routing_key": "k" * 32, "on_gone": "close"})
 
 
+def test_check_config_shows_a_route_policy_other_than_the_defaults(make_app):
+    app = make_app(ROUTES=[{"name": "db", "routing_key": "k" * 32, "on_muted": "resolve"},
+                           {"name": "web", "routing_key": "w" * 32}], DEFAULT_ROUTE=None)
+    lines = app.test_cli_runner().invoke(args=["relay", "check-config"]).output.splitlines()
+    assert lines[:2] == ["db: (everything) → key …kkkk, dedup alert, reconciler: muted → resolve, gone → resolve",
+                         "web: (everything) → key …wwww, dedup alert"]
+
+
 # --- checks against a real store and an Alertmanager API on a real socket ----------------------------------------
 
 ROUTING_KEY = "r" * 32

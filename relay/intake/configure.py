@@ -3,7 +3,7 @@ import os
 
 from marshmallow import ValidationError
 
-from relay.intake.routing import ConfigError, Routing, load_routing, problem_text
+from relay.intake.routing import RECONCILE_KEEP, RECONCILE_RESOLVE, ConfigError, Routing, load_routing, problem_text
 from relay.intake.sources import SOURCES, settings_key
 from relay.masking import mask
 from relay.startup.process import warn
@@ -71,9 +71,11 @@ def describe(routing: Routing) -> list[str]:
         matchers = ", ".join(map(str, route.matchers)) or "(everything)"
         storm = route.storm and (f", storm valve {route.storm.max_triggers} new alerts per "
                                  f"{duration_text(route.storm.per_seconds)}")
+        heartbeat = route.heartbeat and f", heartbeat within {duration_text(route.heartbeat.within)}"
+        reconcile = f", reconciler: muted → {route.on_muted}, gone → {route.on_gone}" if (
+            route.on_muted, route.on_gone) != (RECONCILE_KEEP, RECONCILE_RESOLVE) else ""
         lines.append(f"{route.name}: {matchers} → key {key}, dedup {route.dedup}"
-                     f"{', continue' if route.continue_ else ''}{storm or ''}"
-                     f"{f', heartbeat within {route.heartbeat.within:g} s' if route.heartbeat else ''}")
+                     f"{', continue' if route.continue_ else ''}{storm or ''}{heartbeat or ''}{reconcile}")
     return lines
 
 
