@@ -66,6 +66,18 @@ def test_a_bad_policy_names_the_route_and_the_option():
         load_route({"name": "db", "routing_key": "k" * 32, "on_gone": "close"})
 
 
+@pytest.mark.parametrize("setting, problem", [
+    ("RELAY_RECONCILE_TIMEOUT_SECONDS", "RELAY_RECONCILE_TIMEOUT_SECONDS (0) must be more than 0"),
+    ("RELAY_RECONCILE_MAX_RESOLVES", "RELAY_RECONCILE_MAX_RESOLVES (0) must be at least 1 "
+                                     "(RELAY_RECONCILE_INTERVAL_SECONDS=0 turns the reconciler off)"),
+    ("RELAY_HEARTBEAT_CHECK_SECONDS", "RELAY_HEARTBEAT_CHECK_SECONDS (0) must be more than 0"),
+])
+def test_a_duty_setting_that_cannot_work_stops_start_up_naming_it(make_app, setting, problem):
+    with pytest.raises(ConfigError) as refused:  # a 0 s timeout was a ValueError traceback at the first check
+        make_app(**{setting: 0})
+    assert str(refused.value) == problem
+
+
 def test_check_config_shows_a_route_policy_other_than_the_defaults(make_app):
     app = make_app(ROUTES=[{"name": "db", "routing_key": "k" * 32, "on_muted": "resolve"},
                            {"name": "web", "routing_key": "w" * 32}], DEFAULT_ROUTE=None)

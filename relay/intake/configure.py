@@ -39,6 +39,18 @@ def check_nice(config) -> None:
         raise ConfigError(f"RELAY_DELIVERY_NICE ({config['RELAY_DELIVERY_NICE']}) must be between 0 and 19")
 
 
+def check_duties(config) -> None:
+    """Refuse duty settings that cannot work: a heartbeat turn of 0 s would spin, a 0 s timeout makes every request
+    to a source fail, and a cap of 0 resolves would keep a reconciler that never resolves (0 s between its checks
+    is how to turn it off)."""
+    for name, least, expected in (("RELAY_HEARTBEAT_CHECK_SECONDS", 0, "more than 0"),
+                                  ("RELAY_RECONCILE_TIMEOUT_SECONDS", 0, "more than 0"),
+                                  ("RELAY_RECONCILE_MAX_RESOLVES", 0, "at least 1 (RELAY_RECONCILE_INTERVAL_SECONDS=0 "
+                                                                      "turns the reconciler off)")):
+        if name in config and config[name] <= least:
+            raise ConfigError(f"{name} ({config[name]:g}) must be {expected}")
+
+
 def check_events_url(config) -> None:
     """Refuse an Events API URL without scheme, host or path: PagerDuty would answer every event 404. Derive the
     change events URL from it when none is set."""
@@ -57,6 +69,7 @@ def load(config, environ=os.environ) -> tuple[Routing, dict]:
     check_events_url(config)
     check_lease(config)
     check_nice(config)
+    check_duties(config)
     routing = load_routing(config.get("ROUTES") or [], config.get("DEFAULT_ROUTE"), environ)
     return routing, load_source_settings(config)
 
