@@ -321,6 +321,12 @@ def test_state_in_the_api_the_cli_the_metrics_and_the_page(make_app):
     assert items[1]["next_expected"] and items[1]["subject"] == "Prometheus Alertmanager at http://am-1:9093"
     assert KEY not in json.dumps(items) and JOB_KEY not in json.dumps(items)
 
+    with app.app_context():
+        (failed_id,) = db.session.execute(select(IncidentLog.id)).scalars().all()
+        db.session.commit()
+    page = client.get(f"/log/{failed_id}").get_data(as_text=True)
+    assert "for a heartbeat that went silent" in page and "came in through the API" not in page
+
     result = app.test_cli_runner().invoke(args=["relay", "heartbeats", "--json"])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["state"] for line in result.output.splitlines()] == ["down", "up"]

@@ -252,6 +252,14 @@ def test_metrics_and_the_log_show_the_storm(relay, http):
     assert value(scrape(http), "relay_storm_active", route="web") == 0
 
 
+def test_the_summary_rows_page_says_the_relay_made_it(relay, http):
+    post(http, *(alert(n) for n in range(5)))
+    (summary_row,) = rows(relay, source="storm")
+    page = http.get(f"/log/{summary_row.id}").get_data(as_text=True)
+    assert "the summary incident of the route&#39;s storm valve" in page
+    assert "came in through the API or the CLI" not in page
+
+
 # --- through the delivery worker to the simulator -----------------------------------------------------------------
 
 def test_a_burst_pages_max_triggers_and_one_storm_incident_and_no_held_resolve(delivering, pd):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import defer
 from werkzeug.exceptions import HTTPException
 
 from relay import incidents
-from relay.delivery import heartbeats
+from relay.delivery import heartbeats, storm
 from relay.errors import RelayError, retry_after_headers, store_unavailable
 from relay.intake.alert import is_http_url
 from relay.masking import redact
@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 bp = Blueprint("ui", __name__)
 
 RETRYABLE = states.REPLAYABLE
+# Why a row has no inbound alert, by its source: the relay makes some events itself.
+NO_ALERT = {storm.SOURCE: "None: the relay made this event itself, the summary incident of the route's storm valve.",
+            heartbeats.SOURCE: "None: the relay made this event itself, for a heartbeat that went silent, reported a "
+                               "failure or came back."}
+API_OR_CLI = "None: the event came in through the API or the CLI."
 LOG_ID = "int(min=1, max=9223372036854775807)"  # ids are 64-bit: larger numbers are not found, never a 500
 
 
@@ -128,7 +133,8 @@ def detail(log_id):
         return page("error.html", 404, title="Not found", message=f"no incident_log row with id {log_id}")
     entry = log_entries(db.session, [row], with_attempts=True)[0]
     return page("detail.html", e=entry, retryable=RETRYABLE, routing_keys=[row.routing_key], links=links(entry),
-                event_json=pretty(entry["event"]), alert_json=pretty(entry["alert"]) if entry["alert"] else None)
+                event_json=pretty(entry["event"]), alert_json=pretty(entry["alert"]) if entry["alert"] else None,
+                no_alert=NO_ALERT.get(row.source, API_OR_CLI))
 
 
 def links(entry: dict) -> list[dict]:
