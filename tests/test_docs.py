@@ -320,6 +320,11 @@ def test_the_heartbeat_curls_check_in_as_heartbeats_md_says(database_urls, pd, m
     assert states == ["up", "up", "down"]  # checked in, started, failed
     unknown = client.post("/heartbeats/nightly")
     assert unknown.status_code == 404 and "nightly-backup, sync-invoices" in unknown.get_json()["error"]["message"]
+    listed = re.search(r'`GET /api/v1/heartbeats` \(API token\): `\{"items": \[\{(.*?)\}\]\}`',
+                       doc_text("heartbeats.md"), re.S).group(1)
+    fields = set(re.findall(r'"(\w+)"', listed))
+    assert {tuple(sorted(item)) for item in client.get("/api/v1/heartbeats").get_json()["items"]} == {
+        tuple(sorted(fields))}
 
 
 def test_the_dry_run_line_has_the_fields_reconciler_md_shows(database_urls, pd, monkeypatch):

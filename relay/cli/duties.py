@@ -36,7 +36,8 @@ def heartbeat_table(entries: list[dict]) -> list[str]:
 
 
 @relay_cli.command("reconcile")
-@click.option("--dry-run", is_flag=True, help="Print what a check would do now; nothing is sent.")
+@click.option("--dry-run", is_flag=True, help="Required: print what a check would do now; nothing is sent (the "
+              "delivery process runs the checks themselves, every RELAY_RECONCILE_INTERVAL_SECONDS).")
 def reconcile_now(dry_run):
     """Ask Alertmanager and Grafana what became of each open alert and print, one JSON line each, what the
     reconciler would do now (docs/reconciler.md); nothing is stored or sent. Exits 1 when a source cannot be read."""
