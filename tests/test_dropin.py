@@ -1,6 +1,7 @@
 """The drop-in PagerDuty endpoint: /v2/enqueue, the legacy v1 create_event.json and /v2/change/enqueue take what
 PagerDuty takes, refuse what it refuses in its own shape, and deliver through the outbox to the simulator."""
 import json
+import logging
 import re
 import secrets
 
@@ -8,6 +9,7 @@ import pytest
 import requests
 
 from relay.intake.routing import ConfigError
+from relay.startup.process import announce
 from relay.startup.settings import Environment
 from relay.store.models import IncidentLog, db
 from tests.helpers import wait_until
@@ -258,6 +260,15 @@ def test_an_allow_list_entry_that_is_no_routing_key_stops_start_up_without_echoi
     assert str(refused.value) == ("PAGERDUTY_WEBHOOK: routing_keys: 1: not a routing key: a PagerDuty routing key "
                                   "has 32 characters (RELAY_PAGERDUTY_ROUTING_KEYS, counted from 0)")
     assert typo not in str(refused.value)
+
+
+def test_the_start_up_line_counts_the_allow_list_as_the_endpoints_credential(make_app, caplog):
+    app = make_app(PAGERDUTY_WEBHOOK={"routing_keys": [key()]})
+    with caplog.at_level(logging.INFO, logger="relay.startup"):
+        announce(app)
+    (started,) = [record for record in caplog.records if "starting" in record.getMessage()]
+    assert started.getMessage().endswith("webhook credentials for pagerduty")
+    assert not [record for record in caplog.records if "webhooks for pagerduty" in record.getMessage()]
 
 
 def test_drop_in_requests_are_counted_as_the_pagerduty_sources_webhooks(make_app):

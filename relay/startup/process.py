@@ -40,9 +40,12 @@ def announce(app) -> None:
     from sqlalchemy.engine import make_url
 
     from relay import __version__
+    from relay.intake.sources import pagerduty
 
     routing = app.extensions["relay.intake.routing"]
-    credentials = sorted(name for name, auth in app.extensions["relay.webhook_auth"].items() if auth.configured)
+    credentials = sorted(name for name, auth in app.extensions["relay.webhook_auth"].items() if auth.configured
+                         or name == pagerduty.NAME and pagerduty.allow_list(  # the routing keys are its credential
+                             app.extensions["relay.source_settings"].get(name)))
     store = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
     routes = len(routing.routes)
     log.info("relay %s starting: store %s, PagerDuty %s, %d route(s)%s, webhook credentials for %s", __version__,
