@@ -25,7 +25,7 @@ README = ROOT / "README.md"
 DOCS = [README, ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAX_README_LINES = 250
 
-SHIPPED_PATH = re.compile(r"(?<![\w/.-])(?:\.\./)?((?:examples|docs|deploy|bench)/[\w./-]*\w)")
+SHIPPED_PATH = re.compile(r"(?<![\w/.-])(?:\.\./)?((?:examples|docs|deploy|bench|relay|tests|tools|migrations)/[\w./-]*\w)")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 FENCED = re.compile(r"^```.*?^```", re.S | re.M)
