@@ -92,7 +92,7 @@ def _http_error(exc):
 
 
 def _description(exc: HTTPException) -> str:
-    """Say what went wrong; for routing's 405, which methods the URL takes (those its Allow names a caller sends)."""
+    """Say what went wrong; for routing's 405, the methods the URL takes (its Allow, less HEAD and OPTIONS)."""
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods and exc.description == MethodNotAllowed.description:
         taken = sorted(set(exc.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(exc.valid_methods)
         return f"this URL takes {' or '.join(taken)}, not {request.method}"
