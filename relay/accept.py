@@ -157,6 +157,7 @@ def store(source_name: str, planned: list[Planned]) -> list[tuple[int, str | Non
     worker.wake()
     metrics.events_stored(source_name, planned)
     metrics.events_held(row["route"] for row in rows if row["status"] == states.HELD)
+    metrics.events_not_sent(source_name, rows, superseded)
     return [(log_id, row["status"], row["error"], row.get("superseded_by")) if row["status"] in NOT_SENT
             else (log_id, None, None, None) for log_id, row in zip(ids, rows)]
 
@@ -172,7 +173,7 @@ def report_truncation(source_name: str, planned: list[Planned]) -> None:
     metrics.alerts_truncated(source_name, truncated)
 
 
-NOT_SENT = (states.STALE, states.SUPERSEDED, states.HELD)  # stored from the start as never to be sent, with why
+NOT_SENT = states.NOT_SENT
 
 
 def _compare_with_latest(conn, planned: list[Planned], rows: list[dict], valve: storm.Valve) -> list[list[int]]:

@@ -1,11 +1,11 @@
 """The relay's exceptions and the one JSON shape every error response takes."""
 import logging
 
-from flask import current_app, g, has_request_context, jsonify
+from flask import current_app, g, has_request_context, jsonify, request
 from marshmallow import ValidationError
 from sqlalchemy import event
 from sqlalchemy.pool import Pool
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from relay.store import failures
 
@@ -88,7 +88,15 @@ def _validation_error(exc):
 def _http_error(exc):
     code = (exc.name or "error").lower().replace(" ", "_")
     headers = [(name, value) for name, value in exc.get_headers() if name != "Content-Type"]  # a 405's Allow
-    return jsonify(error_body(code, exc.description or exc.name)), exc.code, headers
+    return jsonify(error_body(code, _description(exc))), exc.code, headers
+
+
+def _description(exc: HTTPException) -> str:
+    """Say what went wrong; for routing's 405, the methods the URL takes (its Allow, less HEAD and OPTIONS)."""
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods and exc.description == MethodNotAllowed.description:
+        taken = sorted(set(exc.valid_methods) - {"HEAD", "OPTIONS"}) or sorted(exc.valid_methods)
+        return f"this URL takes {' or '.join(taken)}, not {request.method}"
+    return exc.description or exc.name
 
 
 def _unexpected_error(exc):

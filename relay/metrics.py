@@ -23,6 +23,10 @@ WEBHOOK_DURATION = Histogram("relay_webhook_duration_seconds",
 EVENTS = Counter("relay_events_stored_total",
                  "Events stored in incident_log, by source, route (unrouted: matched none) and event action.",
                  ["source", "route", "action"])
+NOT_SENT = Counter("relay_events_not_sent_total",
+                   "Events stored never to be sent, by source, route and reason (the row's state: stale, superseded, "
+                   "held); older rows a webhook's event superseded count under its source and route.",
+                   ["source", "route", "reason"])
 TRUNCATED = Counter("relay_alerts_truncated_total",
                     "Alerts a sender left out of its notifications (truncatedAlerts: its max_alerts), by source.",
                     ["source"])
@@ -89,6 +93,16 @@ def events_held(routes) -> None:
     """Count the events a webhook stored held, by route, once their rows are committed."""
     for route in routes:
         _child(HELD, route).inc()
+
+
+def events_not_sent(source: str, rows: list[dict], superseded: list[list[int]]) -> None:
+    """Count the rows a webhook stored never to be sent, and the older rows each of them superseded, once they are
+    committed."""
+    for row, older in zip(rows, superseded):
+        if row["status"] in states.NOT_SENT:
+            _child(NOT_SENT, source, row["route"], row["status"]).inc()
+        if older:
+            _child(NOT_SENT, source, row["route"], states.SUPERSEDED).inc(len(older))
 
 
 def alerts_truncated(source: str, count: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, update
 
 from relay.intake.routing import ConfigError, load_route
-from relay.store import outbox
+from relay.store import collapse, outbox
 from relay.store.models import DeliveryAttempt, IncidentLog, db, utcnow
 from tests.helpers import alertmanager_notification, firing, wait_until
 
@@ -102,6 +102,20 @@ def test_a_trigger_and_its_resolve_both_unsent_are_both_superseded(relay, http):
     refire = alert("DiskFull")
     refire["startsAt"] = "2026-11-26T10:10:00Z"
     assert "status" not in post(http, refire)[0]
+
+
+def test_a_resolve_behind_more_unsent_triggers_than_it_reads_back_is_sent_and_supersedes_nothing(relay, http):
+    over, within = collapse.WALK_LIMIT + 1, collapse.WALK_LIMIT - 1
+    # Every trigger changed (its summary), so none is a repeat: each waits, unsent, in one notification per alert.
+    post(http, *(alert("DiskFull", summary=f"disk {n}% full") for n in range(over)))
+    cpu = post(http, *(alert("CpuHot", summary=f"cpu at {n}%") for n in range(within)))
+    (resolve,) = post(http, alert("DiskFull", "resolved"))
+    assert "status" not in resolve  # past the rows it reads back the relay cannot tell what PagerDuty has: it sends
+    (collapsed,) = post(http, alert("CpuHot", "resolved"))  # within them, the usual collapse
+    assert collapsed["status"] == "superseded"
+    assert rows(relay) == [("trigger", "pending", None)] * over + \
+        [("trigger", "superseded", collapsed["log_id"])] * within + \
+        [("resolve", "pending", None), ("resolve", "superseded", cpu[-1]["log_id"])]
 
 
 def test_a_route_with_send_flapping_sends_both(relay, http):

@@ -56,3 +56,30 @@ def test_the_400_names_the_paths_generic_webhook_configures(make_app):
     assert ("send labels (at tags), a dedup key (at no path: GENERIC_WEBHOOK turns it off) or a summary "
             "(at check.name)") in message
     assert post(client, {"check": {"name": "Disk full"}}).status_code == 202
+
+
+def test_a_resolve_without_the_severity_closes_its_labelled_trigger(delivering, pd):
+    client = delivering(ROUTES=[], DEFAULT_ROUTE=DEFAULT_ROUTE).test_client()
+    labels = {"host": "db1", "check": "backup"}
+    trigger = post(client, {"title": "Backup failed", "labels": labels, "severity": "critical"}).get_json()
+    (fired,) = trigger["events"]
+    wait_until(lambda: [a["status"] for a in pd.alerts()] == ["triggered"], timeout=10, message="the trigger sent")
+    assert pd.alerts()[0]["severity"] == "critical"  # the severity path still sets the event's severity
+
+    resolve = post(client, {"title": "Backup failed", "labels": labels, "status": "resolved"}).get_json()
+    (resolved,) = resolve["events"]
+    assert (resolved["event_action"], resolved["dedup_key"]) == ("resolve", fired["dedup_key"])
+    wait_until(lambda: [a["status"] for a in pd.alerts()] == ["resolved"], timeout=10,
+               message="the incident resolved")
+
+
+def test_a_label_the_sender_sent_stays_part_of_the_identity(make_app):
+    client = make_app(ROUTES=[], DEFAULT_ROUTE=DEFAULT_ROUTE).test_client()
+    keys = [post(client, payload).get_json()["events"][0]["dedup_key"] for payload in (
+        {"title": "Disk full", "labels": {"host": "db1", "severity": "critical"}},
+        {"title": "Disk full", "labels": {"host": "db1", "severity": "warning"}},
+        {"title": "Disk full", "labels": {"host": "db1"}, "severity": "warning"},
+        {"title": "Disk full", "labels": {"host": "db1"}, "level": "info"},
+    )]
+    assert len({keys[0], keys[1], keys[2]}) == 3  # a severity among the labels is the sender's: it tells apart
+    assert keys[2] == keys[3]  # one read by the severity path does not

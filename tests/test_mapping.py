@@ -208,8 +208,12 @@ KNOWN_KEYS = [
     ("grafana", fixture("grafana_unified_firing_docs.json"),
      ["bc10ba3f4e45683e4e44a9c67082e59e111963f97746ed5dbb23e65b66fa432d",
       "e29b9aaec6228bcc43f1bb2e4a22e0b216b758970b49f03a8f5f76297c758146"]),
+    # Was c87269d6…: the severity the path read was part of the key, so its resolve (no severity) never matched.
+    # Now the trigger takes the key its resolve always had.
     ("generic", {"title": "Backup failed", "labels": {"host": "b1", "team": "db"}, "severity": "critical"},
-     ["c87269d639660504e7f8d422eaec6c31ff139cf23dedca4b83498a443cfa3cda"]),
+     ["30f11c432cbb3c0586bb1e4416a7457df1c5a30b85bfc802545d4f48e0ad64ed"]),
+    ("generic", {"title": "Backup failed", "labels": {"host": "b1", "team": "db"}, "status": "resolved"},
+     ["30f11c432cbb3c0586bb1e4416a7457df1c5a30b85bfc802545d4f48e0ad64ed"]),
     ("generic", {"summary": "x", "labels": {"host": "b1"}},
      ["6ba2b1f06aa250b6959053c4b3202bdd42d2961a9d3f4a06c3ca0504583baac5"]),
 ]

@@ -18,13 +18,17 @@ from conftest import app_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay import create_app
+from relay.delivery import worker
 from relay.store.models import IncidentLog, db, utcnow
 from tests.helpers import statuses, wait_until
 from tests.processes import free_port
+from tests.test_collapse import alert as one_alert
+from tests.test_collapse import post
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DB_KEY = "d0d0d0d0d0d0d0d0d0d0d0d0d0d0d1b1"
+WEB_KEY = "3eb03eb03eb03eb03eb03eb03eb03eb0"
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -135,6 +139,36 @@ def test_events_counted_by_route_and_action(make_app):
     assert delta(before, after, name, source="alertmanager", route="db", action="resolve") == 1
     assert delta(before, after, name, source="api", route="direct", action="trigger") == 1
     assert len(statuses(app)) == 5
+
+
+def test_events_stored_never_to_be_sent_counted_by_reason(make_app, pd):
+    web = {"name": "web", "matchers": ['team="web"'], "routing_key": WEB_KEY, "storm": {"max_triggers": 1}}
+    app = make_app(ROUTES=[web], DEFAULT_ROUTE={"name": "default", "routing_key": DB_KEY})
+    client = app.test_client()
+    before = scrape(client)
+    post(client, one_alert("DiskFull"))  # waits for the worker started below
+    assert post(client, one_alert("DiskFull"))[0]["status"] == "superseded"  # a repeat of the waiting trigger
+    (resolve,) = post(client, one_alert("DiskFull", "resolved"))  # supersedes the unsent trigger, and itself
+    assert resolve["status"] == "superseded"
+    assert post(client, one_alert("DiskFull"))[0]["status"] == "stale"  # firing since before that resolve
+    storm = post(client, one_alert("Down", team="web", host="h1"), one_alert("Down", team="web", host="h2"))
+    assert [event.get("status") for event in storm] == [None, "held"]  # past the valve's one new alert
+    after = scrape(client)
+
+    name = "relay_events_not_sent_total"
+    assert delta(before, after, name, source="alertmanager", route="default", reason="superseded") == 3
+    assert delta(before, after, name, source="alertmanager", route="default", reason="stale") == 1
+    assert delta(before, after, name, source="alertmanager", route="web", reason="held") == 1
+    assert total(after, name) - total(before, name) == sum(status in ("superseded", "stale", "held")
+                                                           for status in statuses(app)) == 5
+    worker.start(app)
+    try:  # what was counted as not sent is never sent: only the first web alert and the storm's summary incident
+        wait_until(lambda: statuses(app).count("delivered") == 2, timeout=10, message="the two events to send")
+        paged = {alert["dedup_key"]: alert["summary"] for alert in pd.alerts()}
+        assert paged.pop("relay-storm-web").startswith("storm on route web")
+        assert list(paged.values()) == ["Down: disk full (h1)"]
+    finally:
+        worker.stop()
 
 
 def test_invalid_webhook_stores_and_counts_no_event(make_app):

@@ -68,13 +68,30 @@ def test_generic_put_is_accepted(delivering, pd):
     assert event["payload"]["summary"] == "Backup failed" and event["payload"]["severity"] == "error"
 
 
-def test_alertmanager_never_sends_put_so_its_webhook_answers_405_naming_post(make_app):
+# What each webhook takes; Flask adds OPTIONS (answered by itself) to the Allow of every URL, webhooks or not.
+TAKES = {"alertmanager": "POST", "pagerduty": "POST", "grafana": "POST or PUT", "generic": "POST or PUT"}
+
+
+@pytest.mark.parametrize("source, method", [
+    ("alertmanager", "PUT"),  # never sent: webhook_config has no method option
+    ("alertmanager", "GET"), ("alertmanager", "DELETE"), ("pagerduty", "PUT"), ("grafana", "GET"),
+    ("generic", "PATCH"),
+])
+def test_a_method_a_webhook_does_not_take_is_a_405_whose_allow_names_only_its_own(make_app, source, method):
     app = make_app(DEFAULT_ROUTE=DEFAULT_ROUTE)
-    response = send(app.test_client(), "alertmanager", body("am-alertmanager-route-labels.json"), method="PUT")
-    assert response.status_code == 405 and response.headers["Allow"] == "POST"
+    response = send(app.test_client(), source, body("am-alertmanager-route-labels.json"), method=method)
+    assert response.status_code == 405
+    assert sorted(response.headers["Allow"].split(", ")) == sorted([*TAKES[source].split(" or "), "OPTIONS"])
     assert response.get_json()["error"] == {"code": "method_not_allowed",
-                                            "message": "/webhooks/alertmanager takes POST, not PUT"}
+                                            "message": f"this URL takes {TAKES[source]}, not {method}"}
     assert row_count(app) == 0
+
+
+def test_options_names_each_webhooks_own_methods(make_app):
+    client = make_app(DEFAULT_ROUTE=DEFAULT_ROUTE).test_client()
+    allowed = {source: sorted(client.options(f"/webhooks/{source}").headers["Allow"].split(", ")) for source in TAKES}
+    assert allowed == {"alertmanager": ["OPTIONS", "POST"], "pagerduty": ["OPTIONS", "POST"],
+                       "grafana": ["OPTIONS", "POST", "PUT"], "generic": ["OPTIONS", "POST", "PUT"]}
 
 
 def test_a_put_is_authenticated_as_a_post_is(make_app, pd):

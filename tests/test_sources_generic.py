@@ -44,6 +44,7 @@ def test_default_settings_map_a_plain_object():
         fingerprint="disk-db1",
         dedup_key="disk-db1",
         details={"runbook": "https://runbooks.example.com/disk"},  # what no path took
+        derived_labels=("severity",),  # read by the severity path: no part of the alert's identity
     )
 
 
@@ -120,7 +121,7 @@ def test_unknown_status_is_named_with_its_path():
 
 def test_severity_label_already_present_wins():
     (alert,) = generic.to_alerts({"severity": "critical", "labels": {"severity": "info"}})
-    assert alert.labels == {"severity": "info"}
+    assert alert.labels == {"severity": "info"} and alert.derived_labels == ()  # the sender's: part of its identity
 
 
 def test_label_values_become_strings_and_nulls_are_dropped():

@@ -42,6 +42,9 @@ class Alert:
     external_url: str | None = None
     dedup_key: str | None = None  # a dedup key the sender chose itself (generic source), None otherwise
     identity: str | None = None  # what tells apart an alert without labels of its own (generic: its summary)
+    # Labels the source made from other fields of the payload (generic: what its severity path read): matched by
+    # routes, but no part of the alert's identity, since a resolve seldom repeats them.
+    derived_labels: tuple[str, ...] = ()
     route_labels: dict[str, str] = field(default_factory=dict)  # Alertmanager's routeLabels: the matching route's
     # An Events API v2 event its sender made itself (the drop-in endpoint), without its routing key (a label):
     # passed on as sent, re-keyed by the routes; None for the alerts the relay makes events of.

@@ -55,10 +55,11 @@ _IDENTITY_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(…, ensure_
 
 
 def alert_dedup_key(route: Route, alert: Alert) -> str:
-    """A key stable for every repeat of the alert and its resolve, distinct per route and source: from its labels,
-    or from its identity when it has no labels of its own."""
+    """A key stable for every repeat of the alert and its resolve, distinct per route and source: from its labels
+    (less those its source derived from other fields), or from its identity when it has no labels of its own."""
     if alert.identity is None:
-        return sha256_hex(_IDENTITY_JSON.encode([route.name, alert.source, sorted(alert.labels.items())]))
+        labels = sorted((name, value) for name, value in alert.labels.items() if name not in alert.derived_labels)
+        return sha256_hex(_IDENTITY_JSON.encode([route.name, alert.source, labels]))
     # Four parts where a labelled alert's have three: no label set can give this key.
     return sha256_hex(_IDENTITY_JSON.encode([route.name, alert.source, [], alert.identity]))
 

@@ -33,6 +33,7 @@ OPEN = (PENDING, RETRYING)  # the delivery worker still has to act on them
 OPEN_SQL = "status IN ('pending', 'retrying')"
 FINAL = (DELIVERED, FAILED, DEAD)  # a delivery's last word
 FINISHED = (*FINAL, UNROUTED, STALE, SUPERSEDED, HELD)  # nothing more will be done: safe to prune
+NOT_SENT = (STALE, SUPERSEDED, HELD)  # stored from the start as never to be sent, with why
 NOT_DELIVERED = (FAILED, DEAD)  # final, and PagerDuty never took it
 REPLAYABLE = NOT_DELIVERED  # may be put back in the outbox by hand, while still the latest for its alert
 # What the relay has said, or will say, of its alert: the newest such row is the alert's state.

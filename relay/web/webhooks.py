@@ -1,13 +1,13 @@
 """POST (or PUT, for the sources whose senders offer it) /webhooks/<source>: read the notification, have it
-accepted (mapped and stored), then answer 202."""
+accepted (mapped and stored), then answer 202. Each source's URL takes its own methods (its METHODS), and a 405's
+Allow names only those."""
 import logging
 import time
 
 from flask import Blueprint, g, jsonify, request
-from werkzeug.exceptions import MethodNotAllowed
 
 from relay import accept, metrics
-from relay.intake.sources import get_source, webhook_methods
+from relay.intake.sources import SOURCES, get_source, webhook_methods
 from relay.store import states
 from relay.web import schemas
 from relay.web.payloads import read_json
@@ -16,13 +16,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
-@bp.route("/<source_name>", methods=["POST", "PUT"])
 def receive(source_name):
     """Accept a notification: every alert becomes a stored event before the 202."""
     source = accept.source_named(source_name)
-    methods = webhook_methods(source)
-    if request.method not in methods:
-        raise MethodNotAllowed(methods, f"/webhooks/{source_name} takes {' or '.join(methods)}, not {request.method}")
     events = accept.receive(source, read_json(allow_array=True))
     log.info("webhook accepted", extra={"source": source_name, "events": len(events),
                                         "unrouted": sum(event.get("status") == states.UNROUTED for event in events),
@@ -31,6 +27,17 @@ def receive(source_name):
                                                           for event in events),
                                         "held": sum(event.get("status") == states.HELD for event in events)})
     return jsonify(schemas.webhook_accepted.dump({"accepted": len(events), "events": events})), 202
+
+
+@bp.record
+def add_rules(state):
+    """Route each registered source's URL with its own methods: one rule for all would take, and list in a 405's
+    Allow, every source's. Any other name takes what every source takes, to be answered 404 (unknown_source)."""
+    for name, source in SOURCES.items():
+        state.add_url_rule(f"/{name}", "receive", receive, defaults={"source_name": name},
+                           methods=webhook_methods(source))
+    common = set.intersection(*(set(webhook_methods(source)) for source in SOURCES.values()))
+    state.add_url_rule("/<source_name>", "unknown", receive, methods=sorted(common))
 
 
 @bp.url_value_preprocessor

@@ -186,8 +186,9 @@ def to_alert(item, settings: dict) -> Alert:
     identity = None if labels or summary is None else text(summary).strip() or None
     if not (labels or sender_key or identity):
         raise ValidationError(unidentified(settings))
+    derived = ()
     if severity is not None and "severity" not in labels:
-        labels["severity"] = text(severity)
+        labels["severity"], derived = text(severity), ("severity",)
     if details_path is None:
         details = {key: value for key, value in item.items() if key not in taken}
     elif not isinstance(details, dict):
@@ -201,6 +202,7 @@ def to_alert(item, settings: dict) -> Alert:
         dedup_key=sender_key,
         details=details,
         identity=identity,
+        derived_labels=derived,
     )
 
 
