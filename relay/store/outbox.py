@@ -33,8 +33,7 @@ def backend(bind):
     """The backend module of an engine's or connection's database.
 
     Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
-    hold_rate_budget, hold_endpoints, read_holding_alerts, hold_routes, finish, watcher and migration_lock;
-    and among, for a statement's list parameters.
+    hold_rate_budget, hold_endpoints, read_holding_alerts, hold_routes, finish, watcher and migration_lock.
     """
     return _BACKENDS[bind.dialect.name]
 
@@ -331,14 +330,15 @@ def _errors_text(delivery) -> str | None:
     return "; ".join([delivery.message or "", *delivery.errors]).strip("; ") or None
 
 
-def _latest_states_statement(among):
+def _latest_states_statement():
     """The newest row each alert among the given keys has had, sent or superseded, with the row a superseded one
-    was collapsed into: built once per database (among: its way of binding a list), so a webhook pays for one
-    cached statement and not for building and compiling a new one."""
+    was collapsed into: built once, its IN lists expanded at execution, so a webhook pays for one cached statement
+    and not for building and compiling a new one."""
     log = IncidentLog
     carrier = aliased(IncidentLog, name="carrier")
     newest = select(func.max(log.id)).where(
-        among(log.dedup_key, "dedup_keys"), among(log.routing_key, "routing_keys"),
+        log.dedup_key.in_(bindparam("dedup_keys", expanding=True)),
+        log.routing_key.in_(bindparam("routing_keys", expanding=True)),
         log.status.in_(states.HEARD)).group_by(log.routing_key, log.dedup_key)
     return select(log.id, log.routing_key, log.dedup_key, log.event_action, log.status, log.alert, log.event,
                   log.cause, log.created_at, log.superseded_by, carrier.event_action.label("carrier_action"),
@@ -346,7 +346,7 @@ def _latest_states_statement(among):
         .outerjoin(carrier, carrier.id == log.superseded_by).where(log.id.in_(newest))
 
 
-_LATEST_STATES = {name: _latest_states_statement(module.among) for name, module in _BACKENDS.items()}
+_LATEST_STATES = _latest_states_statement()
 
 
 def latest_states(conn, pairs) -> dict[tuple[str, str], object]:
@@ -355,8 +355,7 @@ def latest_states(conn, pairs) -> dict[tuple[str, str], object]:
     key), its alert held against other writers until the transaction ends."""
     if not pairs:
         return {}
-    store = backend(conn)
-    rows = store.read_holding_alerts(conn, pairs, _LATEST_STATES[conn.dialect.name], {
+    rows = backend(conn).read_holding_alerts(conn, pairs, _LATEST_STATES, {
         "dedup_keys": sorted({dedup_key for _, dedup_key in pairs}),
         "routing_keys": sorted({routing_key for routing_key, _ in pairs})})
     return {(row.routing_key, row.dedup_key): row for row in rows if (row.routing_key, row.dedup_key) in pairs}

@@ -15,8 +15,7 @@ from datetime import datetime
 
 import psycopg
 from psycopg.rows import namedtuple_row
-from sqlalchemy import any_, bindparam, func, insert, make_url, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import func, insert, make_url, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.exc import DBAPIError
 
@@ -105,43 +104,36 @@ _HOLD_ALERTS = text("SELECT pg_advisory_xact_lock(CAST(:lock_class AS int), k) "
                     "FROM unnest(CAST(:keys AS int[])) AS k")
 
 
-def among(column, name: str):
-    """The condition that column is in the list bound as name: one array parameter, so the statement's text is the
-    same for every list and psycopg prepares it once."""
-    return column == any_(bindparam(name, type_=ARRAY(column.type)))
-
-
 def read_holding_alerts(conn, pairs, statement, params: dict) -> list:
     """Take an advisory lock per alert (routing key, dedup key) until the transaction ends, in one order, so two
     webhooks about one alert never both compare with the state the other is about to change; then run statement,
     a read about those alerts, and return its rows.
 
-    The transaction's BEGIN, the locks and the read go in one round trip (psycopg's pipeline) where they took three.
-    The server still runs them one after the other, and under READ COMMITTED the read's snapshot is taken when it
-    starts, once the locks are held: it sees what their previous holder committed.
+    The locks and the read go in one round trip (psycopg's pipeline) where they took two. The server still runs them
+    one after the other, and under READ COMMITTED the read's snapshot is taken when it starts, once the locks are
+    held: it sees what their previous holder committed. (psycopg still waits for the transaction's BEGIN on its own.)
     """
-    lock_sql, _ = _driver_text(_HOLD_ALERTS, conn.dialect)
-    read_sql, constants = _driver_text(statement, conn.dialect)
     keys = sorted({_alert_lock_key(routing_key, dedup_key) for routing_key, dedup_key in pairs})
+    lock = _compiled(_HOLD_ALERTS, conn.dialect).construct_expanded_state(
+        {"lock_class": ALERT_LOCK_CLASS, "keys": keys})
+    read = _compiled(statement, conn.dialect).construct_expanded_state(params)
     driver = conn.connection.driver_connection
     try:
         with driver.pipeline():
-            driver.execute(lock_sql, {"lock_class": ALERT_LOCK_CLASS, "keys": keys})
+            driver.execute(lock.statement, lock.parameters)
             cursor = driver.cursor(row_factory=namedtuple_row)
-            cursor.execute(read_sql, {**constants, **params})
+            cursor.execute(read.statement, read.parameters)
         return cursor.fetchall()
     except psycopg.Error as exc:  # as SQLAlchemy would raise it, parameters (routing keys) hidden
-        raise DBAPIError.instance(read_sql, None, exc, psycopg.Error, hide_parameters=True,
+        raise DBAPIError.instance(read.statement, None, exc, psycopg.Error, hide_parameters=True,
                                   dialect=conn.dialect) from None
 
 
 @functools.lru_cache(maxsize=32)  # a few statements, per engine
-def _driver_text(statement, dialect) -> tuple[str, dict]:
-    """A statement compiled once for psycopg itself: its text, with the lists it fixes (IN) written out, and the
-    values of their parameters."""
-    unset = {name: None for name, value in statement.compile(dialect=dialect).params.items() if value is None}
-    expanded = statement.params(unset).compile(dialect=dialect).construct_expanded_state()
-    return expanded.statement, {name: value for name, value in expanded.parameters.items() if name not in unset}
+def _compiled(statement, dialect):
+    """A statement compiled once; its lists (IN) are written out per call, as SQLAlchemy does, so a list of the
+    same length gives the same text, which psycopg prepares and PostgreSQL plans once."""
+    return statement.compile(dialect=dialect)
 
 
 def _alert_lock_key(routing_key: str, dedup_key: str) -> int:

@@ -155,11 +155,6 @@ def hold_endpoints(conn) -> None:
     out."""
 
 
-def among(column, name: str):
-    """The condition that column is in the list bound as name, expanded into the statement as it runs."""
-    return column.in_(bindparam(name, expanding=True))
-
-
 def read_holding_alerts(conn, pairs, statement, params: dict) -> list:
     """Run statement, a read about these alerts, and return its rows: nothing to take, a stored webhook's write lock
     already keeps other webhooks about its alerts out."""
