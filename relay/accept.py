@@ -129,6 +129,8 @@ HEARTBEAT = "heartbeat"  # an alert of a heartbeat route: recorded as a beat, ne
 def without_heartbeats(planned: list[Planned]) -> tuple[list[Planned], list[Planned]]:
     """Split the events to store from the alerts of heartbeat routes (relay/delivery/heartbeats.py)."""
     routing = current_app.extensions["relay.intake.routing"]
+    if not routing.has_heartbeats:
+        return planned, []
     beats = [routing.heartbeat_of(item.route) is not None for item in planned]
     return ([item for item, beat in zip(planned, beats) if not beat],
             [item for item, beat in zip(planned, beats) if beat])

@@ -182,7 +182,7 @@ def test_both_backends_offer_what_the_outbox_asks_of_them():
     from relay.store import postgres, sqlite
 
     asked = ("writer_connection", "write_transaction", "prepare_candidates", "take", "hold_rate_budget",
-             "hold_endpoints", "hold_alerts", "hold_routes", "finish", "watcher", "insert_rows")
+             "hold_endpoints", "read_holding_alerts", "hold_routes", "finish", "watcher", "insert_rows")
     assert all(callable(getattr(module, name, None)) for module in (sqlite, postgres) for name in asked)
 
 

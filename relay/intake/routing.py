@@ -1,6 +1,7 @@
 """Routes from config.py: loading and checking them, and choosing the routes an alert goes to."""
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -234,16 +235,41 @@ class Routing:
 
     def sends_flapping(self, route_name: str | None) -> bool:
         """Tell whether the named route sends a trigger and its resolve that were both still unsent."""
-        return any(route.send_flapping for route in [*self.routes, self.default] if route and route.name == route_name)
+        return route_name in self._flapping
 
     def storms(self) -> dict[str, Storm]:
         """The storm valve of each route that has one, by route name."""
-        return {route.name: route.storm for route in [*self.routes, self.default] if route and route.storm}
+        return self._storms
 
     def heartbeat_of(self, route_name: str | None) -> "Watchdog | None":
         """The named route's heartbeat option, None when its alerts are incidents."""
-        return next((route.heartbeat for route in [*self.routes, self.default]
-                     if route and route.name == route_name and route.heartbeat), None)
+        return self._heartbeats.get(route_name)
+
+    @property
+    def has_heartbeats(self) -> bool:
+        """Tell whether any route's alerts are heartbeats."""
+        return bool(self._heartbeats)
+
+    # Per configuration, not per request: read once, on the first webhook (the routes never change after loading).
+    @cached_property
+    def _flapping(self) -> set[str]:
+        return {route.name for route in self._all if route.send_flapping}
+
+    @cached_property
+    def _storms(self) -> dict[str, Storm]:
+        return {route.name: route.storm for route in self._all if route.storm}
+
+    @cached_property
+    def _heartbeats(self) -> dict[str, "Watchdog"]:
+        found = {}
+        for route in self._all:  # the first route of a name, as before
+            if route.heartbeat and route.name not in found:
+                found[route.name] = route.heartbeat
+        return found
+
+    @property
+    def _all(self) -> list[Route]:
+        return [route for route in [*self.routes, self.default] if route]
 
 
 def proxy_route() -> Route:

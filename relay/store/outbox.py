@@ -33,7 +33,7 @@ def backend(bind):
     """The backend module of an engine's or connection's database.
 
     Each offers the same functions: writer_connection, write_transaction, prepare_candidates, take,
-    hold_rate_budget, hold_endpoints, hold_alerts, hold_routes, finish, watcher and migration_lock.
+    hold_rate_budget, hold_endpoints, read_holding_alerts, hold_routes, finish, watcher and migration_lock.
     """
     return _BACKENDS[bind.dialect.name]
 
@@ -355,9 +355,9 @@ def latest_states(conn, pairs) -> dict[tuple[str, str], object]:
     key), its alert held against other writers until the transaction ends."""
     if not pairs:
         return {}
-    backend(conn).hold_alerts(conn, pairs)
-    rows = conn.execute(_LATEST_STATES, {"dedup_keys": sorted({dedup_key for _, dedup_key in pairs}),
-                                         "routing_keys": sorted({routing_key for routing_key, _ in pairs})}).all()
+    rows = backend(conn).read_holding_alerts(conn, pairs, _LATEST_STATES, {
+        "dedup_keys": sorted({dedup_key for _, dedup_key in pairs}),
+        "routing_keys": sorted({routing_key for routing_key, _ in pairs})})
     return {(row.routing_key, row.dedup_key): row for row in rows if (row.routing_key, row.dedup_key) in pairs}
 
 

@@ -13,8 +13,11 @@ import logging
 from contextlib import contextmanager
 from datetime import datetime
 
+import psycopg
+from psycopg.rows import namedtuple_row
 from sqlalchemy import func, insert, make_url, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.exc import DBAPIError
 
 from relay.store import failures
 from relay.store.models import IncidentLog
@@ -101,12 +104,36 @@ _HOLD_ALERTS = text("SELECT pg_advisory_xact_lock(CAST(:lock_class AS int), k) "
                     "FROM unnest(CAST(:keys AS int[])) AS k")
 
 
-def hold_alerts(conn, pairs) -> None:
+def read_holding_alerts(conn, pairs, statement, params: dict) -> list:
     """Take an advisory lock per alert (routing key, dedup key) until the transaction ends, in one order, so two
-    webhooks about one alert never both compare with the state the other is about to change."""
+    webhooks about one alert never both compare with the state the other is about to change; then run statement,
+    a read about those alerts, and return its rows.
+
+    The locks and the read go in one round trip (psycopg's pipeline) where they took two. The server still runs them
+    one after the other, and under READ COMMITTED the read's snapshot is taken when it starts, once the locks are
+    held: it sees what their previous holder committed. (psycopg still waits for the transaction's BEGIN on its own.)
+    """
     keys = sorted({_alert_lock_key(routing_key, dedup_key) for routing_key, dedup_key in pairs})
-    if keys:
-        conn.execute(_HOLD_ALERTS, {"lock_class": ALERT_LOCK_CLASS, "keys": keys})
+    lock = _compiled(_HOLD_ALERTS, conn.dialect).construct_expanded_state(
+        {"lock_class": ALERT_LOCK_CLASS, "keys": keys})
+    read = _compiled(statement, conn.dialect).construct_expanded_state(params)
+    driver = conn.connection.driver_connection
+    try:
+        with driver.pipeline():
+            driver.execute(lock.statement, lock.parameters)
+            cursor = driver.cursor(row_factory=namedtuple_row)
+            cursor.execute(read.statement, read.parameters)
+        return cursor.fetchall()
+    except psycopg.Error as exc:  # as SQLAlchemy would raise it, parameters (routing keys) hidden
+        raise DBAPIError.instance(read.statement, None, exc, psycopg.Error, hide_parameters=True,
+                                  dialect=conn.dialect) from None
+
+
+@functools.lru_cache(maxsize=32)  # a few statements, per engine
+def _compiled(statement, dialect):
+    """A statement compiled once; its lists (IN) are written out per call, as SQLAlchemy does, so a list of the
+    same length gives the same text, which psycopg prepares and PostgreSQL plans once."""
+    return statement.compile(dialect=dialect)
 
 
 def _alert_lock_key(routing_key: str, dedup_key: str) -> int:

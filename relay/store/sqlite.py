@@ -11,7 +11,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 
-from sqlalchemy import bindparam, event, func, insert, select, text, update
+from sqlalchemy import bindparam, event, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
@@ -155,8 +155,10 @@ def hold_endpoints(conn) -> None:
     out."""
 
 
-def hold_alerts(conn, pairs) -> None:
-    """Nothing to take: a stored webhook's write lock already keeps other webhooks about its alerts out."""
+def read_holding_alerts(conn, pairs, statement, params: dict) -> list:
+    """Run statement, a read about these alerts, and return its rows: nothing to take, a stored webhook's write lock
+    already keeps other webhooks about its alerts out."""
+    return conn.execute(statement, params).all()
 
 
 def hold_routes(conn, names) -> None:
@@ -221,7 +223,7 @@ def watcher(engine):
 
 
 _INSERT_ROWS = insert(IncidentLog.__table__)
-_LAST_ROWID = text("SELECT last_insert_rowid()")
+_LAST_ROWID = "SELECT last_insert_rowid()"
 
 
 def insert_rows(conn, rows: list[dict]) -> list[int]:
@@ -232,7 +234,7 @@ def insert_rows(conn, rows: list[dict]) -> list[int]:
     between the rows, and SQLite gives each new row the next rowid.
     """
     conn.execute(_INSERT_ROWS, rows)
-    last = conn.execute(_LAST_ROWID).scalar()
+    last = conn.connection.driver_connection.execute(_LAST_ROWID).fetchone()[0]  # the driver's: no statement to build
     return list(range(last - len(rows) + 1, last + 1))
 
 
