@@ -21,7 +21,7 @@ from flask_migrate import upgrade
 
 from relay import create_app  # noqa: E402
 from relay.delivery import worker
-from relay.store import outbox
+from relay.store import outbox, rate_budget
 from relay.store.models import DeliveryAttempt, db, utcnow
 from tools.simulator import PagerDutySimulator
 
@@ -40,7 +40,7 @@ def fill(app, rows: int, limit: int) -> None:
         with db.engine.begin() as conn:
             conn.execute(DeliveryAttempt.__table__.insert(), [
                 {"log_id": ids[0], "started_at": now - timedelta(seconds=60 - n * 60 / limit), "outcome": "retry",
-                 "routing_key_hash": outbox.key_hash(KEY)} for n in range(limit)])
+                 "routing_key_hash": rate_budget.key_hash(KEY)} for n in range(limit)])
 
 
 def measure(database_url: str, pd, args) -> dict:

@@ -21,6 +21,7 @@ from relay.intake.sources import SOURCES, get_source, meant_for, pagerduty
 from relay.masking import mask
 from relay.pagerduty.event import change_event_schema
 from relay.store import collapse, outbox, states, storm
+from relay.store.latest_states import latest_states
 from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def _compare_with_latest(conn, planned: list[Planned], rows: list[dict], valve: 
     (relay/store/storm.py), or superseded when it need not be sent (relay/store/collapse.py); return, per row, the
     older rows it supersedes."""
     pending = [index for index, row in enumerate(rows) if row["status"] == states.PENDING and row["dedup_key"]]
-    latest = outbox.latest_states(conn, {(rows[i]["routing_key"], rows[i]["dedup_key"]) for i in pending})
+    latest = latest_states(conn, {(rows[i]["routing_key"], rows[i]["dedup_key"]) for i in pending})
     valve.hold_routes(rows[i]["route"] for i in pending if rows[i]["event_action"] == collapse.TRIGGER)
     routing = current_app.extensions["relay.intake.routing"]
     superseded = [[] for _ in rows]

@@ -12,7 +12,7 @@ from relay import metrics
 from relay.delivery import worker
 from relay.errors import RelayError
 from relay.pagerduty.event import DEDUP_KEY_MAX, load_event
-from relay.store import models, outbox, states
+from relay.store import models, outbox, requeue, states
 from relay.store.models import IncidentLog, db
 
 # Urgency is not an Events API field; dynamic notifications map severity to it
@@ -186,8 +186,8 @@ def requeue_one(log_id: int) -> None:
     """Put one failed or dead row back in the outbox and wake delivery, if it is still its alert's latest event;
     NotFound, NotLatest or Conflict otherwise."""
     condition = IncidentLog.id == log_id
-    moved = outbox.requeue(db.session, models.utcnow(), condition)
-    newer = [] if moved else outbox.superseded(db.session, condition)
+    moved = requeue.requeue(db.session, models.utcnow(), condition)
+    newer = [] if moved else requeue.superseded(db.session, condition)
     db.session.commit()
     if newer:
         raise NotLatest(newer[0].reason)

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from relay.intake.routing import ConfigError, load_route
 from relay.store import collapse, outbox
 from relay.store.models import DeliveryAttempt, IncidentLog, db, utcnow
+from relay.store.requeue import requeue
 from tests.helpers import alertmanager_notification, firing, wait_until
 
 KEY = "c0ffee00c0ffee00c0ffee00c0ffee00"
@@ -197,7 +198,7 @@ def test_replay_is_not_blocked_by_repeats_of_the_row_but_by_a_later_resolve(rela
     post(http, alert("DiskFull"))  # superseded by the trigger
     set_row(relay, trigger["log_id"], status="failed")
     with relay.app_context():
-        assert outbox.requeue(db.session, utcnow(), IncidentLog.id == trigger["log_id"]) == [trigger["log_id"]]
+        assert requeue(db.session, utcnow(), IncidentLog.id == trigger["log_id"]) == [trigger["log_id"]]
         db.session.rollback()
     set_row(relay, trigger["log_id"], status="dead")
     refire = alert("DiskFull")
@@ -205,7 +206,7 @@ def test_replay_is_not_blocked_by_repeats_of_the_row_but_by_a_later_resolve(rela
     post(http, refire)
     post(http, alert("DiskFull", "resolved"))  # with the refire: both superseded, the alert is over
     with relay.app_context():
-        assert outbox.requeue(db.session, utcnow(), IncidentLog.id == trigger["log_id"], statuses=("dead",)) == []
+        assert requeue(db.session, utcnow(), IncidentLog.id == trigger["log_id"], statuses=("dead",)) == []
         db.session.rollback()
 
 

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
-from relay.store import outbox, states
+from relay.store import claim, complete, outbox, states
 from relay.store.models import IncidentLog, db, utcnow
 from tests.helpers import store_events, trigger_event, wait_until
 
@@ -29,17 +29,17 @@ def test_a_held_row_is_put_off_not_read_again_on_every_claim(make_app, routing_k
     ids = store_events(app, [trigger_event(routing_key, "same")] * 3 + [trigger_event(routing_key, "other")])
     now = utcnow()
     with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
-        claimed = outbox.claim(conn, "w1", 1, now, 30, 0)
+        claimed = claim.claim(conn, "w1", 1, now, 30, 0)
     assert [c.log_id for c in claimed] == [ids[0]]
     with app.app_context():
         due = dict(db.session.execute(select(IncidentLog.id, IncidentLog.next_attempt_at)).all())
-    assert due[ids[1]] == due[ids[2]] == now + outbox.BLOCKED_RECHECK
+    assert due[ids[1]] == due[ids[2]] == now + claim.BLOCKED_RECHECK
     with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
-        assert [c.log_id for c in outbox.claim(conn, "w1", 1, now, 30, 0)] == [ids[3]]
+        assert [c.log_id for c in claim.claim(conn, "w1", 1, now, 30, 0)] == [ids[3]]
     ended = utcnow()
     with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
-        outbox.complete(conn, "w1", [(claimed[0], Delivery(states.DELIVERED, 202))], ended, RetryPolicy())
+        complete.complete(conn, "w1", [(claimed[0], Delivery(states.DELIVERED, 202))], ended, RetryPolicy())
     with app.app_context():
         woken, still_held = db.session.get(IncidentLog, ids[1]), db.session.get(IncidentLog, ids[2])
         assert woken.status == states.PENDING and woken.next_attempt_at == ended  # not a minute later
-        assert still_held.next_attempt_at == now + outbox.BLOCKED_RECHECK  # still behind ids[1]
+        assert still_held.next_attempt_at == now + claim.BLOCKED_RECHECK  # still behind ids[1]

@@ -7,6 +7,7 @@ import time
 from sqlalchemy import event
 
 from relay.store import outbox
+from relay.store.latest_states import latest_states
 from relay.store.models import db
 from tests.helpers import alertmanager_notification, firing
 
@@ -64,12 +65,12 @@ def test_the_latest_states_wait_for_the_alerts_lock_and_see_what_its_holder_comm
 
     def second_webhook():
         with app.app_context(), outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
-            seen.append(outbox.latest_states(conn, {alert}).get(alert))
+            seen.append(latest_states(conn, {alert}).get(alert))
             read.set()
 
     with app.app_context(), outbox.writer_connection(db.engine) as conn:
         with outbox.write_transaction(conn):
-            assert outbox.latest_states(conn, {alert}) == {}
+            assert latest_states(conn, {alert}) == {}
             (log_id,) = outbox.record_many(conn, [row])
             other = threading.Thread(target=second_webhook)
             other.start()

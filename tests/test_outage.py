@@ -10,6 +10,8 @@ from relay.delivery.worker import DeliveryWorker
 from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
 from relay.store import endpoints, outbox, states
+from relay.store.claim import claim as claim_rows
+from relay.store.complete import complete as complete_rows
 from relay.store.models import EndpointState, IncidentLog, db, utcnow
 from tests.helpers import store_events, trigger_event, wait_until
 
@@ -143,7 +145,7 @@ def test_a_down_endpoint_gives_one_claim_its_oldest_row_and_puts_the_rest_off(ma
 
     def claim():
         with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
-            return outbox.claim(conn, "w1", 10, now, 30, 0, rule)
+            return claim_rows(conn, "w1", 10, now, 30, 0, rule)
 
     (probe,) = claim()
     assert probe.log_id == ids[0]
@@ -152,7 +154,7 @@ def test_a_down_endpoint_gives_one_claim_its_oldest_row_and_puts_the_rest_off(ma
         held = {db.session.get(IncidentLog, log_id).next_attempt_at for log_id in ids[1:]}
     assert held == {now + endpoints.HELD_WHILE_DOWN}  # not read again at every probe
     with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
-        outbox.complete(conn, "w1", [(probe, Delivery(states.DELIVERED, 202))], now, RetryPolicy(), rule)
+        complete_rows(conn, "w1", [(probe, Delivery(states.DELIVERED, 202))], now, RetryPolicy(), rule)
     with app.app_context():
         assert {db.session.get(IncidentLog, log_id).next_attempt_at for log_id in ids[1:]} == {now}  # all due
     assert not endpoint_down(app)

@@ -7,7 +7,11 @@ from sqlalchemy import event, select
 from relay.pagerduty.client import Delivery
 from relay.pagerduty.retry import RetryPolicy
 from relay.store import outbox, states
+from relay.store.claim import claim as claim_rows
+from relay.store.complete import complete as complete_rows
+from relay.store.latest_states import latest_states
 from relay.store.models import DeliveryAttempt, IncidentLog, db, utcnow
+from relay.store.requeue import requeue, superseded
 
 POLICY = RetryPolicy(base_seconds=10, max_seconds=100, give_up_seconds=3600)
 
@@ -30,12 +34,12 @@ def add(app, routing_key, action="trigger", dedup_key="d"):
 
 def claim(app, worker="w1", slots=10, now=None, lease=30, per_minute=0):
     with app.app_context(), outbox.writer_connection(db.engine) as conn, conn.begin():
-        return outbox.claim(conn, worker, slots, now or utcnow(), lease, per_minute)
+        return claim_rows(conn, worker, slots, now or utcnow(), lease, per_minute)
 
 
 def complete(app, results, worker="w1", now=None):
     with app.app_context(), db.engine.begin() as conn:
-        outbox.complete(conn, worker, results, now or utcnow(), POLICY)
+        complete_rows(conn, worker, results, now or utcnow(), POLICY)
 
 
 def row(app, log_id):
@@ -165,7 +169,7 @@ def test_requeue_puts_failed_and_dead_rows_back(app, routing_key):
     first, second = claim(app)
     complete(app, [(first, Delivery("failed", 400)), (second, Delivery("delivered", 202))])
     with app.app_context(), db.engine.begin() as conn:
-        assert outbox.requeue(conn, utcnow(), IncidentLog.id.in_([log_id, delivered_id])) == [log_id]
+        assert requeue(conn, utcnow(), IncidentLog.id.in_([log_id, delivered_id])) == [log_id]
     assert row(app, log_id).status == "pending" and row(app, delivered_id).status == "delivered"
 
 
@@ -198,7 +202,7 @@ def test_latest_states_names_each_alerts_newest_row_that_sets_its_state(app, rou
                       source="test", status=states.STALE)
         db.session.commit()
     with app.app_context(), outbox.writer_connection(db.engine) as conn, outbox.write_transaction(conn):
-        latest = outbox.latest_states(conn, {(routing_key, "k1"), (routing_key, "k2"), ("other-key", "k1")})
+        latest = latest_states(conn, {(routing_key, "k1"), (routing_key, "k2"), ("other-key", "k1")})
     assert {pair: (found.id, found.event_action) for pair, found in latest.items()} == {
         (routing_key, "k1"): (resolve, "resolve"), (routing_key, "k2"): (other, "trigger")}
 
@@ -214,8 +218,8 @@ def test_requeue_skips_a_trigger_its_delivered_resolve_supersedes(app, routing_k
     (second,) = claim(app)
     complete(app, [(second, Delivery("delivered", 202))])  # the resolve
     with app.app_context(), db.engine.begin() as conn:
-        assert outbox.requeue(conn, utcnow(), IncidentLog.id.in_([trigger, lone])) == [lone]
-        (skipped,) = outbox.superseded(conn, IncidentLog.id.in_([trigger, lone]))
+        assert requeue(conn, utcnow(), IncidentLog.id.in_([trigger, lone])) == [lone]
+        (skipped,) = superseded(conn, IncidentLog.id.in_([trigger, lone]))
     assert (skipped.id, skipped.newer_id, skipped.newer_action, skipped.newer_status) == \
         (trigger, resolve, "resolve", "delivered")
     assert skipped.reason == (f"row {trigger} (trigger) was not sent again: row {resolve} (resolve, delivered) is "
@@ -230,9 +234,9 @@ def test_requeue_of_a_dead_trigger_and_its_dead_resolve_sends_only_the_resolve(a
         (claimed,) = claim(app)
         complete(app, [(claimed, Delivery("failed", 400))])
     with app.app_context(), db.engine.begin() as conn:
-        (before,) = outbox.superseded(conn, IncidentLog.id == trigger)
+        (before,) = superseded(conn, IncidentLog.id == trigger)
         assert before.reason.endswith(f"; replay row {resolve} to restore the alert's latest state")
-        assert outbox.requeue(conn, utcnow()) == [resolve]
+        assert requeue(conn, utcnow()) == [resolve]
     assert row(app, trigger).status == "failed" and row(app, resolve).status == "pending"
 
 
@@ -246,8 +250,8 @@ def test_rows_that_set_no_state_never_supersede(app, routing_key):
                           source="test", status=status)
         db.session.commit()
     with app.app_context(), db.engine.begin() as conn:
-        assert outbox.superseded(conn) == []
-        assert outbox.requeue(conn, utcnow()) == [trigger]
+        assert superseded(conn) == []
+        assert requeue(conn, utcnow()) == [trigger]
 
 
 def test_stored_rows_get_their_own_ids_in_order_after_deletions(app, routing_key):

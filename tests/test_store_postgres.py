@@ -10,7 +10,10 @@ from test_outbox import POLICY, add, claim, complete, row
 from relay import create_app
 from relay.pagerduty.client import Delivery
 from relay.store import outbox, postgres
+from relay.store.claim import _CANDIDATES, _candidates
+from relay.store.complete import complete as complete_rows
 from relay.store.models import IncidentLog, db, utcnow
+from relay.store.requeue import requeue
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def test_rows_turning_pending_notify_listeners(app, routing_key):
         complete(app, [(claimed, Delivery("failed", 400))])
         assert notified() == 0  # claims and outcomes wake nobody
         with app.app_context(), db.engine.begin() as conn:
-            outbox.requeue(conn, utcnow(), IncidentLog.id == log_id)
+            requeue(conn, utcnow(), IncidentLog.id == log_id)
         assert notified() == 1  # a row put back by replay
 
 
@@ -48,7 +51,7 @@ def test_a_row_behind_one_whose_result_is_being_written_is_not_put_off(app, rout
     (claimed,) = claim(app)
     resolve = add(app, routing_key, action="resolve")  # due, and behind the trigger in flight
     with app.app_context(), db.engine.connect() as finishing, finishing.begin():
-        outbox.complete(finishing, "w1", [(claimed, Delivery("delivered", 202))], utcnow(), POLICY)
+        complete_rows(finishing, "w1", [(claimed, Delivery("delivered", 202))], utcnow(), POLICY)
         assert claim(app, worker="w2") == []  # the trigger still reads as open
     assert row(app, trigger).status == "delivered"
     assert [c.log_id for c in claim(app, worker="w2")] == [resolve]
@@ -65,8 +68,8 @@ def test_claims_walk_the_open_index_before_the_store_was_ever_analyzed(pd):
             outbox.record_many(db.session, burst)
             db.session.commit()
             with outbox.writer_connection(db.engine) as conn, conn.begin():
-                assert len(outbox._candidates(conn, utcnow(), 32)[0]) == 32
-                plan = _plan(conn, outbox._CANDIDATES, {"now": utcnow()}, count=32)
+                assert len(_candidates(conn, utcnow(), 32)[0]) == 32
+                plan = _plan(conn, _CANDIDATES, {"now": utcnow()}, count=32)
             db.engine.dispose()
     assert "Index Scan using ix_incident_log_open" in plan and "Sort" not in plan, plan
 

@@ -8,7 +8,7 @@ from marshmallow import ValidationError
 from relay.cli.group import relay_cli
 from relay.cli.output import cell, echo_entries, json_option
 from relay.delivery import worker
-from relay.store import logquery, models, outbox, retention, states
+from relay.store import logquery, models, requeue, retention, states
 from relay.store.entry import log_entry
 from relay.store.models import IncidentLog, db
 from relay.timeutil import parse_duration, parse_since
@@ -86,8 +86,8 @@ def replay(statuses, since, log_ids):
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--since") from None
     statuses = statuses or states.REPLAYABLE
-    ids = outbox.requeue(db.session, models.utcnow(), *conditions, statuses=statuses)
-    skipped = outbox.superseded(db.session, *conditions, statuses=statuses)
+    ids = requeue.requeue(db.session, models.utcnow(), *conditions, statuses=statuses)
+    skipped = requeue.superseded(db.session, *conditions, statuses=statuses)
     db.session.commit()
     worker.wake()
     click.echo(json.dumps({"requeued": len(ids), "log_ids": ids, "skipped": [

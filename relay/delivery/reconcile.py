@@ -24,6 +24,7 @@ from relay.intake.routing import DEDUP_GROUP, RECONCILE_ACKNOWLEDGE, RECONCILE_K
 from relay.masking import mask
 from relay.pagerduty.event import load_event
 from relay.store import outbox, states, watches
+from relay.store.latest_states import latest_states
 
 log = logging.getLogger(__name__)
 
@@ -296,10 +297,10 @@ class Reconciler:
 
 
 def _latest_states(conn, pairs: set) -> dict:
-    """outbox.latest_states in batches: a first check may watch more alerts than one statement takes parameters."""
+    """latest_states in batches: a first check may watch more alerts than one statement takes parameters."""
     ordered, latest = sorted(pairs), {}
     for start in range(0, len(ordered), LATEST_BATCH):
-        latest.update(outbox.latest_states(conn, set(ordered[start:start + LATEST_BATCH])))
+        latest.update(latest_states(conn, set(ordered[start:start + LATEST_BATCH])))
     return latest
 
 

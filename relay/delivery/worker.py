@@ -23,7 +23,7 @@ from relay import logs, metrics
 from relay.delivery import duties
 from relay.pagerduty.client import PagerDutyClient, safe_url
 from relay.pagerduty.retry import RetryPolicy
-from relay.store import endpoints, failures, outbox, processes, retention, states
+from relay.store import claim, complete, endpoints, failures, outbox, processes, retention, states
 from relay.store.models import IncidentLog, db, utcnow
 
 log = logging.getLogger(__name__)
@@ -245,9 +245,9 @@ class DeliveryWorker:
             conn = self._connection(engine)
             with outbox.write_transaction(conn):
                 now = utcnow()
-                moves = (outbox.complete(conn, self.id, finished, now, self.policy, self.outage_rule)
+                moves = (complete.complete(conn, self.id, finished, now, self.policy, self.outage_rule)
                          if finished else [])
-                claimed = (outbox.claim(conn, self.id, slots, now, self.lease_seconds, self.per_minute,
+                claimed = (claim.claim(conn, self.id, slots, now, self.lease_seconds, self.per_minute,
                                         self.outage_rule) if wanted else [])
         except Exception:
             self._keep(finished)  # recorded by the next step, not lost with this transaction
@@ -324,7 +324,7 @@ class DeliveryWorker:
             timeout = min(timeout, max(0.01, self.next_beat - time.monotonic()))
         if self.inflight == 0 and not self.stopping.is_set():
             with engine.connect() as conn:
-                due = outbox.next_due_at(conn, utcnow())
+                due = claim.next_due_at(conn, utcnow())
             self._store_worked()
             if due is not None:
                 timeout = min(timeout, max(0.01, (due - utcnow()).total_seconds()))

@@ -49,7 +49,7 @@ def content(event: dict) -> tuple:
 
 
 def decide(conn, row: dict, last, sends_flapping: bool) -> list[int]:
-    """Mark a new pending row superseded when it need not be sent, given its alert's newest row (outbox.latest_states);
+    """Mark a new pending row superseded when it need not be sent, given its alert's newest row (latest_states.py);
     return the ids of older rows it supersedes in turn, to be marked once it has an id (supersede_older)."""
     if last is None or last.id is None:  # none stored, or only an earlier event of this request
         return []

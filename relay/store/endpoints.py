@@ -4,7 +4,7 @@ When sends to an endpoint fail with 5xx, timeouts or connection errors DOWN_AFTE
 rows stop retrying each on its own, and one probe at a time (the oldest due row, sent for real) goes, spaced from
 RELAY_RETRY_BASE_SECONDS doubling up to RELAY_OUTAGE_PROBE_MAX_SECONDS. Any answer from PagerDuty (accepted,
 refused, rate limited) ends the outage, and every row waiting on it is due at once; the claim still keeps order per
-alert and each key's budget. A 429 is one key's, no outage (relay/store/outbox.py holds that key alone).
+alert and each key's budget. A 429 is one key's, no outage (relay/store/rate_budget.py holds that key alone).
 
 Every change happens inside the delivery step's transaction, under the backend's endpoint lock (SQLite's write
 lock; a PostgreSQL advisory lock), taken only when there is something to change: while every endpoint is up and

@@ -226,7 +226,7 @@ class ReconcileWatch(db.Model):
 
     __tablename__ = "reconcile_watch"
 
-    routing_key_hash = db.Column(db.String(64), primary_key=True)  # outbox.key_hash: the key lives elsewhere
+    routing_key_hash = db.Column(db.String(64), primary_key=True)  # rate_budget.key_hash: the key lives elsewhere
     dedup_key = db.Column(db.String(255), primary_key=True)
     log_id = db.Column(BigId, nullable=False)  # the alert's newest trigger row seen: its key, route, alert, event
     misses = db.Column(db.Integer, nullable=False, default=0)  # consecutive checks the source did not have it

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import and_, delete, func, select, tuple_, update
 from sqlalchemy.orm import aliased
 
-from relay.store import outbox, states
+from relay.store import outbox, rate_budget, states
 from relay.store.models import IncidentLog, ReconcileWatch
 
 TRIGGER = "trigger"
@@ -32,7 +32,7 @@ def scan(conn, sources: tuple[str, ...], since: datetime | None) -> int:
     known = {(digest, dedup_key): log_id for digest, dedup_key, log_id in conn.execute(
         select(watch.routing_key_hash, watch.dedup_key, watch.log_id))}
     for log_id, routing_key, dedup_key in newest:
-        key = (outbox.key_hash(routing_key), dedup_key)
+        key = (rate_budget.key_hash(routing_key), dedup_key)
         if key in known and known[key] >= log_id:
             continue  # scanned before: the scans overlap, so a row committed late is not missed
         if key in known or not outbox.backend(conn).insert_if_absent(conn, watch.__table__, {
