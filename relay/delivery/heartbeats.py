@@ -20,10 +20,10 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from sqlalchemy import delete, select, update
 
 from relay.delivery.duties import Duty
-from relay.intake.routing import ConfigError, Duration, Watchdog, problem_text
+from relay.intake.routing import ConfigError, Duration, Watchdog, fixed_routing_key, problem_text
 from relay.intake.sources import client_name
 from relay.masking import mask
-from relay.pagerduty.event import ROUTING_KEY_LENGTH, SEVERITIES, SUMMARY_MAX, load_event, truncate
+from relay.pagerduty.event import SEVERITIES, SUMMARY_MAX, load_event, truncate
 from relay.store import outbox
 from relay.store.models import Heartbeat
 
@@ -123,22 +123,10 @@ def load_jobs(raw, environ=os.environ) -> dict[str, Job]:
             raise ConfigError(f"HEARTBEATS {name!r}, field {field_name!r}: {problem_text(messages)}") from None
         if spec["name"] in jobs:
             raise ConfigError(f"HEARTBEATS: the name {spec['name']!r} is used more than once")
-        spec["routing_key"] = _job_key(spec, environ)
+        spec["routing_key"] = fixed_routing_key(spec, environ, f"HEARTBEATS {spec['name']!r}")
         spec.pop("routing_key_env", None)
         jobs[spec["name"]] = Job(**spec)
     return jobs
-
-
-def _job_key(spec: dict, environ) -> str:
-    """A job's routing key, from config or its environment variable; the error gives its length, never the key."""
-    where = f"HEARTBEATS {spec['name']!r}, field {'routing_key' if 'routing_key' in spec else 'routing_key_env'!r}"
-    key = spec.get("routing_key") or environ.get(spec["routing_key_env"], "")
-    if not key:
-        raise ConfigError(f"{where}: environment variable {spec['routing_key_env']} is not set")
-    if len(key) != ROUTING_KEY_LENGTH:
-        raise ConfigError(f"{where}: the key has {len(key)} characters; a PagerDuty integration (routing) key has "
-                          f"{ROUTING_KEY_LENGTH}")
-    return key
 
 
 def declared(config) -> bool:

@@ -289,24 +289,23 @@ def _label(name):
     return f"route {name!r}" if not str(name).startswith("#") else f"route {name}"
 
 
-def _fixed_routing_key(spec, environ):
+def fixed_routing_key(spec, environ, owner: str) -> str | None:
+    """The key given as `routing_key` or read from the variable `routing_key_env` names (None when neither is
+    given), refused with a ConfigError naming owner and field when unset or of a length PagerDuty would refuse (with
+    a 400, on the first real page). The error gives the key's length, never the key."""
     if "routing_key" in spec:
-        return _checked_key(spec["name"], "routing_key", "the key", spec["routing_key"])
-    if "routing_key_env" in spec:
-        value = environ.get(spec["routing_key_env"], "")
-        if not value:
-            raise _problem(spec["name"], "routing_key_env",
-                           f"environment variable {spec['routing_key_env']} is not set")
-        return _checked_key(spec["name"], "routing_key_env", f"the key in {spec['routing_key_env']}", value)
-    return None
-
-
-def _checked_key(name, field_name, what, key):
-    """Refuse a key PagerDuty would refuse (with a 400, on the first real page): it must be ROUTING_KEY_LENGTH long.
-    The error gives the key's length, never the key."""
+        field_name, what, key = "routing_key", "the key", spec["routing_key"]
+    elif "routing_key_env" in spec:
+        field_name, what = "routing_key_env", f"the key in {spec['routing_key_env']}"
+        key = environ.get(spec["routing_key_env"], "")
+        if not key:
+            raise ConfigError(f"{owner}, field {field_name!r}: environment variable {spec['routing_key_env']} is "
+                              "not set")
+    else:
+        return None
     if len(key) != ROUTING_KEY_LENGTH:
-        raise _problem(name, field_name, f"{what} has {len(key)} characters; a PagerDuty integration (routing) key "
-                                         f"has {ROUTING_KEY_LENGTH}")
+        raise ConfigError(f"{owner}, field {field_name!r}: {what} has {len(key)} characters; a PagerDuty integration "
+                          f"(routing) key has {ROUTING_KEY_LENGTH}")
     return key
 
 
@@ -344,7 +343,7 @@ def load_route(raw, environ=os.environ, position="#?") -> Route:
     return Route(
         name=spec["name"],
         matchers=matchers,
-        routing_key=_fixed_routing_key(spec, environ),
+        routing_key=fixed_routing_key(spec, environ, _label(spec["name"])),
         routing_key_template=_compile(name, "routing_key_template", key_template) if key_template else None,
         severity_labels=spec["severity_label"],
         severity_map={k.strip().lower(): v for k, v in spec["severity_map"].items()},
